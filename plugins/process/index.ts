@@ -1,0 +1,263 @@
+// The `process` plugin: the whole process at a glance. Written against the public plugin
+// API only (`ispy/plugin`), like any third-party plugin.
+//
+// Commands that must answer while the app is stuck (info, stack, modules) run in the
+// agent worker and reach the main thread through the inspector; commands that need the
+// main thread's own state (loop, handles, env, report, gc) run on it.
+
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import * as os from 'node:os';
+import { arg, command, definePlugin, IspyError, type CommandContext } from 'ispy/plugin';
+import { redactedValue, redactUrlPassword, secretMatcher } from './redact';
+import { classify, summarisePackages } from './modules';
+import { GcRecorder } from './gc';
+
+// One per thread that loads this module; only the main thread's is started.
+const gc = new GcRecorder();
+
+const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
+const mb = (bytes: number) => round(bytes / (1024 * 1024), 1);
+
+function isAppFrame(file: string): boolean {
+  return !file.startsWith('node:') && !file.includes('/node_modules/') && !file.startsWith('<');
+}
+
+/** The main thread's memory, read through the inspector so it answers while the thread is busy. */
+async function mainMemory(ctx: CommandContext): Promise<Record<string, number> | { unavailable: string }> {
+  try {
+    const m = (await ctx.mainThread.evaluate('process.memoryUsage()', { timeoutMs: 500 })) as Record<string, number>;
+    return { rssMB: mb(m.rss ?? 0), heapUsedMB: mb(m.heapUsed ?? 0), heapTotalMB: mb(m.heapTotal ?? 0), externalMB: mb(m.external ?? 0), arrayBuffersMB: mb(m.arrayBuffers ?? 0) };
+  } catch (err) {
+    return { unavailable: (err as Error).message };
+  }
+}
+
+export default definePlugin({
+  name: 'process',
+  summary: 'The process at a glance: identity, stack, event loop, handles, environment, modules, report, GC',
+  setup: {
+    main(ctx) {
+      gc.start();
+      ctx.onUnload(() => gc.stop());
+    },
+  },
+  commands: {
+    info: command({
+      summary: 'pid, title, argv, versions, uptime, memory and CPU',
+      thread: 'worker',
+      async run(_args, ctx) {
+        const cpu = process.cpuUsage();
+        const uptime = process.uptime();
+        const heartbeat = ctx.mainThread.heartbeatAgeMs();
+        return {
+          pid: process.pid,
+          ppid: process.ppid,
+          title: process.title,
+          argv: ctx.app.argv,
+          execArgv: ctx.app.execArgv,
+          execPath: ctx.app.execPath,
+          cwd: process.cwd(),
+          user: os.userInfo().username,
+          hostname: os.hostname(),
+          platform: `${process.platform} ${process.arch} ${os.release()}`,
+          versions: { node: process.versions.node, v8: process.versions.v8, uv: process.versions.uv, openssl: process.versions.openssl },
+          uptimeSeconds: round(uptime, 1),
+          agentUptimeSeconds: round((Date.now() - ctx.app.agentStartedAt) / 1000, 1),
+          mainThread: heartbeat > 250 ? `not turning its event loop for ${heartbeat} ms` : 'event loop turning',
+          memory: { processRssMB: mb(process.memoryUsage.rss()), mainThread: await mainMemory(ctx) },
+          cpu: {
+            userSeconds: round(cpu.user / 1e6),
+            systemSeconds: round(cpu.system / 1e6),
+            averagePercent: round(((cpu.user + cpu.system) / 1e6 / Math.max(uptime, 0.001)) * 100, 1),
+            cores: os.availableParallelism(),
+          },
+        };
+      },
+    }),
+
+    stack: command({
+      summary: "The main thread's JavaScript stack right now (works while the event loop is blocked)",
+      thread: 'worker',
+      args: {
+        limit: arg.integer({ summary: 'show at most this many frames', default: 50, min: 1, max: 1000 }),
+        appOnly: arg.boolean({ summary: 'hide node: internals and node_modules frames' }),
+      },
+      async run(args, ctx) {
+        const stack = await ctx.mainThread.captureStack();
+        if (stack.state === 'idle') {
+          return { state: 'idle', message: 'the event loop is idle: no JavaScript is running on the main thread', heartbeatAgeMs: stack.heartbeatAgeMs };
+        }
+        if (stack.state === 'blocked') {
+          return {
+            state: 'blocked',
+            message: `main thread blocked outside JavaScript for ${stack.blockedForMs} ms (a synchronous call into native code: execSync, a sync fs call, a native addon); the inspector cannot interrupt it`,
+            blockedForMs: stack.blockedForMs,
+          };
+        }
+        const frames = stack.frames
+          .filter((f) => !args.appOnly || isAppFrame(f.file))
+          .slice(0, args.limit)
+          .map((f) => ({ function: f.functionName, file: f.file, line: f.line, column: f.column, app: isAppFrame(f.file) }));
+        return {
+          state: 'running',
+          busyForMs: ctx.mainThread.heartbeatAgeMs() > 250 ? ctx.mainThread.heartbeatAgeMs() : 0,
+          capturedInMs: stack.capturedInMs,
+          frames,
+        };
+      },
+    }),
+
+    loop: command({
+      summary: 'Event-loop delay percentiles and utilisation, sampled over a short window',
+      thread: 'main',
+      args: {
+        duration: arg.duration({ summary: 'how long to sample', default: '1s', min: '20ms', max: '60s' }),
+      },
+      async run(args, ctx) {
+        const histogram = monitorEventLoopDelay({ resolution: 10 });
+        const eluStart = performance.eventLoopUtilization();
+        histogram.enable();
+        try {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, args.duration);
+            timer.unref();
+            ctx.signal.addEventListener('abort', () => {
+              clearTimeout(timer);
+              resolve();
+            }, { once: true });
+          });
+        } finally {
+          histogram.disable();
+        }
+        const elu = performance.eventLoopUtilization(eluStart);
+        const ms = (ns: number) => round(ns / 1e6);
+        return {
+          sampledMs: args.duration,
+          delayMs: {
+            min: ms(histogram.min),
+            mean: ms(histogram.mean),
+            p50: ms(histogram.percentile(50)),
+            p90: ms(histogram.percentile(90)),
+            p99: ms(histogram.percentile(99)),
+            max: ms(histogram.max),
+          },
+          utilisation: round(elu.utilization, 3),
+          utilisationSinceStart: round(performance.eventLoopUtilization().utilization, 3),
+        };
+      },
+    }),
+
+    handles: command({
+      summary: 'Active handles and requests keeping the event loop alive (servers, sockets, timers, ...)',
+      thread: 'main',
+      run() {
+        const counts = new Map<string, number>();
+        for (const type of process.getActiveResourcesInfo()) counts.set(type, (counts.get(type) ?? 0) + 1);
+        const details: Record<string, unknown>[] = [];
+        // _getActiveHandles is undocumented; used only for details, and only if present.
+        const getHandles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles;
+        for (const h of typeof getHandles === 'function' ? getHandles.call(process) : []) {
+          const o = h as Record<string, any>;
+          const type = o?.constructor?.name ?? typeof h;
+          if (type === 'Server' && typeof o.address === 'function') {
+            const a = o.address();
+            details.push({ type: 'server', address: typeof a === 'string' ? a : a ? `${a.address}:${a.port}` : '(not listening)', connections: o._connections ?? null });
+          } else if (type === 'Socket' && o.remoteAddress) {
+            details.push({ type: 'socket', local: `${o.localAddress}:${o.localPort}`, remote: `${o.remoteAddress}:${o.remotePort}`, bytesRead: o.bytesRead, bytesWritten: o.bytesWritten });
+          } else if (type === 'ChildProcess') {
+            details.push({ type: 'child process', pid: o.pid, command: o.spawnfile });
+          }
+        }
+        return {
+          total: [...counts.values()].reduce((a, b) => a + b, 0),
+          byType: [...counts].sort((a, b) => b[1] - a[1]).map(([type, count]) => ({ type, count })),
+          details,
+        };
+      },
+    }),
+
+    env: command({
+      summary: 'Environment variables, with secret-looking values redacted',
+      thread: 'main',
+      args: {
+        filter: arg.string({ summary: 'only keys containing this text (case-insensitive)', positional: true }),
+      },
+      run(args, ctx) {
+        const secret = secretMatcher(ctx.settings.redact);
+        const needle = args.filter?.toLowerCase();
+        const vars: Record<string, string> = {};
+        let redacted = 0;
+        for (const key of Object.keys(process.env).sort()) {
+          if (needle && !key.toLowerCase().includes(needle)) continue;
+          const value = process.env[key] ?? '';
+          if (secret(key)) {
+            vars[key] = redactedValue(value);
+            redacted++;
+          } else vars[key] = redactUrlPassword(value);
+        }
+        return { count: Object.keys(vars).length, redacted, vars };
+      },
+    }),
+
+    modules: command({
+      summary: 'Loaded modules (CommonJS and ES) grouped by package, with versions',
+      thread: 'worker',
+      args: {
+        files: arg.boolean({ summary: 'list every loaded file, not just packages' }),
+      },
+      async run(args, ctx) {
+        const urls: string[] = [];
+        const off = ctx.inspector.on('Debugger.scriptParsed', (p: { url: string }) => urls.push(p.url));
+        try {
+          // Enabling the debugger replays a scriptParsed event for every script already loaded.
+          await ctx.inspector.withDomains(['Debugger'], async () => {});
+        } finally {
+          off();
+        }
+        const { files, builtins } = classify(urls);
+        const packages = summarisePackages(files);
+        const result: Record<string, unknown> = {
+          files: files.length,
+          appFiles: files.filter((f) => !f.package).length,
+          esm: files.filter((f) => f.kind === 'esm').length,
+          cjs: files.filter((f) => f.kind === 'cjs').length,
+          nodeInternals: builtins,
+          packages: packages.map(({ name, version, files: n }) => ({ name, version, files: n })),
+        };
+        if (args.files) result.list = files;
+        return result;
+      },
+    }),
+
+    report: command({
+      summary: "Node's diagnostic report (JSON), saved as an artefact",
+      thread: 'main',
+      artefact: true,
+      async run(_args, ctx) {
+        const report = process.report.getReport() as unknown as Record<string, any>;
+        const file = await ctx.artefacts.writeFile('report.json', JSON.stringify(report, null, 2));
+        const header = report.header ?? {};
+        return {
+          file,
+          nodejsVersion: header.nodejsVersion,
+          event: header.event,
+          libuvHandles: Array.isArray(report.libuv) ? report.libuv.length : undefined,
+          heapUsedMB: report.javascriptHeap ? mb(report.javascriptHeap.usedMemory ?? 0) : undefined,
+          resourceUsage: report.resourceUsage ? { userCpuSeconds: report.resourceUsage.userCpuSeconds, kernelCpuSeconds: report.resourceUsage.kernelCpuSeconds, maxRssKB: report.resourceUsage.maxRss } : undefined,
+        };
+      },
+    }),
+
+    gc: command({
+      summary: 'Recent garbage-collection pauses of the main thread, and totals since the agent started',
+      thread: 'main',
+      args: {
+        limit: arg.integer({ summary: 'show at most this many recent pauses', default: 20, min: 1, max: 100 }),
+      },
+      run(args) {
+        if (!gc.observing) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'GC observation is not running in this process');
+        return gc.snapshot(args.limit);
+      },
+    }),
+  },
+});

@@ -1,0 +1,19 @@
+// Which keys hold secrets, and how to show a value without showing the secret.
+
+/** Key names that hold secrets in most apps. The config's "redact" patterns add to these. */
+export const DEFAULT_SECRET_KEY =
+  /pass(word|wd|phrase)?|secret|token|api[-_]?key|private[-_]?key|access[-_]?key|credential|auth|cookie|session|signature|salt|dsn|bearer|jwt|^.*_key$/i;
+
+export function secretMatcher(extra: readonly string[]): (key: string) => boolean {
+  const patterns = [DEFAULT_SECRET_KEY, ...extra.map((p) => new RegExp(p, 'i'))];
+  return (key) => patterns.some((re) => re.test(key));
+}
+
+export function redactedValue(value: string): string {
+  return `[redacted, ${value.length} chars]`;
+}
+
+/** `postgres://user:pw@host/db` → `postgres://user:***@host/db`: the password in a URL is a secret whatever its key. */
+export function redactUrlPassword(value: string): string {
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*):([^@\s]+)@/i, '$1:***@');
+}

@@ -1,0 +1,163 @@
+// Reading and checking ispy.config.json. Runs on the main thread at start-up; the result
+// is plain data handed to the worker. A config problem is one line naming the file, the
+// key and what was expected, and the agent does not start.
+
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { IspyError } from '../protocol/errors';
+import { parseDuration } from '../protocol/args';
+import { checkSchema, type Schema } from './schema';
+
+/** Options of startAgent(); each one overrides the config file's key of the same name. */
+export interface AgentOptions {
+  /** Config file to read; false reads none. Default: $ISPY_CONFIG, else ./ispy.config.json when present. */
+  config?: string | false;
+  /** Socket path ({pid} placeholder). $ISPY_SOCKET overrides the config file, this overrides both. */
+  socket?: string;
+  plugins?: string[];
+  disable?: string[];
+  eval?: boolean;
+  outputDir?: string;
+  redact?: string[];
+  audit?: string;
+  pluginOptions?: Record<string, unknown>;
+  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout', string | number>>;
+  /** Folder relative paths are resolved from when no config file is read. Default: process.cwd(). */
+  cwd?: string;
+}
+
+export interface Limits {
+  maxFrameBytes: number;
+  maxConnections: number;
+  mainThreadTimeoutMs: number;
+  inspectorTimeoutMs: number;
+  setupTimeoutMs: number;
+}
+
+export interface ResolvedConfig {
+  /** The file read, if any. */
+  file?: string;
+  /** Folder that relative paths in the config are resolved from. */
+  baseDir: string;
+  /** Socket path template, absolute; undefined for the default per-user folder. */
+  socket?: string;
+  plugins: string[];
+  disable: string[];
+  eval: boolean;
+  outputDir?: string;
+  redact: string[];
+  audit?: string;
+  pluginOptions: Record<string, unknown>;
+  limits: Limits;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxFrameBytes: 1024 * 1024,
+  maxConnections: 32,
+  mainThreadTimeoutMs: 2000,
+  inspectorTimeoutMs: 1000,
+  setupTimeoutMs: 5000,
+};
+
+export function schemaPath(): string {
+  // dist/src/agent/config.js → package root
+  return path.resolve(__dirname, '..', '..', '..', 'ispy.config.schema.json');
+}
+
+let cachedSchema: Schema | undefined;
+function loadSchema(): Schema {
+  cachedSchema ??= JSON.parse(readFileSync(schemaPath(), 'utf8')) as Schema;
+  return cachedSchema;
+}
+
+function configError(file: string, message: string): IspyError {
+  return new IspyError('ISPY_ERR_CONFIG', `config ${file}: ${message}`);
+}
+
+function show(v: unknown): string {
+  const text = JSON.stringify(v);
+  return text === undefined ? String(v) : text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function ms(v: string | number | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  return typeof v === 'number' ? v : (parseDuration(v) ?? fallback);
+}
+
+/** Reads, checks and resolves the configuration. Throws ISPY_ERR_CONFIG with a one-line message. */
+export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const cwd = options.cwd ?? process.cwd();
+  let file: string | undefined;
+  let named = false;
+  if (options.config === false) file = undefined;
+  else if (typeof options.config === 'string') {
+    file = path.resolve(cwd, options.config);
+    named = true;
+  } else if (env.ISPY_CONFIG) {
+    file = path.resolve(cwd, env.ISPY_CONFIG);
+    named = true;
+  } else {
+    const candidate = path.join(cwd, 'ispy.config.json');
+    if (existsSync(candidate)) file = candidate;
+  }
+
+  let raw: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' ? 'file not found' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+      throw configError(file, `${why}${named ? ` (named by ${typeof options.config === 'string' ? 'startAgent({config})' : 'ISPY_CONFIG'})` : ''}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw configError(file, `not valid JSON (${(err as Error).message})`);
+    }
+    const problem = checkSchema(loadSchema(), parsed);
+    if (problem) {
+      const where = problem.key ? `key "${problem.key}"` : 'the top level';
+      const got = problem.got === undefined ? '' : ` (got ${show(problem.got)})`;
+      throw configError(file, problem.expected.startsWith('not ') || problem.expected.startsWith('to ')
+        ? `${where} ought ${problem.expected}${got}`
+        : `${where} must be ${problem.expected}${got}`);
+    }
+    raw = parsed as Record<string, unknown>;
+  }
+
+  // Options given in code win over the file; they are checked against the same schema.
+  const { config: _c, cwd: _w, ...overrides } = options;
+  const merged: Record<string, unknown> = { ...raw };
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v;
+  if (Object.keys(overrides).length) {
+    const problem = checkSchema(loadSchema(), merged);
+    if (problem) throw new IspyError('ISPY_ERR_CONFIG', `startAgent option "${problem.key}" must be ${problem.expected} (got ${show(problem.got)})`);
+  }
+
+  const baseDir = file ? path.dirname(file) : cwd;
+  const limitsRaw = (merged.limits ?? {}) as Record<string, string | number | undefined>;
+  const socket = env.ISPY_SOCKET && options.socket === undefined ? env.ISPY_SOCKET : (merged.socket as string | undefined);
+  const resolved: ResolvedConfig = {
+    baseDir,
+    plugins: (merged.plugins as string[] | undefined) ?? [],
+    disable: (merged.disable as string[] | undefined) ?? [],
+    eval: merged.eval === true,
+    redact: (merged.redact as string[] | undefined) ?? [],
+    pluginOptions: (merged.pluginOptions as Record<string, unknown> | undefined) ?? {},
+    limits: {
+      maxFrameBytes: (limitsRaw.maxFrameBytes as number | undefined) ?? DEFAULT_LIMITS.maxFrameBytes,
+      maxConnections: (limitsRaw.maxConnections as number | undefined) ?? DEFAULT_LIMITS.maxConnections,
+      mainThreadTimeoutMs: ms(limitsRaw.mainThreadTimeout, DEFAULT_LIMITS.mainThreadTimeoutMs),
+      inspectorTimeoutMs: ms(limitsRaw.inspectorTimeout, DEFAULT_LIMITS.inspectorTimeoutMs),
+      setupTimeoutMs: ms(limitsRaw.setupTimeout, DEFAULT_LIMITS.setupTimeoutMs),
+    },
+  };
+  if (file) resolved.file = file;
+  if (socket) resolved.socket = path.resolve(baseDir, socket);
+  if (typeof merged.outputDir === 'string') resolved.outputDir = path.resolve(baseDir, merged.outputDir);
+  if (typeof merged.audit === 'string') resolved.audit = path.resolve(baseDir, merged.audit);
+  return resolved;
+}

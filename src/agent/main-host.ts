@@ -1,0 +1,163 @@
+// Runs on the app's main thread. Loads each plugin here first (its `setup.main` is where
+// instrumentation of the app lives) and runs the commands declared `thread: "main"` when
+// the worker forwards them. Nothing here may throw into the app or keep it alive.
+
+import type { MessagePort } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { IspyError, toWireError } from '../protocol/errors';
+import type { FailedPlugin } from '../protocol/index';
+import { toJsonSafe } from '../protocol/index';
+import { findCommand, importPlugin, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import type { FromMain, PluginLocation, ToMain } from './rpc';
+import { writeArtefact } from './artefacts';
+import type { ResolvedConfig } from './config';
+import { agentLog } from './log';
+
+/** Built-in plugins, loaded unless the config lists them under "disable". */
+export const BUILTIN_PLUGINS = ['process'] as const;
+
+export function builtinLocation(name: string): string {
+  // dist/src/agent → dist/plugins/<name>/index.js
+  return path.resolve(__dirname, '..', '..', 'plugins', name, 'index.js');
+}
+
+/** Where each plugin's module is. A spec that cannot be resolved is reported as a failed plugin. */
+export function locatePlugins(config: ResolvedConfig): { found: PluginLocation[]; failed: FailedPlugin[] } {
+  const found: PluginLocation[] = [];
+  const failed: FailedPlugin[] = [];
+  for (const name of BUILTIN_PLUGINS) {
+    if (!config.disable.includes(name)) found.push({ name, source: 'builtin', location: builtinLocation(name) });
+  }
+  const req = createRequire(path.join(config.baseDir, 'ispy.config.json'));
+  for (const spec of config.plugins) {
+    try {
+      const location = spec.startsWith('.') || path.isAbsolute(spec) ? path.resolve(config.baseDir, spec) : req.resolve(spec);
+      found.push({ source: spec, location: req.resolve(location) });
+    } catch (err) {
+      failed.push({
+        name: spec,
+        source: spec,
+        error: { code: 'ISPY_ERR_PLUGIN_LOAD', message: `cannot find plugin module "${spec}" from ${config.baseDir} (${(err as Error).message.split('\n')[0]})` },
+      });
+    }
+  }
+  return { found, failed };
+}
+
+export class MainHost {
+  readonly loaded = new Map<string, LoadedPlugin>();
+  private readonly calls = new Map<number, AbortController>();
+  private port: MessagePort | undefined;
+  private stopped = false;
+
+  constructor(private readonly opts: RuntimeOptions) {}
+
+  /** Imports and sets up each plugin; a failure is reported and the rest still load. */
+  async load(locations: PluginLocation[]): Promise<{ ok: (PluginLocation & { name: string })[]; failed: FailedPlugin[] }> {
+    const ok: (PluginLocation & { name: string })[] = [];
+    const failed: FailedPlugin[] = [];
+    for (const loc of locations) {
+      try {
+        const plugin = await importPlugin(loc.location);
+        if (this.loaded.has(plugin.name)) {
+          throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `a plugin named "${plugin.name}" is already loaded (from ${this.loaded.get(plugin.name)!.source})`);
+        }
+        this.loaded.set(plugin.name, await setupPlugin(plugin, loc.source, this.opts));
+        ok.push({ ...loc, name: plugin.name });
+      } catch (err) {
+        const error = toWireError(err, `loading ${loc.source === 'builtin' ? loc.name : loc.source}`);
+        if (error.code === 'ISPY_ERR_PLUGIN_FAILED') error.code = 'ISPY_ERR_PLUGIN_LOAD';
+        failed.push({ name: loc.name ?? loc.source, source: loc.source, error });
+        agentLog(`plugin ${loc.name ?? loc.source} not loaded: ${error.message}`);
+      }
+    }
+    return { ok, failed };
+  }
+
+  attach(port: MessagePort): void {
+    this.port = port;
+    port.on('message', (msg: ToMain) => this.onMessage(msg));
+    // A 'message' listener refs the port again; the agent must never keep the app alive.
+    port.unref();
+  }
+
+  private send(msg: FromMain): void {
+    try {
+      this.port?.postMessage(msg);
+    } catch (err) {
+      // A value that cannot be cloned: report it as the call's error instead.
+      if ('id' in msg && msg.t !== 'error') {
+        this.port?.postMessage({ t: 'error', id: msg.id, error: toWireError(err, 'result could not be sent') } satisfies FromMain);
+      }
+    }
+  }
+
+  private onMessage(msg: ToMain): void {
+    if (msg.t === 'cancel') {
+      this.calls.get(msg.id)?.abort();
+      return;
+    }
+    if (msg.t === 'unload-plugin') {
+      const p = this.loaded.get(msg.name);
+      this.loaded.delete(msg.name);
+      void p?.lifetime.close();
+      return;
+    }
+    if (msg.t === 'call') {
+      // The worker stopped waiting (the thread was busy past the deadline): do not run it late.
+      if (Date.now() > msg.deadline) return;
+      this.send({ t: 'ack', id: msg.id });
+      void this.run(msg);
+    }
+  }
+
+  private async run(msg: Extract<ToMain, { t: 'call' }>): Promise<void> {
+    const controller = new AbortController();
+    this.calls.set(msg.id, controller);
+    try {
+      if (this.stopped) throw new IspyError('ISPY_ERR_AGENT_STOPPED', 'the agent is stopping');
+      const loaded = this.loaded.get(msg.plugin);
+      if (!loaded) throw new IspyError('ISPY_ERR_UNKNOWN_PLUGIN', `plugin "${msg.plugin}" is not loaded on the main thread`);
+      const cmd = findCommand(loaded.plugin, msg.command);
+      const args = validateArgs(msg.plugin, msg.command, cmd, msg.args);
+      const value = await runCall(
+        loaded,
+        cmd,
+        args,
+        controller.signal,
+        {
+          data: (data) => this.send({ t: 'data', id: msg.id, data: toJsonSafe(data) }),
+          progress: (u) => this.send({ t: 'progress', id: msg.id, ...u }),
+        },
+        {
+          artefacts: {
+            writeFile: async (name, data) => {
+              const written = await writeArtefact(this.opts.settings.outputDir, name, data);
+              this.send({ t: 'artefact', id: msg.id, ...written });
+              return written.path;
+            },
+          },
+        },
+        this.opts,
+      );
+      this.send({ t: 'result', id: msg.id, value: toJsonSafe(value) });
+    } catch (err) {
+      this.send({ t: 'error', id: msg.id, error: toWireError(err, `${msg.plugin} ${msg.command}`) });
+    } finally {
+      this.calls.delete(msg.id);
+    }
+  }
+
+  /** Cancels running calls and undoes every plugin's main-thread instrumentation. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const c of this.calls.values()) c.abort();
+    this.calls.clear();
+    for (const p of [...this.loaded.values()].reverse()) await p.lifetime.close();
+    this.loaded.clear();
+    this.port?.close();
+    this.port = undefined;
+  }
+}

@@ -1,0 +1,347 @@
+// The per-thread plugin runtime: loading a plugin module, running its setup under a
+// timeout inside a Lifetime that records every undo, and running one call of a command
+// with its context. Used by the main-thread host, the agent worker and the in-process
+// test harness alike, so a plugin behaves the same in all three.
+
+import * as dc from 'node:diagnostics_channel';
+import { pathToFileURL } from 'node:url';
+import { IspyError, isIspyError } from '../protocol/errors';
+import { coerceArgs, usageLine, type ArgValues } from '../protocol/args';
+import type { CommandInfo, PluginInfo } from '../protocol/index';
+import {
+  argInfos,
+  definePlugin,
+  type AgentSettings,
+  type AppFacts,
+  type ArtefactSink,
+  type Command,
+  type ArgDefs,
+  type CommandContext,
+  type InspectorAccess,
+  type Lifetime as LifetimeApi,
+  type MainThreadAccess,
+  type Plugin,
+  type SetupContext,
+  type Thread,
+} from '../plugin/define';
+import { agentLog } from './log';
+
+type Undo = () => void | Promise<void>;
+
+/** Records undos; close() runs them newest first, once, logging (never throwing) failures. */
+export class Lifetime implements LifetimeApi {
+  private undos: Undo[] = [];
+  private closed = false;
+
+  constructor(private readonly label: string) {}
+
+  get size(): number {
+    return this.undos.length;
+  }
+
+  onUnload(undo: Undo): void {
+    if (this.closed) {
+      // Registered after close: undo at once so nothing outlives the plugin.
+      void this.runOne(undo);
+      return;
+    }
+    this.undos.push(undo);
+  }
+
+  private remove(undo: Undo): void {
+    const i = this.undos.lastIndexOf(undo);
+    if (i !== -1) this.undos.splice(i, 1);
+  }
+
+  setInterval(fn: () => void, ms: number): { clear(): void } {
+    const timer = setInterval(() => this.guard(fn), ms);
+    timer.unref();
+    const undo = () => clearInterval(timer);
+    this.onUnload(undo);
+    return {
+      clear: () => {
+        clearInterval(timer);
+        this.remove(undo);
+      },
+    };
+  }
+
+  setTimeout(fn: () => void, ms: number): { clear(): void } {
+    let undo: Undo = () => {};
+    const timer = setTimeout(() => {
+      this.remove(undo);
+      this.guard(fn);
+    }, ms);
+    timer.unref();
+    undo = () => clearTimeout(timer);
+    this.onUnload(undo);
+    return {
+      clear: () => {
+        clearTimeout(timer);
+        this.remove(undo);
+      },
+    };
+  }
+
+  subscribe(channel: string, listener: (message: unknown, name: string | symbol) => void): () => void {
+    const safe = (message: unknown, name: string | symbol) => this.guard(() => listener(message, name));
+    dc.subscribe(channel, safe);
+    let done = false;
+    const undo = () => {
+      if (done) return;
+      done = true;
+      dc.unsubscribe(channel, safe);
+    };
+    this.onUnload(undo);
+    return () => {
+      undo();
+      this.remove(undo);
+    };
+  }
+
+  /** Runs every undo, newest first. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const undos = this.undos.reverse();
+    this.undos = [];
+    for (const undo of undos) await this.runOne(undo);
+  }
+
+  private async runOne(undo: Undo): Promise<void> {
+    try {
+      await undo();
+    } catch (err) {
+      agentLog(`${this.label}: an undo failed: ${(err as Error)?.stack ?? err}`);
+    }
+  }
+
+  /** Plugin code called from a timer or channel must never throw into the app. */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      agentLog(`${this.label}: ${(err as Error)?.stack ?? err}`);
+    }
+  }
+}
+
+/** Resolves `p` or rejects with ISPY_ERR_SETUP_TIMEOUT naming the culprit. */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string, code: 'ISPY_ERR_SETUP_TIMEOUT' | 'ISPY_ERR_INSPECTOR' | 'ISPY_ERR_MAIN_BUSY' = 'ISPY_ERR_SETUP_TIMEOUT'): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new IspyError(code, `${what} did not finish within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Imports a plugin module (ESM or CJS) by absolute path or file URL and checks its declaration. */
+export async function importPlugin(location: string): Promise<Plugin> {
+  const url = location.startsWith('file:') ? location : pathToFileURL(location).href;
+  const mod = (await import(url)) as Record<string, unknown>;
+  // `export default` compiled to CJS arrives as { default: { default: plugin } }.
+  let candidate: unknown = mod.default ?? mod.plugin;
+  if (candidate && typeof candidate === 'object' && 'default' in candidate && !('commands' in candidate)) {
+    candidate = (candidate as { default: unknown }).default;
+  }
+  if (!candidate || typeof candidate !== 'object') {
+    throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `${location} has no default export (or export "plugin") made with definePlugin()`);
+  }
+  try {
+    return definePlugin(candidate as Plugin);
+  } catch (err) {
+    throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `${location}: ${(err as Error).message}`);
+  }
+}
+
+export interface LoadedPlugin {
+  plugin: Plugin;
+  source: string;
+  lifetime: Lifetime;
+}
+
+export interface RuntimeOptions {
+  thread: Thread;
+  app: AppFacts;
+  settings: AgentSettings;
+  pluginOptions: Record<string, unknown>;
+  setupTimeoutMs: number;
+}
+
+function log(plugin: string) {
+  return (message: string) => agentLog(`[${plugin}] ${message}`);
+}
+
+/** Runs the plugin's setup for this thread under the timeout. On failure, undoes what it did and throws. */
+export async function setupPlugin(plugin: Plugin, source: string, opts: RuntimeOptions): Promise<LoadedPlugin> {
+  const lifetime = new Lifetime(`plugin ${plugin.name}`);
+  const setup = opts.thread === 'main' ? plugin.setup?.main : plugin.setup?.worker;
+  if (setup) {
+    const ctx: SetupContext = {
+      thread: opts.thread,
+      app: opts.app,
+      options: opts.pluginOptions[plugin.name],
+      settings: opts.settings,
+      log: log(plugin.name),
+      onUnload: (u) => lifetime.onUnload(u),
+      setInterval: (f, ms) => lifetime.setInterval(f, ms),
+      setTimeout: (f, ms) => lifetime.setTimeout(f, ms),
+      subscribe: (c, l) => lifetime.subscribe(c, l),
+    };
+    try {
+      await withTimeout(Promise.resolve().then(() => setup(ctx)), opts.setupTimeoutMs, `setup of plugin "${plugin.name}" on the ${opts.thread} thread`);
+    } catch (err) {
+      await lifetime.close();
+      if (isIspyError(err)) throw err;
+      throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `setup of plugin "${plugin.name}" failed: ${(err as Error)?.message ?? err}`, { cause: err });
+    }
+  }
+  return { plugin, source, lifetime };
+}
+
+export function describePlugin(loaded: LoadedPlugin): PluginInfo {
+  const { plugin, source } = loaded;
+  const info: PluginInfo = {
+    name: plugin.name,
+    summary: plugin.summary,
+    source,
+    commands: Object.entries(plugin.commands).map(([name, cmd]) => describeCommand(name, cmd)),
+  };
+  if (plugin.version) info.version = plugin.version;
+  return info;
+}
+
+export function describeCommand(name: string, cmd: Command<ArgDefs>): CommandInfo {
+  return {
+    name,
+    summary: cmd.summary,
+    thread: cmd.thread,
+    stream: typeof cmd.stream === 'function',
+    artefact: cmd.artefact === true,
+    args: argInfos(cmd),
+  };
+}
+
+export function findCommand(plugin: Plugin, name: string): Command<ArgDefs> {
+  const cmd = Object.prototype.hasOwnProperty.call(plugin.commands, name) ? plugin.commands[name] : undefined;
+  if (!cmd) {
+    const names = Object.keys(plugin.commands);
+    const near = closest(name, names);
+    throw new IspyError(
+      'ISPY_ERR_UNKNOWN_COMMAND',
+      `plugin "${plugin.name}" has no command "${name}"${near ? `; did you mean "${near}"?` : ''} (commands: ${names.join(', ')})`,
+    );
+  }
+  return cmd;
+}
+
+/** The nearest name by edit distance, when it is near enough to be a typo. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word, c);
+    if (d < bestD) {
+      bestD = d;
+      best = c;
+    }
+  }
+  return best !== undefined && (bestD <= 2 || (best.startsWith(word) && word.length >= 2)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}
+
+export function validateArgs(pluginName: string, commandName: string, cmd: Command<ArgDefs>, raw: unknown): ArgValues {
+  const infos = argInfos(cmd);
+  return coerceArgs(infos, raw, usageLine(`${pluginName} ${commandName}`, infos));
+}
+
+export interface CallSink {
+  data(item: unknown): void;
+  progress(update: { done?: number; total?: number; message?: string }): void;
+}
+
+export interface CallServices {
+  artefacts: ArtefactSink;
+  mainThread?: MainThreadAccess;
+  inspector?: InspectorAccess;
+}
+
+function unavailable(what: string): never {
+  throw new IspyError('ISPY_ERR_UNAVAILABLE', `${what} is only available to commands declared with thread: "worker"`);
+}
+
+/**
+ * Runs one call: builds the context, runs the handler, and for a stream pulls items into
+ * the sink until it ends or the signal fires (then returns the iterator so the plugin's
+ * finally blocks run). Resolves with the value (undefined for a stream).
+ */
+export async function runCall(
+  loaded: LoadedPlugin,
+  cmd: Command<ArgDefs>,
+  args: ArgValues,
+  signal: AbortSignal,
+  sink: CallSink,
+  services: CallServices,
+  opts: RuntimeOptions,
+): Promise<unknown> {
+  const { plugin, lifetime } = loaded;
+  const ctx: CommandContext = {
+    thread: opts.thread,
+    app: opts.app,
+    signal,
+    progress: (u) => sink.progress(u),
+    options: opts.pluginOptions[plugin.name],
+    settings: opts.settings,
+    log: log(plugin.name),
+    artefacts: services.artefacts,
+    get mainThread(): MainThreadAccess {
+      return services.mainThread ?? unavailable('ctx.mainThread');
+    },
+    get inspector(): InspectorAccess {
+      return services.inspector ?? unavailable('ctx.inspector');
+    },
+    onUnload: (u) => lifetime.onUnload(u),
+    setInterval: (f, ms) => lifetime.setInterval(f, ms),
+    setTimeout: (f, ms) => lifetime.setTimeout(f, ms),
+    subscribe: (c, l) => lifetime.subscribe(c, l),
+  };
+  const cancelled = () => new IspyError('ISPY_ERR_CANCELLED', 'cancelled');
+  if (signal.aborted) throw cancelled();
+  if (typeof cmd.run === 'function') {
+    return await cmd.run(args as never, ctx);
+  }
+  const iterable = cmd.stream!(args as never, ctx);
+  const iterator = iterable[Symbol.asyncIterator]();
+  // Abort ends the wait for the next item at once; return() lets the generator clean up.
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<'aborted'>((resolve) => {
+    onAbort = () => resolve('aborted');
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    for (;;) {
+      const next = await Promise.race([iterator.next(), aborted]);
+      if (next === 'aborted') break;
+      if (next.done) return next.value;
+      sink.data(next.value);
+    }
+    void Promise.resolve(iterator.return?.()).catch(() => {});
+    throw cancelled();
+  } finally {
+    signal.removeEventListener('abort', onAbort!);
+  }
+}

@@ -1,0 +1,266 @@
+// Runs in the agent worker. The WebSocket endpoint on the UNIX socket: one Connection per
+// client, each checking every frame, multiplexing calls by id and cancelling them all
+// when the client goes away. A bad frame gets an error frame and the connection lives on;
+// nothing a client sends can take the agent (let alone the app) down.
+
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import {
+  HARD_MAX_FRAME_BYTES,
+  MAX_CALLS_PER_CONNECTION,
+  PROTOCOL_VERSION,
+  WS_PATH,
+  encodeBinaryFrame,
+  parseClientMessage,
+  toJsonSafe,
+  type AgentMessage,
+  type CallMessage,
+  type WelcomeMessage,
+} from '../protocol/index';
+import { IspyError, isIspyError, toWireError } from '../protocol/errors';
+import type { Registry } from './registry';
+import { agentLog } from './log';
+
+export interface ServerOptions {
+  maxFrameBytes: number;
+  maxConnections: number;
+  audit?: string;
+  welcome(): Omit<WelcomeMessage, 'type' | 'protocol' | 'maxFrameBytes' | 'plugins' | 'failedPlugins'>;
+}
+
+const ARTEFACT_CHUNK = 256 * 1024;
+
+export class AgentServer {
+  readonly http: http.Server;
+  private readonly wss: WebSocketServer;
+  private readonly connections = new Set<Connection>();
+  private closed = false;
+
+  constructor(
+    readonly registry: Registry,
+    readonly opts: ServerOptions,
+  ) {
+    this.http = http.createServer((_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain' });
+      res.end('This is an ispy agent socket: connect with `ispy connect <socket>`.\n');
+    });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      // Frames a little over the limit get an error frame; far over it, the connection closes (1009).
+      maxPayload: Math.min(HARD_MAX_FRAME_BYTES, opts.maxFrameBytes * 8),
+      perMessageDeflate: false,
+    });
+    this.http.on('upgrade', (req, socket: Duplex, head) => this.onUpgrade(req, socket, head));
+    this.http.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => {});
+    const refuse = (status: number, text: string) => {
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${text}\n`);
+    };
+    if (this.closed) return refuse(503, 'ispy agent is stopping');
+    if ((req.url ?? '').split('?')[0] !== WS_PATH) return refuse(404, `ispy agent answers on ${WS_PATH}`);
+    if (this.connections.size >= this.opts.maxConnections) {
+      return refuse(503, `ispy agent already has ${this.connections.size} clients (limits.maxConnections)`);
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const conn = new Connection(ws, this);
+      this.connections.add(conn);
+      ws.on('close', () => this.connections.delete(conn));
+    });
+  }
+
+  audit(entry: Record<string, unknown>): void {
+    if (!this.opts.audit) return;
+    const line = `${JSON.stringify({ time: new Date().toISOString(), pid: process.pid, ...entry })}\n`;
+    fs.promises.appendFile(this.opts.audit, line, { mode: 0o600 }).catch((err) => agentLog(`audit log ${this.opts.audit}: ${err.message}`));
+  }
+
+  /** Closes every connection (cancelling its calls) and the listener. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of this.connections) c.close(1001, 'agent stopping');
+    this.wss.close();
+    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+  }
+}
+
+class Connection {
+  private ready = false;
+  private client = 'unknown';
+  private readonly calls = new Map<number, AbortController>();
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly server: AgentServer,
+  ) {
+    ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
+    ws.on('close', () => this.abortAll());
+    ws.on('error', (err) => {
+      // A frame over the hard limit ends up here; ws closes the connection with 1009.
+      agentLog(`client connection: ${err.message}`);
+    });
+  }
+
+  private send(msg: AgentMessage): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  private sendBinary(chunk: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.ws.readyState !== this.ws.OPEN) return reject(new IspyError('ISPY_ERR_DISCONNECTED', 'client went away'));
+      this.ws.send(chunk, { binary: true }, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  private sendError(err: unknown, id?: number): void {
+    const wire = toWireError(err);
+    const msg: AgentMessage = { type: 'error', ...wire };
+    if (id !== undefined) msg.id = id;
+    this.send(msg);
+  }
+
+  close(code: number, reason: string): void {
+    this.abortAll();
+    this.ws.close(code, reason);
+  }
+
+  private abortAll(): void {
+    for (const c of this.calls.values()) c.abort();
+    this.calls.clear();
+  }
+
+  private onFrame(data: RawData, isBinary: boolean): void {
+    const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
+    if (size > this.server.opts.maxFrameBytes) {
+      this.sendError(
+        new IspyError('ISPY_ERR_FRAME_TOO_LARGE', `frame of ${size} bytes exceeds the limit of ${this.server.opts.maxFrameBytes} bytes (limits.maxFrameBytes)`),
+      );
+      return;
+    }
+    if (isBinary) {
+      this.sendError(new IspyError('ISPY_ERR_BAD_FRAME', 'binary frames are only sent by the agent; send JSON text frames'));
+      return;
+    }
+    const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as Buffer).toString('utf8');
+    let msg;
+    try {
+      msg = parseClientMessage(text);
+    } catch (err) {
+      const id = isIspyError(err) ? (err.details?.id as number | undefined) : undefined;
+      this.sendError(err, id);
+      return;
+    }
+    switch (msg.type) {
+      case 'hello':
+        return this.onHello(msg.protocol, msg.client);
+      case 'cancel': {
+        const c = this.calls.get(msg.id);
+        if (!c) this.sendError(new IspyError('ISPY_ERR_NOT_FOUND', `no running call with id ${msg.id} to cancel`), msg.id);
+        else c.abort();
+        return;
+      }
+      case 'call':
+        return this.onCall(msg);
+    }
+  }
+
+  private onHello(protocol: number, client: string): void {
+    if (this.ready) {
+      this.sendError(new IspyError('ISPY_ERR_BAD_FRAME', 'hello was already exchanged on this connection'));
+      return;
+    }
+    const w = this.server.opts.welcome();
+    if (protocol !== PROTOCOL_VERSION) {
+      agentLog(`refused client "${client}": it speaks protocol ${protocol}, this agent speaks ${PROTOCOL_VERSION}`);
+      this.sendError(
+        new IspyError(
+          'ISPY_ERR_PROTOCOL_VERSION',
+          `this agent (ispy ${w.ispy}, pid ${w.pid}) speaks protocol ${PROTOCOL_VERSION}; the client (${client}) speaks protocol ${protocol}. Use an ispy client that speaks protocol ${PROTOCOL_VERSION}.`,
+          { details: { agentProtocol: PROTOCOL_VERSION, clientProtocol: protocol } },
+        ),
+      );
+      this.ws.close(4000, 'protocol version mismatch');
+      return;
+    }
+    this.ready = true;
+    this.client = client;
+    this.send({
+      type: 'welcome',
+      protocol: PROTOCOL_VERSION,
+      maxFrameBytes: this.server.opts.maxFrameBytes,
+      ...w,
+      plugins: this.server.registry.catalogue(),
+      failedPlugins: this.server.registry.failed,
+    });
+  }
+
+  private onCall(msg: CallMessage): void {
+    if (!this.ready) {
+      this.sendError(new IspyError('ISPY_ERR_NOT_READY', 'send hello before calling commands'), msg.id);
+      return;
+    }
+    if (this.calls.has(msg.id)) {
+      this.sendError(new IspyError('ISPY_ERR_DUPLICATE_ID', `call id ${msg.id} is already running on this connection`), msg.id);
+      return;
+    }
+    if (this.calls.size >= MAX_CALLS_PER_CONNECTION) {
+      this.sendError(new IspyError('ISPY_ERR_TOO_MANY_CALLS', `at most ${MAX_CALLS_PER_CONNECTION} calls may run at once on one connection`), msg.id);
+      return;
+    }
+    const controller = new AbortController();
+    this.calls.set(msg.id, controller);
+    const started = performance.now();
+    const id = msg.id;
+    this.server.registry
+      .dispatch(msg.plugin, msg.command, msg.args, controller.signal, {
+        data: (data) => this.send({ type: 'data', id, data: toJsonSafe(data) }),
+        progress: (u) => this.send({ type: 'progress', id, ...u }),
+        artefact: async (info) => {
+          this.send({ type: 'artefact', id, name: info.name, path: info.path, size: info.size, inline: msg.fetch === true });
+          if (msg.fetch) await this.streamFile(id, info.path, controller.signal);
+        },
+      })
+      .then(
+        (value) => {
+          this.send({ type: 'result', id, value: toJsonSafe(value) ?? null });
+          return undefined;
+        },
+        (err: unknown) => {
+          const wire = controller.signal.aborted && !isIspyError(err) ? toWireError(new IspyError('ISPY_ERR_CANCELLED', 'cancelled')) : toWireError(err, `${msg.plugin} ${msg.command}`);
+          this.send({ type: 'error', id, ...wire });
+          return wire.code;
+        },
+      )
+      .then((errorCode) => {
+        this.calls.delete(id);
+        this.server.audit({
+          client: this.client,
+          plugin: msg.plugin,
+          command: msg.command,
+          args: msg.args,
+          ok: errorCode === undefined,
+          ...(errorCode ? { error: errorCode } : {}),
+          ms: Math.round(performance.now() - started),
+        });
+      });
+  }
+
+  private async streamFile(id: number, file: string, signal: AbortSignal): Promise<void> {
+    const stream = fs.createReadStream(file, { highWaterMark: ARTEFACT_CHUNK });
+    try {
+      for await (const chunk of stream) {
+        if (signal.aborted) throw new IspyError('ISPY_ERR_CANCELLED', 'cancelled while sending the artefact');
+        // Waiting for each send keeps memory bounded (backpressure over the socket).
+        await this.sendBinary(encodeBinaryFrame(id, chunk as Buffer));
+      }
+    } finally {
+      stream.destroy();
+    }
+  }
+}

@@ -1,0 +1,224 @@
+// Runs on the app's main thread: startAgent()/stopAgent(). Reads the config, loads the
+// plugins' main-thread side, starts the heartbeat and the agent worker, and removes the
+// socket when the process exits. Everything is unref'd: the agent never keeps the app
+// alive, and it never changes how the app exits.
+
+import { MessageChannel, Worker, isMainThread } from 'node:worker_threads';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { IspyError, fromWireError } from '../protocol/errors';
+import type { FailedPlugin } from '../protocol/index';
+import { loadConfig, type AgentOptions } from './config';
+import { MainHost, locatePlugins } from './main-host';
+import { HeartbeatWriter } from './heartbeat';
+import { defaultSocketDir, ensurePrivateDir, removeSocket, socketPathFor, type BoundSocket } from './socket';
+import type { RuntimeOptions } from './runtime';
+import type { AgentWorkerData } from './worker';
+import type { WorkerStatus } from './rpc';
+import { agentLog } from './log';
+
+export interface AgentHandle {
+  /** The socket clients connect to. */
+  socket: string;
+  pid: number;
+  /** Names of the plugins that loaded. */
+  plugins: string[];
+  failedPlugins: FailedPlugin[];
+  /** Stops the agent and undoes everything it did. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const STOP_TIMEOUT_MS = 3000;
+
+export function ispyVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(path.resolve(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+class Agent implements AgentHandle {
+  socket = '';
+  readonly pid = process.pid;
+  plugins: string[] = [];
+  failedPlugins: FailedPlugin[] = [];
+  private worker: Worker | undefined;
+  private host: MainHost | undefined;
+  private readonly heartbeat = new HeartbeatWriter();
+  private bound: BoundSocket | undefined;
+  private stopping: Promise<void> | undefined;
+  private workerGone: Promise<void> = Promise.resolve();
+  private readonly onExit = () => this.removeSocketNow();
+  private readonly onSignal = (signal: NodeJS.Signals) => {
+    // Only when ours is the sole listener: the app did not ask to handle this signal, so
+    // Node would have died of it. Remove the socket and die of the same signal, exactly
+    // as without the agent. When the app handles it, its exit path runs our 'exit' hook.
+    if (process.listenerCount(signal) > 1) return;
+    this.removeSocketNow();
+    this.unhookProcess();
+    process.kill(process.pid, signal);
+  };
+
+  async start(options: AgentOptions): Promise<void> {
+    const config = loadConfig(options);
+    if (config.socket === undefined || config.outputDir === undefined) ensurePrivateDir(defaultSocketDir());
+    this.socket = socketPathFor(config.socket, process.pid);
+    const runtime: RuntimeOptions = {
+      thread: 'main',
+      app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() },
+      settings: {
+        outputDir: config.outputDir ?? defaultSocketDir(),
+        redact: config.redact,
+        eval: config.eval,
+        limits: { ...config.limits },
+      },
+      pluginOptions: config.pluginOptions,
+      setupTimeoutMs: config.limits.setupTimeoutMs,
+    };
+
+    const located = locatePlugins(config);
+    this.host = new MainHost(runtime);
+    const loaded = await this.host.load(located.found);
+    const failedOnMain = [...located.failed, ...loaded.failed];
+
+    this.heartbeat.start();
+    const channel = new MessageChannel();
+    this.host.attach(channel.port1);
+    const data: AgentWorkerData = {
+      config,
+      runtime,
+      socketPath: this.socket,
+      plugins: loaded.ok,
+      failedPlugins: failedOnMain,
+      heartbeat: this.heartbeat.buffer,
+      port: channel.port2,
+      ispyVersion: ispyVersion(),
+      startedAt: runtime.app.agentStartedAt,
+    };
+    const worker = new Worker(path.join(__dirname, 'worker.js'), {
+      workerData: data,
+      transferList: [channel.port2],
+      // No preloads (-r/--import ispy/register would start an agent inside the agent).
+      execArgv: [],
+      // An agent bug that exhausts the worker's heap ends the worker, not the app.
+      resourceLimits: { maxOldGenerationSizeMb: 256 },
+      name: 'ispy-agent',
+    });
+    this.worker = worker;
+    this.workerGone = new Promise((resolve) => worker.once('exit', () => resolve()));
+
+    const ready = new Promise<void>((resolve, reject) => {
+      worker.on('message', (msg: WorkerStatus) => {
+        if (msg.t === 'ready') {
+          this.bound = msg.socket;
+          this.failedPlugins = msg.failedPlugins;
+          resolve();
+        } else if (msg.t === 'failed') {
+          reject(fromWireError(msg.error));
+        }
+      });
+      worker.once('error', (err) => {
+        agentLog(`agent worker failed: ${err.stack ?? err.message}`);
+        reject(new IspyError('ISPY_ERR_AGENT_STOPPED', `agent worker failed: ${err.message}`));
+        void this.stop();
+      });
+      worker.once('exit', (code) => {
+        reject(new IspyError('ISPY_ERR_AGENT_STOPPED', `agent worker exited (code ${code}) before it was ready`));
+        if (!this.stopping) void this.stop();
+      });
+    });
+    // Listeners ref the worker again; unref after adding them.
+    worker.unref();
+    process.on('exit', this.onExit);
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+
+    try {
+      await ready;
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    const failedNames = new Set(this.failedPlugins.map((f) => f.name));
+    this.plugins = loaded.ok.map((p) => p.name).filter((n) => !failedNames.has(n));
+  }
+
+  private removeSocketNow(): void {
+    if (this.bound) removeSocket(this.bound);
+  }
+
+  private unhookProcess(): void {
+    process.off('exit', this.onExit);
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    const worker = this.worker;
+    if (worker) {
+      try {
+        worker.postMessage({ t: 'stop' });
+      } catch {
+        // already gone
+      }
+      const timer = setTimeout(() => void worker.terminate(), STOP_TIMEOUT_MS);
+      timer.unref();
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          const onMsg = (m: WorkerStatus) => m.t === 'stopped' && resolve();
+          worker.on('message', onMsg);
+          worker.unref();
+        }),
+        this.workerGone,
+      ]);
+      clearTimeout(timer);
+      await worker.terminate();
+      await this.workerGone;
+    }
+    this.worker = undefined;
+    await this.host?.stop();
+    this.heartbeat.stop();
+    this.removeSocketNow();
+    this.unhookProcess();
+    if (current === this) current = undefined;
+  }
+}
+
+let current: Agent | undefined;
+let starting: Promise<AgentHandle> | undefined;
+
+/**
+ * Starts the agent in this process. Resolves once the socket accepts connections. A
+ * second call returns the running agent. Throws an IspyError (ISPY_ERR_CONFIG,
+ * ISPY_ERR_SOCKET, …) with a one-line message when it cannot start; the app is untouched.
+ */
+export function startAgent(options: AgentOptions = {}): Promise<AgentHandle> {
+  if (!isMainThread) return Promise.reject(new IspyError('ISPY_ERR_UNAVAILABLE', 'startAgent() must be called on the main thread'));
+  if (current) return Promise.resolve(current);
+  starting ??= (async () => {
+    const agent = new Agent();
+    try {
+      await agent.start(options);
+      current = agent;
+      return agent;
+    } finally {
+      starting = undefined;
+    }
+  })();
+  return starting;
+}
+
+/** Stops the running agent, if any. Idempotent. */
+export async function stopAgent(): Promise<void> {
+  await current?.stop();
+}
+
+export function runningAgent(): AgentHandle | undefined {
+  return current;
+}

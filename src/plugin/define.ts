@@ -1,0 +1,278 @@
+// The declarations of the public plugin API (re-exported by ./index.ts as `ispy/plugin`).
+//
+// A plugin is plain data: a name, a one-line summary, optional setup for each thread, and
+// commands. A command declares its arguments once; the declaration drives validation,
+// help, completion and the TypeScript type of the handler's `args`.
+
+import type { ArgInfo, ArgType } from '../protocol/args';
+
+
+// ── arguments ──────────────────────────────────────────────────────────────────
+
+/** One declared argument. `T` is the handler's value type; `P` whether it is always present. */
+export interface ArgDef<T, P extends boolean = boolean> extends Omit<ArgInfo, 'name'> {
+  /** Phantom field carrying the value type; never set at run time. */
+  readonly __value?: T;
+  readonly __present?: P;
+}
+
+interface ArgOptions<D> {
+  summary: string;
+  positional?: boolean;
+  short?: string;
+  default?: D;
+  required?: boolean;
+}
+
+type Present<O> = O extends { required: true } ? true : O extends { default: unknown } ? true : false;
+
+function def<T, O extends ArgOptions<unknown>>(type: ArgType, opts: O, extra?: Partial<ArgInfo>): ArgDef<T, Present<O>> {
+  const out: ArgDef<T, Present<O>> = { type, summary: opts.summary, ...extra } as ArgDef<T, Present<O>>;
+  const o = out as unknown as Record<string, unknown>;
+  if (opts.positional) o.positional = true;
+  if (opts.required) o.required = true;
+  if (opts.short) o.short = opts.short;
+  if (opts.default !== undefined) o.default = opts.default;
+  return out;
+}
+
+/** Argument builders: `arg.duration({ summary: 'how long', default: '5s' })`. */
+export const arg = {
+  string<O extends ArgOptions<string>>(opts: O) {
+    return def<string, O>('string', opts);
+  },
+  integer<O extends ArgOptions<number> & { min?: number; max?: number }>(opts: O) {
+    return def<number, O>('integer', opts, range(opts));
+  },
+  number<O extends ArgOptions<number> & { min?: number; max?: number }>(opts: O) {
+    return def<number, O>('number', opts, range(opts));
+  },
+  /** Always present: absent means false. */
+  boolean<O extends Omit<ArgOptions<boolean>, 'positional'>>(opts: O) {
+    return def<boolean, O & { default: boolean }>('boolean', { ...opts, default: opts.default ?? false });
+  },
+  /** Given as `500ms`, `2s`, `1m`; the handler receives milliseconds. */
+  duration<O extends ArgOptions<string | number> & { min?: string | number; max?: string | number }>(opts: O) {
+    return def<number, O>('duration', opts, durationRange(opts));
+  },
+  choice<const C extends readonly string[], O extends ArgOptions<C[number]>>(choices: C, opts: O) {
+    return def<C[number], O>('enum', opts, { choices });
+  },
+};
+
+function range(o: { min?: number; max?: number }): Partial<ArgInfo> {
+  const r: Partial<ArgInfo> = {};
+  if (o.min !== undefined) r.min = o.min;
+  if (o.max !== undefined) r.max = o.max;
+  return r;
+}
+
+function toMs(v: string | number, what: string): number {
+  if (typeof v === 'number') return v;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v);
+  if (!m) throw new TypeError(`${what} is not a duration: ${v}`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+function durationRange(o: { min?: string | number; max?: string | number }): Partial<ArgInfo> {
+  const r: Partial<ArgInfo> = {};
+  if (o.min !== undefined) r.min = toMs(o.min, 'min');
+  if (o.max !== undefined) r.max = toMs(o.max, 'max');
+  return r;
+}
+
+export type ArgDefs = Record<string, ArgDef<unknown>>;
+
+/** The handler's `args`, derived from the declaration. */
+export type ArgsOf<A extends ArgDefs> = {
+  [K in keyof A]: A[K] extends ArgDef<infer T, infer P> ? (P extends true ? T : T | undefined) : never;
+};
+
+// ── contexts ───────────────────────────────────────────────────────────────────
+
+export type Thread = 'main' | 'worker';
+
+/** What a plugin may hold: each registration is undone when the plugin unloads. */
+export interface Lifetime {
+  /** Runs when the plugin unloads (agent stop), in reverse order of registration. */
+  onUnload(undo: () => void | Promise<void>): void;
+  /** An unref'd interval, cleared on unload. */
+  setInterval(fn: () => void, ms: number): { clear(): void };
+  /** An unref'd timeout, cleared on unload. */
+  setTimeout(fn: () => void, ms: number): { clear(): void };
+  /** Subscribes to a diagnostics_channel; unsubscribed on unload or when the returned function is called. */
+  subscribe(channel: string, listener: (message: unknown, name: string | symbol) => void): () => void;
+}
+
+export interface AgentSettings {
+  /** Where artefacts are written (0600). */
+  outputDir: string;
+  /** Regular expressions (source text, case-insensitive) naming secret keys. */
+  redact: string[];
+  limits: Record<string, number>;
+  /** Whether the config enabled `eval`. */
+  eval: boolean;
+}
+
+/** Facts about the app process, captured on its main thread when the agent started. */
+export interface AppFacts {
+  pid: number;
+  argv: string[];
+  execArgv: string[];
+  execPath: string;
+  /** When the agent started, ms since the epoch. */
+  agentStartedAt: number;
+}
+
+export interface SetupContext extends Lifetime {
+  thread: Thread;
+  app: AppFacts;
+  /** This plugin's section of the config (`pluginOptions.<name>`), or undefined. */
+  options: unknown;
+  settings: AgentSettings;
+  /** Writes one line to the agent's log (stderr), prefixed with the plugin name. */
+  log(message: string): void;
+}
+
+export interface StackFrame {
+  functionName: string;
+  /** File path for file: URLs, else the script URL (`node:internal/…`). */
+  file: string;
+  /** 1-based. */
+  line: number;
+  /** 1-based. */
+  column: number;
+}
+
+export type MainThreadStack =
+  | { state: 'running'; frames: StackFrame[]; capturedInMs: number }
+  | { state: 'idle'; heartbeatAgeMs: number }
+  | { state: 'blocked'; blockedForMs: number };
+
+/** The main thread as seen from the agent worker (available to worker commands). */
+export interface MainThreadAccess {
+  /** How long since the main thread's event loop last turned (its heartbeat), in ms. */
+  heartbeatAgeMs(): number;
+  /** Its JavaScript stack right now, taken through the inspector; works while it spins. */
+  captureStack(): Promise<MainThreadStack>;
+  /** Evaluates an expression in the main thread's global scope via the inspector and returns its JSON value. */
+  evaluate(expression: string, opts?: { timeoutMs?: number }): Promise<unknown>;
+  /** Runs one of this plugin's main-thread commands and returns its value. */
+  call(command: string, args?: Record<string, unknown>): Promise<unknown>;
+}
+
+/** A raw inspector session connected to the main thread (worker only). Every call has a timeout. */
+export interface InspectorAccess {
+  post<T = unknown>(method: string, params?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T>;
+  /** Listens to an inspector event; returns the function that stops listening. */
+  on(event: string, listener: (params: any) => void): () => void;
+  /**
+   * Runs `fn` with the given domains enabled and disables them after, whatever happens,
+   * so a domain (e.g. Debugger, which slows async code) is never left on. Calls are
+   * serialised across plugins.
+   */
+  withDomains<T>(domains: string[], fn: () => Promise<T>, opts?: { timeoutMs?: number }): Promise<T>;
+}
+
+export interface ArtefactSink {
+  /** Writes a file (0600) into the output folder and sends it to the client as an artefact. Returns its path. */
+  writeFile(name: string, data: string | Uint8Array): Promise<string>;
+}
+
+export interface CommandContext extends Lifetime {
+  thread: Thread;
+  app: AppFacts;
+  /** Fires on cancel, on client disconnect and on agent stop. */
+  signal: AbortSignal;
+  /** Reports progress on long work; the client shows it. */
+  progress(update: { done?: number; total?: number; message?: string }): void;
+  options: unknown;
+  settings: AgentSettings;
+  log(message: string): void;
+  artefacts: ArtefactSink;
+  /** Worker commands only; throws ISPY_ERR_UNAVAILABLE on the main thread. */
+  mainThread: MainThreadAccess;
+  /** Worker commands only; throws ISPY_ERR_UNAVAILABLE on the main thread. */
+  inspector: InspectorAccess;
+}
+
+// ── commands and plugins ───────────────────────────────────────────────────────
+
+interface CommandBase<A extends ArgDefs> {
+  summary: string;
+  /** Where the handler runs. `main` for app objects; `worker` to stay responsive while the app is blocked. */
+  thread: Thread;
+  args?: A;
+  /** The command produces a file (sent to the client as an artefact). */
+  artefact?: boolean;
+}
+
+export interface ValueCommand<A extends ArgDefs = ArgDefs> extends CommandBase<A> {
+  run(args: ArgsOf<A>, ctx: CommandContext): unknown | Promise<unknown>;
+  stream?: never;
+}
+
+export interface StreamCommand<A extends ArgDefs = ArgDefs> extends CommandBase<A> {
+  /** Yields data frames until done, cancelled or disconnected. */
+  stream(args: ArgsOf<A>, ctx: CommandContext): AsyncIterable<unknown>;
+  run?: never;
+}
+
+export type Command<A extends ArgDefs = ArgDefs> = ValueCommand<A> | StreamCommand<A>;
+
+/** Declares a command; the generic ties the handler's `args` type to its declaration. */
+export function command<A extends ArgDefs = {}>(spec: ValueCommand<A> | StreamCommand<A>): Command<ArgDefs> {
+  return spec as unknown as Command<ArgDefs>;
+}
+
+export interface Plugin {
+  name: string;
+  summary: string;
+  version?: string;
+  setup?: {
+    /** Runs on the app's main thread when the agent starts (instrumentation lives here). */
+    main?(ctx: SetupContext): void | Promise<void>;
+    /** Runs in the agent worker before the socket opens. */
+    worker?(ctx: SetupContext): void | Promise<void>;
+  };
+  commands: Record<string, Command<ArgDefs>>;
+}
+
+const PLUGIN_NAME = /^[a-z][a-z0-9-]{0,39}$/;
+const COMMAND_NAME = /^[a-z][a-z0-9-]{0,39}$/;
+
+/** Declares a plugin. Checks the declaration so a mistake fails at load time with a clear message. */
+export function definePlugin<P extends Plugin>(plugin: P): P {
+  const where = `plugin ${JSON.stringify(plugin?.name)}`;
+  if (!plugin || typeof plugin !== 'object') throw new TypeError('definePlugin needs a plugin object');
+  if (typeof plugin.name !== 'string' || !PLUGIN_NAME.test(plugin.name)) {
+    throw new TypeError(`${where}: name must match ${PLUGIN_NAME} (lower case, digits, dashes)`);
+  }
+  if (typeof plugin.summary !== 'string' || !plugin.summary) throw new TypeError(`${where}: needs a one-line summary`);
+  if (!plugin.commands || typeof plugin.commands !== 'object') throw new TypeError(`${where}: needs commands`);
+  for (const [name, cmd] of Object.entries(plugin.commands)) {
+    const at = `${where} command ${JSON.stringify(name)}`;
+    if (!COMMAND_NAME.test(name)) throw new TypeError(`${at}: name must match ${COMMAND_NAME}`);
+    if (cmd.thread !== 'main' && cmd.thread !== 'worker') throw new TypeError(`${at}: thread must be "main" or "worker"`);
+    if (typeof cmd.run !== 'function' && typeof cmd.stream !== 'function') throw new TypeError(`${at}: needs run() or stream()`);
+    if (typeof cmd.summary !== 'string' || !cmd.summary) throw new TypeError(`${at}: needs a summary`);
+    let seenOptional = false;
+    for (const [argName, a] of Object.entries(cmd.args ?? {})) {
+      if (!/^[a-z][a-zA-Z0-9]*$/.test(argName)) throw new TypeError(`${at}: argument name ${JSON.stringify(argName)} must be camelCase`);
+      if (a.positional) {
+        if (a.required && seenOptional) throw new TypeError(`${at}: required positional <${argName}> follows an optional one`);
+        if (!a.required) seenOptional = true;
+      }
+    }
+  }
+  return plugin;
+}
+
+/** The catalogue form of a command's arguments. */
+export function argInfos(cmd: Command<ArgDefs>): ArgInfo[] {
+  return Object.entries(cmd.args ?? {}).map(([name, a]) => {
+    const { __value: _v, __present: _p, ...rest } = a as ArgDef<unknown> & Record<string, unknown>;
+    return { name, ...rest } as ArgInfo;
+  });
+}

@@ -1,0 +1,10 @@
+// The public plugin API, exported as `ispy/plugin`. Built-in plugins use nothing else of
+// ispy, so any of them can be copied into its own package as a template. docs/plugins.md
+// walks through writing one.
+
+export * from './define';
+export { IspyError, isIspyError, ERROR_CODES } from '../protocol/errors';
+export type { ErrorCode } from '../protocol/errors';
+export { parseDuration, formatDuration } from '../protocol/args';
+export { loadForTest, runCommand } from './testing';
+export type { TestHarness, TestHarnessOptions } from './testing';

@@ -1,0 +1,19 @@
+// `node -r ispy/register app.js` (CommonJS) or `node --import ispy/register app.js` (ES
+// modules): starts the agent beside the app. A problem is one line on stderr and the app
+// runs on without the agent; nothing here can throw into the app.
+
+import { isMainThread } from 'node:worker_threads';
+import { startAgent } from './agent/start';
+import { agentLog } from './agent/log';
+
+if (isMainThread && process.env.ISPY_DISABLE !== '1') {
+  startAgent().then(
+    (agent) => {
+      if (process.env.ISPY_VERBOSE === '1') agentLog(`agent listening on ${agent.socket}`);
+      for (const f of agent.failedPlugins) agentLog(`plugin ${f.name} (${f.source}) failed to load: ${f.error.message}`);
+    },
+    (err: Error) => {
+      agentLog(`${err.message}; agent not started (the app runs on without it)`);
+    },
+  );
+}
