@@ -206,15 +206,15 @@ export default definePlugin({
         files: arg.boolean({ summary: 'list every loaded file, not just packages' }),
       },
       async run(args, ctx) {
-        const urls: string[] = [];
-        const off = ctx.inspector.on('Debugger.scriptParsed', (p: { url: string }) => urls.push(p.url));
+        const scripts: { url: string; isModule?: boolean }[] = [];
+        const off = ctx.inspector.on('Debugger.scriptParsed', (p: { url: string; isModule?: boolean }) => scripts.push({ url: p.url, isModule: p.isModule }));
         try {
           // Enabling the debugger replays a scriptParsed event for every script already loaded.
           await ctx.inspector.withDomains(['Debugger'], async () => {});
         } finally {
           off();
         }
-        const { files, builtins } = classify(urls);
+        const { files, builtins } = classify(scripts);
         const packages = summarisePackages(files);
         const result: Record<string, unknown> = {
           files: files.length,

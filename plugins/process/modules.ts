@@ -20,29 +20,32 @@ export interface PackageSummary {
 
 const NODE_MODULES = /^(.*[\\/]node_modules[\\/])((?:@[^\\/]+[\\/])?[^\\/]+)/;
 
-export function classify(urls: Iterable<string>): { files: LoadedFile[]; builtins: number } {
+export interface ParsedScript {
+  url: string;
+  /** From Debugger.scriptParsed: the script is an ES module. */
+  isModule?: boolean;
+}
+
+export function classify(scripts: Iterable<ParsedScript>): { files: LoadedFile[]; builtins: number } {
   const files: LoadedFile[] = [];
   let builtins = 0;
   const seen = new Set<string>();
-  for (const url of urls) {
+  for (const { url, isModule } of scripts) {
     if (!url) continue;
     if (url.startsWith('node:')) {
       builtins++;
       continue;
     }
     let file: string;
-    let kind: 'cjs' | 'esm';
     if (url.startsWith('file://')) {
       try {
         file = fileURLToPath(url);
       } catch {
         continue;
       }
-      kind = 'esm';
-    } else if (path.isAbsolute(url)) {
-      file = url;
-      kind = 'cjs';
-    } else continue;
+    } else if (path.isAbsolute(url)) file = url;
+    else continue;
+    const kind = isModule ? 'esm' : 'cjs';
     if (seen.has(file)) continue;
     seen.add(file);
     const m = NODE_MODULES.exec(file);
