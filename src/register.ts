@@ -3,11 +3,11 @@
 // runs on without the agent; nothing here can throw into the app.
 
 import { isMainThread } from 'node:worker_threads';
-import { startAgent } from './agent/start';
+import { launch } from './agent/start';
 import { agentLog } from './agent/log';
 
 if (isMainThread && process.env.ISPY_DISABLE !== '1') {
-  startAgent().then(
+  launch({}, false).then(
     (agent) => {
       if (process.env.ISPY_VERBOSE === '1') agentLog(`agent listening on ${agent.socket}`);
       for (const f of agent.failedPlugins) agentLog(`plugin ${f.name} (${f.source}) failed to load: ${f.error.message}`);

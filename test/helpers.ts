@@ -100,7 +100,7 @@ export async function startApp(opts: StartAppOptions): Promise<App> {
     async get(pathname, timeoutMs = 10_000) {
       const port = await app.port();
       return new Promise((resolve, reject) => {
-        const req = http.get({ host: '127.0.0.1', port, path: pathname, timeout: timeoutMs }, (res) => {
+        const req = http.get({ host: '127.0.0.1', port, path: pathname, timeout: timeoutMs, agent: false }, (res) => {
           let body = '';
           res.on('data', (d) => (body += d));
           res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));

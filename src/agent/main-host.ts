@@ -58,18 +58,20 @@ export class MainHost {
     const ok: (PluginLocation & { name: string })[] = [];
     const failed: FailedPlugin[] = [];
     for (const loc of locations) {
+      let name = loc.name ?? loc.source;
       try {
         const plugin = await importPlugin(loc.location);
+        name = plugin.name;
         if (this.loaded.has(plugin.name)) {
           throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `a plugin named "${plugin.name}" is already loaded (from ${this.loaded.get(plugin.name)!.source})`);
         }
         this.loaded.set(plugin.name, await setupPlugin(plugin, loc.source, this.opts));
         ok.push({ ...loc, name: plugin.name });
       } catch (err) {
-        const error = toWireError(err, `loading ${loc.source === 'builtin' ? loc.name : loc.source}`);
+        const error = toWireError(err, `loading ${loc.source === 'builtin' ? name : loc.source}`);
         if (error.code === 'ISPY_ERR_PLUGIN_FAILED') error.code = 'ISPY_ERR_PLUGIN_LOAD';
-        failed.push({ name: loc.name ?? loc.source, source: loc.source, error });
-        agentLog(`plugin ${loc.name ?? loc.source} not loaded: ${error.message}`);
+        failed.push({ name, source: loc.source, error });
+        agentLog(`plugin ${name} not loaded: ${error.message}`);
       }
     }
     return { ok, failed };

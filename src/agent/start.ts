@@ -199,15 +199,27 @@ let starting: Promise<AgentHandle> | undefined;
  * ISPY_ERR_SOCKET, …) with a one-line message when it cannot start; the app is untouched.
  */
 export function startAgent(options: AgentOptions = {}): Promise<AgentHandle> {
+  return launch(options, true);
+}
+
+/**
+ * `hold`: keep the event loop alive until the agent is up or has failed. Code that awaits
+ * startAgent() before doing anything else would otherwise see its process exit mid-start
+ * (the agent's own handles are unref'd). The preload does not hold: it must never delay
+ * the exit of a short script.
+ */
+export function launch(options: AgentOptions, hold: boolean): Promise<AgentHandle> {
   if (!isMainThread) return Promise.reject(new IspyError('ISPY_ERR_UNAVAILABLE', 'startAgent() must be called on the main thread'));
   if (current) return Promise.resolve(current);
   starting ??= (async () => {
     const agent = new Agent();
+    const holder = hold ? setInterval(() => {}, 60_000) : undefined;
     try {
       await agent.start(options);
       current = agent;
       return agent;
     } finally {
+      clearInterval(holder);
       starting = undefined;
     }
   })();

@@ -1,0 +1,87 @@
+// The agent never changes how the app exits, never keeps it alive, and leaves nothing
+// behind: the socket goes on every exit path, and stopAgent() undoes everything.
+
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { cleanup, DIST, startApp, tempDir } from './helpers';
+import { connect } from '../dist/src/client/index.js';
+
+afterAll(cleanup);
+
+describe('exit paths', () => {
+  it('exits on its own when the app is done, and removes the socket', async () => {
+    const app = await startApp({ script: 'http-app.cjs' });
+    const c = await connect(app.socket);
+    await c.call('process', 'stack'); // uses the inspector session
+    await c.call('process', 'modules'); // enables and disables the Debugger domain
+    await c.close();
+    await app.get('/exit');
+    const exit = await Promise.race([app.exited, new Promise((r) => setTimeout(() => r('still running'), 5000))]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(existsSync(app.socket)).toBe(false);
+    expect(app.stderr()).not.toMatch(/Waiting for the debugger/);
+  });
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`dies of ${signal} as it would without the agent, removing the socket`, async () => {
+      const app = await startApp({ script: 'http-app.cjs' });
+      const c = await connect(app.socket);
+      await c.call('process', 'stack');
+      await c.close();
+      expect(await app.kill(signal)).toEqual({ code: null, signal });
+      expect(existsSync(app.socket)).toBe(false);
+      expect(app.stderr()).toBe('');
+    });
+  }
+
+  it("leaves SIGTERM to the app's own handler, and still removes the socket", async () => {
+    const app = await startApp({ script: 'http-app.cjs', env: { APP_HANDLES_SIGTERM: '1' } });
+    await app.port();
+    expect(await app.kill('SIGTERM')).toEqual({ code: 7, signal: null });
+    expect(app.stdout()).toContain('app got SIGTERM');
+    expect(existsSync(app.socket)).toBe(false);
+  });
+
+  it('does not keep a process alive that has nothing left to do', async () => {
+    const dir = tempDir();
+    const script = path.join(dir, 'short.cjs');
+    (await import('node:fs')).writeFileSync(script, "setTimeout(() => console.log('done'), 300);\n");
+    const app = await startApp({ script, dir, waitForSocket: true });
+    const exit = await Promise.race([app.exited, new Promise((r) => setTimeout(() => r('still running'), 5000))]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(app.stdout()).toBe('done\n');
+    expect(existsSync(app.socket)).toBe(false);
+  });
+});
+
+describe('stopAgent()', () => {
+  it('removes the socket, ends the worker and its threads, and lets the app exit', async () => {
+    const dir = tempDir();
+    const socket = path.join(dir, 'coded.sock');
+    const app = await startApp({
+      script: 'start-stop.cjs',
+      dir,
+      preload: 'none',
+      socket: null,
+      env: { ISPY_LIB: path.join(DIST, 'src', 'index.js'), APP_SOCKET: socket },
+    });
+    await app.port();
+    const c = await connect(socket);
+    expect(c.welcome.pid).toBe(app.pid);
+    await c.call('process', 'stack');
+    await c.call('process', 'modules');
+    const closed = new Promise((r) => c.once('close', r));
+    const report = JSON.parse((await app.get('/stop')).body);
+    expect(report.socketExists).toBe(false);
+    expect(existsSync(socket)).toBe(false);
+    expect(report.during).toBeGreaterThan(report.before);
+    expect(report.after).toBe(report.before);
+    // The client learns the agent went away.
+    await closed;
+    expect(c.closeReason).toMatch(/agent stopping|went away/);
+    const exit = await Promise.race([app.exited, new Promise((r) => setTimeout(() => r('still running'), 5000))]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(app.stderr()).toBe('');
+  });
+});
