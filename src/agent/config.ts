@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
 import { parseDuration } from '../protocol/args';
 import { checkSchema, type Schema } from './schema';
+import { packageRoot } from './paths';
 
 /** Options of startAgent(); each one overrides the config file's key of the same name. */
 export interface AgentOptions {
@@ -60,8 +61,7 @@ export const DEFAULT_LIMITS: Limits = {
 };
 
 export function schemaPath(): string {
-  // dist/src/agent/config.js → package root
-  return path.resolve(__dirname, '..', '..', '..', 'ispy.config.schema.json');
+  return path.join(packageRoot(), 'ispy.config.schema.json');
 }
 
 let cachedSchema: Schema | undefined;

@@ -13,13 +13,13 @@ import type { FromMain, PluginLocation, ToMain } from './rpc';
 import { writeArtefact } from './artefacts';
 import type { ResolvedConfig } from './config';
 import { agentLog } from './log';
+import { packageRoot } from './paths';
 
 /** Built-in plugins, loaded unless the config lists them under "disable". */
 export const BUILTIN_PLUGINS = ['process'] as const;
 
 export function builtinLocation(name: string): string {
-  // dist/src/agent → dist/plugins/<name>/index.js
-  return path.resolve(__dirname, '..', '..', 'plugins', name, 'index.js');
+  return path.join(packageRoot(), 'dist', 'plugins', name, 'index.js');
 }
 
 /** Where each plugin's module is. A spec that cannot be resolved is reported as a failed plugin. */

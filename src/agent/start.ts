@@ -16,6 +16,7 @@ import type { RuntimeOptions } from './runtime';
 import type { AgentWorkerData } from './worker';
 import type { WorkerStatus } from './rpc';
 import { agentLog } from './log';
+import { packageRoot } from './paths';
 
 export interface AgentHandle {
   /** The socket clients connect to. */
@@ -32,7 +33,7 @@ const STOP_TIMEOUT_MS = 3000;
 
 export function ispyVersion(): string {
   try {
-    return (JSON.parse(readFileSync(path.resolve(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+    return (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
     return 'unknown';
   }

@@ -84,13 +84,13 @@ function unknownPlugin(cat: Catalogue, name: string, current?: PluginInfo): Ispy
   }
   // A bare command name ("info") most likely meant that command of some plugin.
   const owner = cat.plugins.find((p) => p.commands.some((c) => c.name === name));
-  const hint = owner && owner !== current ? `; did you mean "${owner.name} ${name}"?` : '';
   const candidates = [...cat.plugins.map((p) => p.name), ...SHELL_WORDS, ...(current?.commands.map((c) => c.name) ?? [])];
+  const hint =
+    (owner && owner !== current ? `; did you mean "${owner.name} ${name}"?` : '') ||
+    didYouMean(name, candidates) ||
+    `; type \`help\` to list ${current ? `${current.name} commands and ` : ''}plugins`;
   const what = current ? `command or plugin "${name}"` : `plugin "${name}"`;
-  return new IspyError(
-    current ? 'ISPY_ERR_UNKNOWN_COMMAND' : 'ISPY_ERR_UNKNOWN_PLUGIN',
-    `unknown ${what}${hint || didYouMean(name, candidates)}${hint || didYouMean(name, candidates) ? '' : `; type \`help\` to list ${current ? `${current.name} commands and ` : ''}plugins`}`,
-  );
+  return new IspyError(current ? 'ISPY_ERR_UNKNOWN_COMMAND' : 'ISPY_ERR_UNKNOWN_PLUGIN', `unknown ${what}${hint}`);
 }
 
 function unknownCommand(plugin: PluginInfo, name: string): IspyError {
