@@ -16,6 +16,11 @@ export function insertBeforeExtension(file: string, tag: string | number): strin
   return dir === '.' ? named : path.join(dir, named);
 }
 
+/** The local file could not be written (full disk, permissions changed mid-transfer). */
+export class SaveError extends Error {
+  override readonly name = 'SaveError';
+}
+
 export interface SavingWriter extends ArtefactWriter {
   readonly file: string;
   readonly bytes: number;
@@ -53,13 +58,13 @@ export function fileWriter(file: string): SavingWriter {
       });
       if (failure) {
         await removePartial();
-        throw new Error(`cannot save ${file}: ${failure.message}`);
+        throw new SaveError(`cannot save ${file}: ${failure.message}`);
       }
       try {
         await fs.promises.rename(partial, file);
       } catch (err) {
         await removePartial();
-        throw new Error(`cannot save ${file}: ${(err as Error).message}`);
+        throw new SaveError(`cannot save ${file}: ${(err as Error).message}`);
       }
     },
     async abort() {

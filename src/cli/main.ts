@@ -1,0 +1,192 @@
+// The `ispy` binary: one commander program, one subcommand per way of reaching agents.
+//
+//   ispy connect <target>          shell on one process (piped stdin: run lines, exit)
+//   ispy run <target…> -c <line>   the same lines on many processes at once
+//   ispy ps [dir]                  live agents on this host
+//   ispy bridge <socket>           stdio ↔ socket, for ssh and kubectl exec
+//
+// Errors: a known IspyError is one line on stderr and an exit status (2 for usage, 1 for
+// anything else); only an unexpected error prints a stack. Nothing calls process.exit():
+// each command sets process.exitCode and lets the event loop drain, so output piped to a
+// file is never cut short. Subcommands are loaded on use, keeping start-up light for
+// `ispy run` over many hosts.
+
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { IspyError, isIspyError, parseDuration } from '../protocol/index';
+import { EXIT_FAILED, EXIT_USAGE, isUsageError } from './report';
+
+function version(): string {
+  try {
+    // dist/src/cli/main.js → package root
+    return (JSON.parse(readFileSync(path.resolve(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function durationOption(value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined || ms <= 0) throw new InvalidArgumentError('expected a duration such as 500ms, 2s or 1m');
+  return ms;
+}
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of at least 1');
+  return n;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+const io = () => ({ output: process.stdout, error: process.stderr, env: process.env });
+
+function setStatus(status: number): void {
+  process.exitCode = Math.max(Number(process.exitCode ?? 0), status);
+}
+
+async function connectAction(spec: string, options: { timeout?: number }): Promise<void> {
+  const { resolveTargets } = await import('./targets.js');
+  const { Shell } = await import('./shell.js');
+  const targets = resolveTargets([spec]);
+  if (targets.length !== 1) {
+    throw new IspyError('ISPY_ERR_USAGE', `${spec} matches ${targets.length} sockets (${targets.map((t) => t.label).join(', ')}); connect attaches to one, \`ispy run\` reaches many`);
+  }
+  const client = await targets[0]!.connect({ timeoutMs: 5000 });
+  const shell = new Shell(client, { input: process.stdin, ...io() }, options.timeout !== undefined ? { timeoutMs: options.timeout } : {});
+  const status = await shell.run();
+  // Piped stdin may still be open at the writer's end; we have read all we will.
+  if (!shell.interactive) process.stdin.destroy();
+  setStatus(status);
+}
+
+interface RunFlags {
+  command: string[];
+  file?: string;
+  json?: boolean;
+  concurrency: number;
+  timeout: number;
+  targetsFile?: string;
+}
+
+async function runAction(specs: string[], flags: RunFlags): Promise<void> {
+  const { resolveTargets, readTargetsFile } = await import('./targets.js');
+  const { runFanout, scriptLines } = await import('./run.js');
+  const lines = [...flags.command];
+  if (flags.file !== undefined) {
+    let text: string;
+    try {
+      text = flags.file === '-' ? readFileSync(0, 'utf8') : readFileSync(flags.file, 'utf8');
+    } catch (err) {
+      throw new IspyError('ISPY_ERR_USAGE', `cannot read script ${flags.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    lines.push(...scriptLines(text));
+  }
+  const all = [...specs, ...(flags.targetsFile !== undefined ? readTargetsFile(flags.targetsFile) : [])];
+  if (all.length === 0) throw new IspyError('ISPY_ERR_USAGE', 'no targets: give socket paths, globs (quoted: "/tmp/ispy-1000/*.sock"), pid:<n>, or --targets-file');
+  const targets = resolveTargets(all);
+  setStatus(await runFanout(targets, { lines, json: flags.json === true, concurrency: flags.concurrency, timeoutMs: flags.timeout, ...io() }));
+}
+
+async function psAction(dir: string | undefined, flags: { all?: boolean; clean?: boolean; json?: boolean; timeout: number }): Promise<void> {
+  const { ps } = await import('./ps.js');
+  setStatus(
+    await ps({ ...(dir !== undefined ? { dir } : {}), all: flags.all === true, clean: flags.clean === true, json: flags.json === true, timeoutMs: flags.timeout, ...io() }),
+  );
+}
+
+async function bridgeAction(socket: string): Promise<void> {
+  const { bridge } = await import('./bridge.js');
+  setStatus(await bridge(socket, { input: process.stdin, output: process.stdout, error: process.stderr }));
+}
+
+export function buildProgram(): Command {
+  const program = new Command('ispy')
+    .description('Look inside live Node.js processes: attach a shell to one, or run commands across many.')
+    .version(version(), '-V, --version')
+    .showHelpAfterError('(ispy --help, or ispy <command> --help, lists what is accepted)')
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(text) });
+
+  program
+    .command('connect')
+    .summary('interactive shell on one process (piped stdin: run each line, then exit)')
+    .description(
+      'Attach a shell to one process. At a terminal: a prompt naming the process, Tab completion, `help`, history in ~/.ispy_history ($ISPY_HISTORY), Ctrl-C cancels the running command. With stdin piped: run each line, print the results, exit 0 (all ok), 1 (a line failed) or 2 (a line was mistyped).',
+    )
+    .argument('<target>', 'a socket path, a glob matching one socket, or pid:<n>')
+    .addOption(new Option('--timeout <duration>', 'limit for each line (default: none; Ctrl-C at a terminal)').argParser(durationOption))
+    .action(connectAction)
+    .addHelpText('after', '\nExamples:\n  ispy connect pid:4242\n  echo "process info" | ispy connect /tmp/ispy-1000/4242.sock');
+
+  program
+    .command('run')
+    .summary('run the same lines on many processes at once')
+    .description(
+      'Run lines on every target concurrently. Output is one block per target, printed as each finishes, and a summary `N ok, M failed` on stderr. Exit status: 0 when every target answered every line, 2 when every reachable target rejected a line as mistyped, 1 otherwise.',
+    )
+    .argument('[targets...]', 'socket paths, globs of them ("/tmp/ispy-1000/*.sock", quoted so ispy expands them), pid:<n>')
+    .addOption(new Option('-c, --command <line>', 'a line to run, e.g. "process info" (repeatable; run before -f lines)').argParser(collect).default([]))
+    .option('-f, --file <script>', 'a script: one line each, # comments and blank lines skipped (- reads stdin)')
+    .option('--json', 'one JSON object per target per line: {target, pid, host, line, ok, result | error}')
+    .addOption(new Option('--concurrency <n>', 'targets in flight at once').argParser(positiveInteger).default(32))
+    .addOption(new Option('--timeout <duration>', 'limit for each line on each target (and for connecting)').argParser(durationOption).default(10_000, '10s'))
+    .option('--targets-file <file>', 'more targets, one per line')
+    .action(runAction)
+    .addHelpText(
+      'after',
+      '\nA line with -o FILE saves one file per target, the pid before the extension (report.json → report-4242.json).\n\nExamples:\n  ispy run "/tmp/ispy-1000/*.sock" -c "process info"\n  ispy run pid:4242 pid:4243 -c "process loop --duration 2s" --json | jq .result.delayMs',
+    );
+
+  program
+    .command('ps')
+    .summary('list live agents on this host')
+    .description('List the agents whose sockets are in dir (default: <tmpdir>/ispy-<uid>): pid, title, agent uptime, Node version, socket.')
+    .argument('[dir]', 'folder of agent sockets')
+    .option('--all', 'also list stale sockets (nothing listening) and unreachable ones, with the reason')
+    .option('--clean', 'remove stale sockets (only sockets that refuse connections)')
+    .option('--json', 'one JSON object per agent')
+    .addOption(new Option('--timeout <duration>', 'how long to wait for each agent').argParser(durationOption).default(1000, '1s'))
+    .action(psAction);
+
+  program
+    .command('bridge')
+    .summary('pipe stdin/stdout to an agent socket (for ssh, kubectl exec)')
+    .description('Copy bytes between stdin/stdout and the socket until either side closes. Used as the far end of a remote connection: ssh host ispy bridge /tmp/ispy-1000/4242.sock')
+    .argument('<socket>', 'the agent socket')
+    .action(bridgeAction);
+
+  return program;
+}
+
+function report(err: unknown): void {
+  if (err instanceof CommanderError) {
+    // commander has printed its message (and the hint); only the status is ours to set.
+    const fine = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0;
+    setStatus(fine ? 0 : EXIT_USAGE);
+    return;
+  }
+  if (isIspyError(err)) {
+    process.stderr.write(`ispy: ${err.message}\n`);
+    setStatus(isUsageError(err) ? EXIT_USAGE : EXIT_FAILED);
+    return;
+  }
+  process.stderr.write(`ispy: unexpected error (a bug; please report it with this output)\n${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  setStatus(EXIT_FAILED);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  // A reader that stops early (`ispy ps | head -1`) is not an error worth a stack.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(Number(process.exitCode ?? 0));
+    throw err;
+  });
+  try {
+    await buildProgram().parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    report(err);
+  }
+}

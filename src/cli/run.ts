@@ -1,0 +1,242 @@
+// `ispy run <target…> -c <line>…`: the same lines on many processes at once.
+//
+// Each target gets its own connection and runs the lines in order; targets run
+// concurrently (bounded by --concurrency), each line bounded by --timeout, so a slow or
+// dead process costs its own slot and nothing more. Output is grouped per target and
+// printed as each finishes, never interleaved:
+//
+//   ── /tmp/ispy-1000/4242.sock (pid 4242, node) ──
+//   pid  4242
+//   …
+//   ── /tmp/ispy-1000/4243.sock ──
+//   error: stale socket /tmp/ispy-1000/4243.sock: nothing is listening on it …
+//
+// and a summary `N ok, M failed` on stderr. With --json, one object per target per line
+// on stdout (NDJSON): {target, pid, host, line, ok, result | error: {code, message}}.
+
+import type { Client, PluginInfo } from '../client/index';
+import { IspyError, tokenize } from '../protocol/index';
+import { insertBeforeExtension } from './artefact';
+import { artefactLines, execute, type ArtefactNote } from './execute';
+import { formatItem, formatValue } from './format';
+import { commandHelp, overviewHelp, pluginHelp, pluginsTable, shellWordHelp } from './help';
+import { parseLine } from './line';
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, errorJson, errorLines, goneMessage } from './report';
+import { styleFor, type Style } from './style';
+import type { Target } from './targets';
+
+export const DEFAULT_CONCURRENCY = 32;
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+export interface RunOptions {
+  lines: string[];
+  json: boolean;
+  concurrency: number;
+  timeoutMs: number;
+  output: NodeJS.WriteStream;
+  error: NodeJS.WriteStream;
+  env: NodeJS.ProcessEnv;
+}
+
+interface LineResult {
+  line: string;
+  ok: boolean;
+  /** The line was rejected against this target's catalogue before being sent. */
+  usage?: boolean;
+  value?: unknown;
+  /** Text for human output, when the line was a shell word (help, plugins). */
+  text?: string;
+  data: unknown[];
+  error?: IspyError;
+  artefacts: ArtefactNote[];
+}
+
+interface TargetResult {
+  label: string;
+  pid: number | null;
+  title: string | null;
+  host: string | null;
+  connected: boolean;
+  results: LineResult[];
+}
+
+/** Checks every line can be split into words before any target is contacted. */
+export function checkLines(lines: readonly string[]): void {
+  if (lines.length === 0) throw new IspyError('ISPY_ERR_USAGE', 'nothing to run: give lines with -c "<plugin> <command>" or a script with -f FILE');
+  for (const line of lines) tokenize(line);
+}
+
+/** Lines of a script: one per line, `#` comments and blank lines skipped. */
+export function scriptLines(text: string): string[] {
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+}
+
+async function runLines(client: Client, lines: readonly string[], opts: RunOptions, color: boolean): Promise<LineResult[]> {
+  const results: LineResult[] = [];
+  let current: PluginInfo | undefined;
+  for (let i = 0; i < lines.length; i++) {
+    const text = lines[i]!;
+    if (!client.isOpen) {
+      const error = new IspyError('ISPY_ERR_DISCONNECTED', `not run: ${goneMessage(client)}`);
+      for (const rest of lines.slice(i)) results.push({ line: rest, ok: false, error, data: [], artefacts: [] });
+      break;
+    }
+    let parsed;
+    try {
+      parsed = parseLine(text, client.welcome, current);
+    } catch (err) {
+      results.push({ line: text, ok: false, usage: true, error: err as IspyError, data: [], artefacts: [] });
+      continue;
+    }
+    switch (parsed.kind) {
+      case 'empty':
+        continue;
+      case 'exit':
+        return results;
+      case 'use':
+        current = parsed.plugin;
+        results.push({ line: text, ok: true, value: null, data: [], artefacts: [] });
+        continue;
+      case 'plugins':
+        results.push({
+          line: text,
+          ok: true,
+          value: { plugins: client.plugins, failedPlugins: client.welcome.failedPlugins },
+          text: pluginsTable(client.welcome, color),
+          data: [],
+          artefacts: [],
+        });
+        continue;
+      case 'help': {
+        const help = parsed.command && parsed.plugin
+          ? commandHelp(parsed.plugin, parsed.command, color)
+          : parsed.plugin
+            ? pluginHelp(parsed.plugin, color)
+            : parsed.word
+              ? shellWordHelp(parsed.word)
+              : overviewHelp(client.welcome, current, color);
+        results.push({ line: text, ok: true, value: help, text: help, data: [], artefacts: [] });
+        continue;
+      }
+      case 'call': {
+        const data: unknown[] = [];
+        const outcome = await execute(client, parsed, {
+          timeoutMs: opts.timeoutMs,
+          // Many processes writing one file would overwrite each other: each gets its pid.
+          ...(parsed.output !== undefined ? { outputFile: insertBeforeExtension(parsed.output, client.welcome.pid) } : {}),
+          onData: (item) => data.push(item),
+        });
+        if (outcome.ok) results.push({ line: text, ok: true, value: outcome.value, data, artefacts: outcome.artefacts });
+        else {
+          const error = outcome.error.code === 'ISPY_ERR_DISCONNECTED' || !client.isOpen ? new IspyError('ISPY_ERR_DISCONNECTED', goneMessage(client)) : outcome.error;
+          results.push({ line: text, ok: false, usage: outcome.error.code === 'ISPY_ERR_USAGE', error, data, artefacts: outcome.artefacts });
+        }
+      }
+    }
+  }
+  return results;
+}
+
+async function runTarget(target: Target, opts: RunOptions, color: boolean, closing: Promise<void>[]): Promise<TargetResult> {
+  let client: Client;
+  try {
+    client = await target.connect({ timeoutMs: opts.timeoutMs });
+  } catch (err) {
+    const error = err instanceof IspyError ? err : new IspyError('ISPY_ERR_CONNECT', (err as Error).message);
+    return {
+      label: target.label,
+      pid: null,
+      title: null,
+      host: null,
+      connected: false,
+      results: opts.lines.map((line) => ({ line, ok: false, error, data: [], artefacts: [] })),
+    };
+  }
+  const w = client.welcome;
+  try {
+    const results = await runLines(client, opts.lines, opts, color);
+    return { label: target.label, pid: w.pid, title: w.title, host: w.hostname, connected: true, results };
+  } finally {
+    // Closing is a courtesy to the agent; the block is printed without waiting for it.
+    closing.push(client.close());
+  }
+}
+
+function humanBlock(r: TargetResult, multiLine: boolean, s: Style): string {
+  const who = r.pid !== null ? ` (pid ${r.pid}${r.title ? `, ${r.title}` : ''})` : '';
+  const ok = r.connected && r.results.every((x) => x.ok);
+  const out = [`${s.head(`── ${r.label}${who} ──`)}${ok ? '' : ` ${s.bad('failed')}`}`];
+  if (!r.connected) {
+    // One reason is enough when nothing could run at all.
+    out.push(...errorLines(r.results[0]?.error, s));
+    return out.join('\n');
+  }
+  for (const x of r.results) {
+    if (multiLine) out.push(s.dim(`» ${x.line}`));
+    for (const item of x.data) out.push(formatItem(item, { color: s.enabled }));
+    if (x.ok) {
+      const text = x.text ?? formatValue(x.value, { color: s.enabled });
+      if (text) out.push(text);
+      out.push(...artefactLines(x.artefacts).map((l) => s.dim(l)));
+    } else out.push(...errorLines(x.error, s));
+  }
+  return out.join('\n');
+}
+
+function jsonLines(r: TargetResult): string {
+  return r.results
+    .map((x) => {
+      const o: Record<string, unknown> = { target: r.label, pid: r.pid, host: r.host, line: x.line, ok: x.ok };
+      if (x.ok) o.result = x.value === undefined ? null : x.value;
+      else o.error = errorJson(x.error);
+      if (x.data.length) o.data = x.data;
+      if (x.artefacts.length) o.artefacts = x.artefacts;
+      return JSON.stringify(o);
+    })
+    .join('\n');
+}
+
+/**
+ * Runs the lines on every target; resolves with the exit status: 0 when every target
+ * answered every line, 2 when a line was rejected as mistyped by every target that could
+ * be reached (a typo, not a fleet problem), 1 otherwise.
+ */
+export async function runFanout(targets: readonly Target[], opts: RunOptions): Promise<number> {
+  checkLines(opts.lines);
+  const s = styleFor(opts.output, opts.env);
+  const closing: Promise<void>[] = [];
+  const multiLine = opts.lines.length > 1;
+  let ok = 0;
+  let failed = 0;
+  let connected = 0;
+  const usageRejections = new Map<string, number>();
+  const finish = (r: TargetResult) => {
+    const allOk = r.connected && r.results.every((x) => x.ok);
+    if (allOk) ok++;
+    else failed++;
+    if (r.connected) {
+      connected++;
+      for (const x of r.results) if (x.usage) usageRejections.set(x.line, (usageRejections.get(x.line) ?? 0) + 1);
+    }
+    const text = opts.json ? jsonLines(r) : humanBlock(r, multiLine, s);
+    if (text) opts.output.write(`${text}\n`);
+  };
+  let next = 0;
+  const worker = async () => {
+    while (next < targets.length) {
+      const target = targets[next++]!;
+      finish(await runTarget(target, opts, s.enabled, closing));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.concurrency, targets.length)) }, worker));
+  const es = styleFor(opts.error, opts.env);
+  opts.error.write(`${failed ? es.bad(`${ok} ok, ${failed} failed`) : es.good(`${ok} ok, ${failed} failed`)}\n`);
+  await Promise.all(closing);
+  if (failed === 0) return EXIT_OK;
+  const typo = connected > 0 && [...usageRejections.values()].some((n) => n === connected);
+  return typo ? EXIT_USAGE : EXIT_FAILED;
+}
+
