@@ -7,8 +7,7 @@
 
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as os from 'node:os';
-import { arg, command, definePlugin, IspyError, type CommandContext } from 'ispy/plugin';
-import { redactedValue, redactUrlPassword, secretMatcher } from './redact';
+import { arg, command, definePlugin, IspyError, redactedValue, redactUrlPassword, secretMatcher, type CommandContext } from 'ispy/plugin';
 import { classify, summarisePackages } from './modules';
 import { GcRecorder } from './gc';
 

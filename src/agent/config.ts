@@ -22,7 +22,7 @@ export interface AgentOptions {
   redact?: string[];
   audit?: string;
   pluginOptions?: Record<string, unknown>;
-  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout', string | number>>;
+  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration', string | number>>;
   /** Folder relative paths are resolved from when no config file is read. Default: process.cwd(). */
   cwd?: string;
 }
@@ -33,6 +33,7 @@ export interface Limits {
   mainThreadTimeoutMs: number;
   inspectorTimeoutMs: number;
   setupTimeoutMs: number;
+  trackMaxDurationMs: number;
 }
 
 export interface ResolvedConfig {
@@ -58,6 +59,7 @@ export const DEFAULT_LIMITS: Limits = {
   mainThreadTimeoutMs: 2000,
   inspectorTimeoutMs: 1000,
   setupTimeoutMs: 5000,
+  trackMaxDurationMs: 5 * 60_000,
 };
 
 export function schemaPath(): string {
@@ -153,6 +155,7 @@ export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = 
       mainThreadTimeoutMs: ms(limitsRaw.mainThreadTimeout, DEFAULT_LIMITS.mainThreadTimeoutMs),
       inspectorTimeoutMs: ms(limitsRaw.inspectorTimeout, DEFAULT_LIMITS.inspectorTimeoutMs),
       setupTimeoutMs: ms(limitsRaw.setupTimeout, DEFAULT_LIMITS.setupTimeoutMs),
+      trackMaxDurationMs: ms(limitsRaw.trackMaxDuration, DEFAULT_LIMITS.trackMaxDurationMs),
     },
   };
   if (file) resolved.file = file;

@@ -16,7 +16,7 @@ import { agentLog } from './log';
 import { packageRoot } from './paths';
 
 /** Built-in plugins, loaded unless the config lists them under "disable". */
-export const BUILTIN_PLUGINS = ['process'] as const;
+export const BUILTIN_PLUGINS = ['process', 'requests'] as const;
 
 export function builtinLocation(name: string): string {
   return path.join(packageRoot(), 'dist', 'plugins', name, 'index.js');

@@ -125,9 +125,11 @@ export async function ps(opts: PsOptions): Promise<number> {
     throw new IspyError('ISPY_ERR_USAGE', code === 'ENOENT' ? `folder ${dir} does not exist` : code === 'ENOTDIR' ? `${dir} is not a folder` : `cannot read ${dir}: ${(err as Error).message}`);
   }
   if (opts.clean) {
-    for (const e of entries) {
-      if (removeStale(e)) opts.error.write(`${es.dim('removed stale socket')} ${e.socket}\n`);
-    }
+    entries = entries.filter((e) => {
+      if (!removeStale(e)) return true;
+      opts.error.write(`${es.dim('removed stale socket')} ${e.socket}\n`);
+      return false;
+    });
   }
   const shown = opts.all ? entries : entries.filter((e) => e.status === 'live');
   if (opts.json) {

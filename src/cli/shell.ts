@@ -67,7 +67,9 @@ export class Shell {
   get prompt(): string {
     const w = this.client.welcome;
     const plugin = this.current ? ` ${this.out.key(this.current.name)}` : '';
-    return `${w.title} ${w.pid}${plugin}> `;
+    // process.title is often the full path of node; the prompt only needs its name.
+    const title = w.title.includes('/') ? w.title.slice(w.title.lastIndexOf('/') + 1) : w.title;
+    return `${title} ${w.pid}${plugin}> `;
   }
 
   private print(text: string): void {

@@ -7,4 +7,5 @@ export { IspyError, isIspyError, ERROR_CODES } from '../protocol/errors';
 export type { ErrorCode } from '../protocol/errors';
 export { parseDuration, formatDuration } from '../protocol/args';
 export { loadForTest, runCommand } from './testing';
+export { DEFAULT_SECRET_KEY, secretMatcher, redactedValue, redactUrlPassword } from './redact';
 export type { TestHarness, TestHarnessOptions } from './testing';

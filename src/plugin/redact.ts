@@ -1,8 +1,10 @@
-// Which keys hold secrets, and how to show a value without showing the secret.
+// Which keys hold secrets, and how to show a value without showing the secret. Part of
+// the public plugin API: every plugin that shows environment, headers or arguments
+// redacts the same way, extended by the config's "redact" patterns.
 
-/** Key names that hold secrets in most apps. The config's "redact" patterns add to these. */
+/** Key names that hold secrets in most apps (env vars, headers). The config's "redact" patterns add to these. */
 export const DEFAULT_SECRET_KEY =
-  /pass(word|wd|phrase)?|secret|token|api[-_]?key|private[-_]?key|access[-_]?key|credential|auth|cookie|session|signature|salt|dsn|bearer|jwt|^.*_key$/i;
+  /pass(word|wd|phrase)?|secret|token|api[-_]?key|private[-_]?key|access[-_]?key|credential|auth|cookie|session|signature|salt|dsn|bearer|jwt|_key$|^x-.*-key$/i;
 
 export function secretMatcher(extra: readonly string[]): (key: string) => boolean {
   const patterns = [DEFAULT_SECRET_KEY, ...extra.map((p) => new RegExp(p, 'i'))];

@@ -1,0 +1,216 @@
+// The `requests` plugin: which HTTP requests are in flight, for how long, and what each
+// one is waiting on. Written against the public plugin API only.
+//
+// Always on (cheap): diagnostics_channel subscriptions feed a table of in-flight requests
+// and outbound calls on the main thread. Armed on demand (costly, bounded in time): an
+// async_hooks tracker that attributes pending async operations to requests.
+//
+// list/show/slow run in the agent worker and read the table with Runtime.evaluate, which
+// V8 runs even inside a busy JavaScript loop: when a handler spins, the operator still
+// sees the requests, which one is executing, and the main thread's stack.
+
+import { arg, command, definePlugin, IspyError, secretMatcher, type CommandContext, type MainThreadStack } from 'ispy/plugin';
+import { RequestTable, type FinishedRequest } from './table';
+import { Tracker } from './tracker';
+
+/** Where the main thread publishes the table for the worker's Runtime.evaluate. */
+const GLOBAL_KEY = 'ispy.requests';
+const API = `globalThis[Symbol.for(${JSON.stringify(GLOBAL_KEY)})]`;
+
+const DEFAULT_TRACK_MS = 30_000;
+const DEFAULT_TRACK_MAX_MS = 5 * 60_000;
+const HISTORY = 500;
+const WATCH_MAX_PER_SECOND = 50;
+
+// One per thread that loads this module; only the main thread's is fed.
+let table: RequestTable | undefined;
+
+interface PluginOptions {
+  history?: number;
+}
+
+async function readTable(ctx: CommandContext, call: string): Promise<{ value: unknown; mainThread?: Record<string, unknown> }> {
+  const age = ctx.mainThread.heartbeatAgeMs();
+  let value: unknown;
+  try {
+    value = await ctx.mainThread.evaluate(`${API} ? ${API}.${call} : { unavailable: true }`, { timeoutMs: 1000 });
+  } catch (err) {
+    if (err instanceof IspyError && err.code === 'ISPY_ERR_MAIN_BLOCKED') {
+      throw new IspyError('ISPY_ERR_MAIN_BLOCKED', `${err.message}; the request table lives on the main thread and cannot be read until it returns (try \`process stack\` again later)`);
+    }
+    throw err;
+  }
+  if (value && typeof value === 'object' && (value as { unavailable?: boolean }).unavailable) {
+    throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the requests table is not loaded on the main thread');
+  }
+  if (age <= 250) return { value };
+  // The loop is stuck: say so, and show where.
+  const stack: MainThreadStack = await ctx.mainThread.captureStack();
+  const mainThread: Record<string, unknown> = { busyForMs: age };
+  if (stack.state === 'running') mainThread.stack = stack.frames.slice(0, 8).map((f) => `${f.functionName} (${f.file}:${f.line}:${f.column})`);
+  else mainThread.state = stack.state;
+  return { value, mainThread };
+}
+
+export default definePlugin({
+  name: 'requests',
+  summary: 'In-flight HTTP requests, what each waits on, and recently finished slow ones',
+  setup: {
+    main(ctx) {
+      const opts = (ctx.options ?? {}) as PluginOptions;
+      const t = new RequestTable(opts.history ?? HISTORY, secretMatcher(ctx.settings.redact));
+      table = t;
+      ctx.subscribe('http.server.request.start', (m) => t.onServerStart(m as never));
+      ctx.subscribe('http.client.request.start', (m) => t.onClientStart(m as never));
+      ctx.subscribe('undici:request:create', (m) => t.onUndiciCreate(m as never));
+      ctx.subscribe('undici:request:trailers', (m) => t.onUndiciDone(m as never));
+      ctx.subscribe('undici:request:error', (m) => t.onUndiciDone(m as never));
+      // Fastify (v5) names the matched route on this channel.
+      ctx.subscribe('tracing:fastify.request.handler:start', (m) => t.onFastifyRoute(m as never));
+      const key = Symbol.for(GLOBAL_KEY);
+      Object.defineProperty(globalThis, key, { value: t, configurable: true, enumerable: false, writable: false });
+      ctx.onUnload(() => {
+        t.tracker?.disarm();
+        t.tracker = undefined;
+        t.clear();
+        delete (globalThis as Record<symbol, unknown>)[key];
+        table = undefined;
+      });
+    },
+  },
+  commands: {
+    list: command({
+      summary: 'In-flight requests, oldest first (answers while the main thread is busy)',
+      thread: 'worker',
+      args: {
+        minAge: arg.duration({ summary: 'only requests older than this', default: '0ms' }),
+        limit: arg.integer({ summary: 'show at most this many', default: 50, min: 1, max: 1000, short: 'n' }),
+      },
+      async run(args, ctx) {
+        const { value, mainThread } = await readTable(ctx, `list(${JSON.stringify({ minAge: args.minAge, limit: args.limit })})`);
+        return mainThread ? { mainThread, ...(value as object) } : value;
+      },
+    }),
+
+    show: command({
+      summary: 'One request: headers (redacted), outbound calls, and what it waits on',
+      thread: 'worker',
+      args: {
+        id: arg.integer({ summary: 'the request id from `requests list`', positional: true, required: true, min: 1 }),
+      },
+      async run(args, ctx) {
+        const { value, mainThread } = await readTable(ctx, `show(${args.id})`);
+        if (value === undefined || value === null) {
+          throw new IspyError('ISPY_ERR_NOT_FOUND', `no request ${args.id} in flight (it may have finished: see \`requests slow\`)`);
+        }
+        return mainThread ? { mainThread, ...(value as object) } : value;
+      },
+    }),
+
+    slow: command({
+      summary: 'The slowest recently finished requests (status, duration, route)',
+      thread: 'worker',
+      args: {
+        limit: arg.integer({ summary: 'show at most this many', default: 20, min: 1, max: 500, short: 'n' }),
+      },
+      async run(args, ctx) {
+        const { value, mainThread } = await readTable(ctx, `slow(${args.limit})`);
+        return mainThread ? { mainThread, ...(value as object) } : value;
+      },
+    }),
+
+    watch: command({
+      summary: 'Stream finished requests until cancelled (rate-limited)',
+      thread: 'main',
+      args: {
+        minDuration: arg.duration({ summary: 'only requests that took at least this long', default: '0ms' }),
+        limit: arg.integer({ summary: 'stop after this many', min: 1, short: 'n' }),
+      },
+      async *stream(args, ctx) {
+        const t = table;
+        if (!t) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the requests table is not loaded');
+        const queue: FinishedRequest[] = [];
+        let wake: (() => void) | undefined;
+        let dropped = 0;
+        let windowStart = performance.now();
+        let inWindow = 0;
+        const stop = t.watch((done) => {
+          if (done.durationMs < args.minDuration) return;
+          // A busy server must not flood the client: at most N per second, the rest counted.
+          const now = performance.now();
+          if (now - windowStart >= 1000) {
+            windowStart = now;
+            inWindow = 0;
+          }
+          if (inWindow >= WATCH_MAX_PER_SECOND || queue.length >= WATCH_MAX_PER_SECOND * 2) {
+            dropped++;
+            return;
+          }
+          inWindow++;
+          queue.push(done);
+          wake?.();
+        });
+        const onAbort = () => wake?.();
+        ctx.signal.addEventListener('abort', onAbort);
+        let sent = 0;
+        try {
+          while (!ctx.signal.aborted) {
+            if (dropped) {
+              yield { dropped, note: `more than ${WATCH_MAX_PER_SECOND} requests/s: ${dropped} not shown` };
+              dropped = 0;
+            }
+            const next = queue.shift();
+            if (next) {
+              yield next;
+              if (args.limit !== undefined && ++sent >= args.limit) return;
+              continue;
+            }
+            await new Promise<void>((resolve) => (wake = resolve));
+            wake = undefined;
+          }
+        } finally {
+          stop();
+          ctx.signal.removeEventListener('abort', onAbort);
+        }
+      },
+    }),
+
+    track: command({
+      summary: 'Arm async tracking for a bounded time: `show` then lists what each request waits on',
+      thread: 'main',
+      args: {
+        duration: arg.duration({ summary: 'how long to stay armed', default: `${DEFAULT_TRACK_MS / 1000}s`, min: '100ms' }),
+        off: arg.boolean({ summary: 'disarm now' }),
+      },
+      run(args, ctx) {
+        const t = table;
+        if (!t) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the requests table is not loaded');
+        if (args.off) {
+          const was = t.tracker !== undefined;
+          t.tracker?.disarm();
+          t.tracker = undefined;
+          return { tracking: 'off', wasArmed: was };
+        }
+        const cap = ctx.settings.limits.trackMaxDurationMs ?? DEFAULT_TRACK_MAX_MS;
+        if (args.duration > cap) {
+          throw new IspyError('ISPY_ERR_BAD_ARGS', `--duration ${args.duration} ms is over the configured cap of ${cap} ms (limits.trackMaxDuration)`);
+        }
+        t.tracker?.disarm();
+        const tracker = new Tracker(args.duration, t.live.values());
+        tracker.arm();
+        t.tracker = tracker;
+        const timer = ctx.setTimeout(() => {
+          tracker.disarm();
+          if (t.tracker === tracker) t.tracker = undefined;
+        }, args.duration);
+        void timer; // cleared by the plugin's lifetime on unload; setup's undo disarms the tracker
+        return {
+          tracking: 'armed',
+          durationMs: args.duration,
+          until: new Date(Date.now() + args.duration).toISOString(),
+          note: 'requests that start from now on are attributed in full; those already in flight only for what they create from now on',
+        };
+      },
+    }),
+  },
+});

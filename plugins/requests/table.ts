@@ -1,0 +1,264 @@
+// Runs on the app's main thread. The table of in-flight HTTP requests, fed by
+// diagnostics_channel (no async_hooks on this path), the outbound calls in flight, and a
+// bounded history of finished requests for `slow` and `watch`.
+//
+// The worker reads it through the inspector (Runtime.evaluate of the `api` object, which
+// setup publishes under a global symbol), so `list` and `show` answer even while the
+// main thread is stuck in a request handler.
+
+import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
+import { executionAsyncId, triggerAsyncId } from 'node:async_hooks';
+import { redactedValue, secretMatcher } from 'ispy/plugin';
+import type { Tracker } from './tracker';
+
+export interface LiveRequest {
+  id: number;
+  /** performance.now() at start. */
+  start: number;
+  startedAt: number;
+  req: IncomingMessage;
+  res: ServerResponse;
+  /** The async context the handler started in: matches executionAsyncId() while it runs synchronously. */
+  rootAsyncId: number;
+  route?: string;
+  server?: string;
+}
+
+export interface FinishedRequest {
+  id: number;
+  method: string;
+  url: string;
+  route?: string;
+  status: number | null;
+  durationMs: number;
+  finishedAt: string;
+  aborted: boolean;
+}
+
+export interface Outbound {
+  id: number;
+  kind: 'http' | 'fetch';
+  method: string;
+  url: string;
+  start: number;
+  /** The in-flight request that made the call, when known. */
+  owner?: number;
+}
+
+type Watcher = (done: FinishedRequest) => void;
+
+const round = (n: number) => Math.round(n * 10) / 10;
+
+function routeOf(entry: LiveRequest): string | undefined {
+  if (entry.route) return entry.route;
+  // Express sets req.route once a route matched; its path is relative to req.baseUrl.
+  const r = entry.req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: string };
+  if (r.route && typeof r.route.path === 'string') return `${r.baseUrl ?? ''}${r.route.path}`;
+  return undefined;
+}
+
+/** Express rewrites req.url while routing; originalUrl keeps what the client sent. */
+function urlOf(req: IncomingMessage): string | undefined {
+  return (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url;
+}
+
+function remoteOf(req: IncomingMessage): string | undefined {
+  const s = req.socket;
+  if (!s?.remoteAddress) return undefined;
+  return `${s.remoteAddress}:${s.remotePort}`;
+}
+
+export class RequestTable {
+  private nextId = 1;
+  private nextOutbound = 1;
+  readonly live = new Map<number, LiveRequest>();
+  private readonly byReq = new WeakMap<IncomingMessage, LiveRequest>();
+  readonly outbound = new Map<object, Outbound>();
+  private readonly history: FinishedRequest[] = [];
+  private readonly watchers = new Set<Watcher>();
+  tracker: Tracker | undefined;
+
+  constructor(
+    private readonly historySize: number,
+    private readonly redact: (key: string) => boolean,
+  ) {}
+
+  // ── feeding (channel subscribers; must be cheap and never throw) ─────────────
+
+  onServerStart(msg: { request: IncomingMessage; response: ServerResponse; server?: { address?: () => unknown } }): void {
+    const entry: LiveRequest = {
+      id: this.nextId++,
+      start: performance.now(),
+      startedAt: Date.now(),
+      req: msg.request,
+      res: msg.response,
+      rootAsyncId: executionAsyncId(),
+    };
+    this.live.set(entry.id, entry);
+    this.byReq.set(msg.request, entry);
+    this.tracker?.onRequestStart(entry);
+    // 'close' comes for finished and aborted responses alike; one listener per request.
+    msg.response.once('close', () => this.onClose(entry));
+  }
+
+  private onClose(entry: LiveRequest): void {
+    if (!this.live.delete(entry.id)) return;
+    const res = entry.res;
+    const done: FinishedRequest = {
+      id: entry.id,
+      method: entry.req.method ?? '?',
+      url: urlOf(entry.req) ?? '?',
+      status: res.headersSent ? res.statusCode : null,
+      durationMs: round(performance.now() - entry.start),
+      finishedAt: new Date().toISOString(),
+      aborted: !res.writableFinished,
+    };
+    const route = routeOf(entry);
+    if (route) done.route = route;
+    this.tracker?.onRequestEnd(entry.id);
+    this.history.push(done);
+    if (this.history.length > this.historySize) this.history.shift();
+    for (const w of this.watchers) w(done);
+  }
+
+  onFastifyRoute(msg: { request?: { raw?: IncomingMessage }; route?: { url?: string } }): void {
+    const raw = msg.request?.raw;
+    const entry = raw ? this.byReq.get(raw) : undefined;
+    if (entry && msg.route?.url) entry.route = msg.route.url;
+  }
+
+  /**
+   * The in-flight request whose code is running right now, if it can be told: with
+   * tracking armed, from the async context; without, only while its handler runs
+   * synchronously or in a tick it scheduled (async ids are counted even with no hook, so
+   * this costs nothing). The HTTP client publishes its start from such a tick.
+   */
+  private currentOwner(): number | undefined {
+    const eid = executionAsyncId();
+    const tracked = this.tracker?.ownerOf(eid);
+    if (tracked !== undefined) return tracked;
+    const tid = triggerAsyncId();
+    let byTrigger: number | undefined;
+    for (const e of this.live.values()) {
+      if (e.rootAsyncId === eid) return e.id;
+      if (e.rootAsyncId === tid) byTrigger = e.id;
+    }
+    return byTrigger;
+  }
+
+  onClientStart(msg: { request: ClientRequest }): void {
+    const r = msg.request;
+    const host = r.getHeader('host') ?? r.host;
+    const out: Outbound = { id: this.nextOutbound++, kind: 'http', method: r.method, url: `${r.protocol ?? 'http:'}//${host}${r.path}`, start: performance.now() };
+    const owner = this.currentOwner();
+    if (owner !== undefined) out.owner = owner;
+    this.outbound.set(r, out);
+    r.once('close', () => this.outbound.delete(r));
+  }
+
+  onUndiciCreate(msg: { request: { method?: string; origin?: unknown; path?: string } }): void {
+    const r = msg.request;
+    const out: Outbound = { id: this.nextOutbound++, kind: 'fetch', method: r.method ?? 'GET', url: `${String(r.origin ?? '')}${r.path ?? ''}`, start: performance.now() };
+    const owner = this.currentOwner();
+    if (owner !== undefined) out.owner = owner;
+    this.outbound.set(r, out);
+  }
+
+  onUndiciDone(msg: { request: object }): void {
+    this.outbound.delete(msg.request);
+  }
+
+  watch(w: Watcher): () => void {
+    this.watchers.add(w);
+    return () => this.watchers.delete(w);
+  }
+
+  // ── reading (called through Runtime.evaluate from the agent worker) ──────────
+
+  list(opts: { minAge?: number; limit?: number }): Record<string, unknown> {
+    const now = performance.now();
+    const minAge = opts.minAge ?? 0;
+    const executing = this.currentOwner();
+    const rows: Record<string, unknown>[] = [];
+    let total = 0;
+    // Map keeps insertion order: oldest first.
+    for (const e of this.live.values()) {
+      const age = now - e.start;
+      if (age < minAge) continue;
+      total++;
+      if (rows.length >= (opts.limit ?? 50)) continue;
+      const row: Record<string, unknown> = {
+        id: e.id,
+        method: e.req?.method,
+        url: e.req ? urlOf(e.req) : undefined,
+        ageMs: round(age),
+      };
+      const route = routeOf(e);
+      if (route) row.route = route;
+      const remote = e.req ? remoteOf(e.req) : undefined;
+      if (remote) row.remote = remote;
+      let outbound = 0;
+      for (const o of this.outbound.values()) if (o.owner === e.id) outbound++;
+      if (outbound) row.outbound = outbound;
+      if (this.tracker) row.waitingOn = this.tracker.pendingCount(e.id);
+      if (executing === e.id) row.executing = true;
+      rows.push(row);
+    }
+    return { total, shown: rows.length, tracking: this.trackingState(), requests: rows };
+  }
+
+  show(id: number): Record<string, unknown> | undefined {
+    const e = this.live.get(id);
+    if (!e) return undefined;
+    const now = performance.now();
+    const req = e.req;
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers ?? {})) {
+      const value = Array.isArray(v) ? v.join(', ') : String(v ?? '');
+      headers[k] = this.redact(k) ? redactedValue(value) : value;
+    }
+    const outbound = [...this.outbound.values()]
+      .filter((o) => o.owner === id)
+      .map((o) => ({ kind: o.kind, method: o.method, url: o.url, ageMs: round(now - o.start) }));
+    const out: Record<string, unknown> = {
+      id,
+      request: `${req.method} ${urlOf(req)} HTTP/${req.httpVersion}`,
+      ageMs: round(now - e.start),
+      startedAt: new Date(e.startedAt).toISOString(),
+    };
+    const route = routeOf(e);
+    if (route) out.route = route;
+    const remote = remoteOf(req);
+    if (remote) out.remote = remote;
+    out.executing = this.currentOwner() === id;
+    out.responseStarted = e.res.headersSent;
+    out.headers = headers;
+    out.outbound = outbound;
+    const unattributed = [...this.outbound.values()].filter((o) => o.owner === undefined).length;
+    if (unattributed && !this.tracker) out.outboundUnattributed = unattributed;
+    if (this.tracker) out.waitingOn = this.tracker.pending(id, now);
+    out.tracking = this.trackingState();
+    return out;
+  }
+
+  slow(limit: number): Record<string, unknown> {
+    const rows = [...this.history].sort((a, b) => b.durationMs - a.durationMs).slice(0, limit);
+    return { kept: this.history.length, capacity: this.historySize, requests: rows };
+  }
+
+  private trackingState(): string {
+    if (!this.tracker) return 'off (run `requests track` to see what each request waits on)';
+    return `armed, ${Math.max(0, Math.round(this.tracker.remainingMs() / 1000))}s left`;
+  }
+
+  clear(): void {
+    this.live.clear();
+    this.outbound.clear();
+    this.history.length = 0;
+    this.watchers.clear();
+  }
+}
+
+export function makeRedactor(patterns: readonly string[]): (key: string) => boolean {
+  return secretMatcher(patterns);
+}

@@ -1,0 +1,232 @@
+// The requests plugin against real HTTP servers and real clients.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { openSync, closeSync, writeSync } from 'node:fs';
+import { cleanup, startApp, tempDir, waitFor, FIXTURES, type App } from './helpers';
+import { connect, type Client } from '../dist/src/client/index.js';
+
+afterAll(cleanup);
+
+const APP_FILE = path.join(FIXTURES, 'requests-app.cjs');
+
+/** A backend that holds each request until released. */
+function slowBackend(): Promise<{ url: string; held: http.ServerResponse[]; release(): void; close(): Promise<void> }> {
+  const held: http.ServerResponse[] = [];
+  const server = http.createServer((_req, res) => held.push(res));
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        held,
+        release: () => held.splice(0).forEach((r) => r.end('payload')),
+        close: () =>
+          new Promise<void>((r) => {
+            held.splice(0).forEach((res) => res.destroy());
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
+      });
+    });
+  });
+}
+
+/** Fires a request and leaves it in flight; returns how to abort it and its outcome. */
+function fire(port: number, pathname: string): { done: Promise<string>; abort(): void } {
+  let req!: http.ClientRequest;
+  const done = new Promise<string>((resolve) => {
+    req = http.get({ host: '127.0.0.1', port, path: pathname, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', (e) => resolve(`error: ${e.message}`));
+  });
+  return { done, abort: () => req.destroy() };
+}
+
+type Row = { id: number; url: string; ageMs: number; route?: string; outbound?: number; executing?: boolean; waitingOn?: number };
+
+async function rows(client: Client, args: Record<string, unknown> = {}): Promise<{ requests: Row[]; total: number; tracking: string; mainThread?: any }> {
+  return (await client.call('requests', 'list', args)) as never;
+}
+
+describe('requests in a raw http app', () => {
+  let app: App;
+  let client: Client;
+  let port: number;
+  let backend: Awaited<ReturnType<typeof slowBackend>>;
+  let fifo: string;
+
+  beforeAll(async () => {
+    backend = await slowBackend();
+    const dir = tempDir();
+    fifo = path.join(dir, 'slow.fifo');
+    execFileSync('mkfifo', [fifo]);
+    app = await startApp({ script: APP_FILE, dir, env: { BACKEND: backend.url, FIFO: fifo } });
+    port = await app.port();
+    client = await connect(app.socket);
+  });
+
+  afterAll(async () => {
+    await client?.close();
+    await app?.kill();
+    await backend?.close();
+  });
+
+  it('lists in-flight requests oldest first with growing ages, and drops finished and aborted ones', async () => {
+    const timer = fire(port, '/timer?ms=1500');
+    await new Promise((r) => setTimeout(r, 50));
+    const outbound = fire(port, '/outbound');
+    await waitFor(() => backend.held.length === 1, 5000, 'the outbound call to reach the backend');
+    const aborted = fire(port, '/timer?ms=60000');
+    await waitFor(async () => (await rows(client)).total === 3, 5000, 'three requests in flight');
+
+    const first = await rows(client);
+    expect(first.tracking).toMatch(/^off/);
+    expect(first.requests.map((r) => r.url)).toEqual(['/timer?ms=1500', '/outbound', '/timer?ms=60000']);
+    expect(first.requests[0]!.ageMs).toBeGreaterThan(first.requests[1]!.ageMs);
+    // The outbound call was made synchronously by the handler: attributed even without tracking.
+    expect(first.requests[1]!.outbound).toBe(1);
+
+    await new Promise((r) => setTimeout(r, 200));
+    const later = await rows(client);
+    expect(later.requests[0]!.ageMs).toBeGreaterThan(first.requests[0]!.ageMs + 150);
+    expect((await rows(client, { minAge: '150ms' })).requests.map((r) => r.url)).toContain('/timer?ms=1500');
+    expect((await rows(client, { limit: 1 })).requests).toHaveLength(1);
+
+    const show = (await client.call('requests', 'show', { id: first.requests[1]!.id })) as any;
+    expect(show.request).toBe('GET /outbound HTTP/1.1');
+    expect(show.outbound).toEqual([{ kind: 'http', method: 'GET', url: `${backend.url}/slow`, ageMs: expect.any(Number) }]);
+
+    aborted.abort();
+    expect(await timer.done).toBe('timer done');
+    backend.release();
+    expect(await outbound.done).toBe('backend done');
+    await waitFor(async () => (await rows(client)).total === 0, 5000, 'the table to empty');
+    const slow = (await client.call('requests', 'slow', { limit: 5 })) as any;
+    const byUrl = Object.fromEntries(slow.requests.map((r: any) => [r.url, r]));
+    expect(byUrl['/timer?ms=60000']).toMatchObject({ aborted: true, status: null });
+    expect(byUrl['/timer?ms=1500']).toMatchObject({ aborted: false, status: 200 });
+    expect(byUrl['/timer?ms=1500'].durationMs).toBeGreaterThanOrEqual(1400);
+  });
+
+  it('redacts secret headers and says how to see waits when tracking is off', async () => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/timer?ms=800', agent: false, headers: { authorization: 'Bearer abc.def', cookie: 'sid=1', 'x-api-key': 'k', 'x-trace': 'visible' } });
+    req.on('error', () => {});
+    await waitFor(async () => (await rows(client)).total === 1, 5000, 'the request');
+    const id = (await rows(client)).requests[0]!.id;
+    const show = (await client.call('requests', 'show', { id })) as any;
+    expect(show.headers.authorization).toBe('[redacted, 14 chars]');
+    expect(show.headers.cookie).toMatch(/redacted/);
+    expect(show.headers['x-api-key']).toMatch(/redacted/);
+    expect(show.headers['x-trace']).toBe('visible');
+    expect(show.tracking).toMatch(/run `requests track`/);
+    expect(show.waitingOn).toBeUndefined();
+    await expect(client.call('requests', 'show', { id: 99999 })).rejects.toMatchObject({ code: 'ISPY_ERR_NOT_FOUND' });
+  });
+
+  it('with tracking armed, show names the timer, the outbound call, the fetch and the file read, with app frames', async () => {
+    const armed = (await client.call('requests', 'track', { duration: '20s' })) as any;
+    expect(armed.tracking).toBe('armed');
+    expect(JSON.parse((await app.get('/hooks')).body).promiseTracking).toBe(true);
+
+    const timer = fire(port, '/timer?ms=3000');
+    const outbound = fire(port, '/outbound');
+    const fetched = fire(port, '/fetch');
+    const file = fire(port, '/file');
+    await waitFor(() => backend.held.length === 2, 5000, 'both backend calls');
+    await waitFor(async () => (await rows(client)).total === 4, 5000, 'four requests');
+    const list = await rows(client);
+    expect(list.tracking).toMatch(/^armed, \d+s left$/);
+    const byUrl = Object.fromEntries(list.requests.map((r) => [r.url, r]));
+
+    const show = async (url: string) => (await client.call('requests', 'show', { id: byUrl[url]!.id })) as any;
+    const frameIn = (w: any, fn: string) => w.createdAt.some((f: any) => f.file === APP_FILE && f.function === fn);
+
+    const t = await show('/timer?ms=3000');
+    expect(t.waitingOn).toContainEqual(expect.objectContaining({ type: 'Timeout', detail: 'timer of 3000 ms' }));
+    expect(frameIn(t.waitingOn.find((w: any) => w.type === 'Timeout'), 'waitOnTimer')).toBe(true);
+
+    const o = await show('/outbound');
+    expect(o.outbound).toEqual([expect.objectContaining({ kind: 'http', url: `${backend.url}/slow` })]);
+    expect(o.waitingOn.some((w: any) => /TCP/.test(w.type) && frameIn(w, 'callBackend'))).toBe(true);
+
+    const f = await show('/fetch');
+    expect(f.outbound).toEqual([expect.objectContaining({ kind: 'fetch', url: `${backend.url}/slow` })]);
+    expect(f.waitingOn.some((w: any) => frameIn(w, 'fetchBackend'))).toBe(true);
+
+    const r = await show('/file');
+    expect(r.waitingOn).toContainEqual(expect.objectContaining({ type: 'FSREQCALLBACK', detail: 'file system call' }));
+    expect(frameIn(r.waitingOn.find((w: any) => w.type === 'FSREQCALLBACK'), 'readSlowFile')).toBe(true);
+
+    // Release everything; the table empties.
+    backend.release();
+    const fd = openSync(fifo, 'w');
+    writeSync(fd, 'data');
+    closeSync(fd);
+    expect(await file.done).toBe('read 4');
+    await Promise.all([timer.done, outbound.done, fetched.done]);
+    await waitFor(async () => (await rows(client)).total === 0, 5000, 'the table to empty');
+
+    // Disarm: no hook left behind.
+    expect(await client.call('requests', 'track', { off: true })).toEqual({ tracking: 'off', wasArmed: true });
+    expect(JSON.parse((await app.get('/hooks')).body).promiseTracking).toBe(false);
+    expect((await rows(client)).tracking).toMatch(/^off/);
+  });
+
+  it('disarms itself when its time is up, leaving no hook', async () => {
+    await client.call('requests', 'track', { duration: '300ms' });
+    expect(JSON.parse((await app.get('/hooks')).body).promiseTracking).toBe(true);
+    await waitFor(async () => JSON.parse((await app.get('/hooks')).body).promiseTracking === false, 3000, 'auto-disarm');
+    expect((await rows(client)).tracking).toMatch(/^off/);
+  });
+
+  it('refuses a duration over the configured cap', async () => {
+    await expect(client.call('requests', 'track', { duration: '1h' })).rejects.toMatchObject({ code: 'ISPY_ERR_BAD_ARGS', message: expect.stringMatching(/over the configured cap of 300000 ms \(limits.trackMaxDuration\)/) });
+  });
+
+  it('still lists requests while a handler spins, naming the spinning one and the stack', async () => {
+    const waiting = fire(port, '/timer?ms=3000');
+    await waitFor(async () => (await rows(client)).total === 1, 5000, 'the waiting request');
+    const spinning = fire(port, '/spin?ms=2000');
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = performance.now();
+    const list = await rows(client);
+    expect(performance.now() - t0).toBeLessThan(1500);
+    expect(list.mainThread.busyForMs).toBeGreaterThan(250);
+    expect(list.mainThread.stack[0]).toMatch(new RegExp(`^spinHere \\(${APP_FILE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+\\)$`));
+    const spin = list.requests.find((r) => r.url === '/spin?ms=2000');
+    expect(spin?.executing).toBe(true);
+    expect(list.requests.find((r) => r.url === '/timer?ms=3000')?.executing).toBeUndefined();
+    await Promise.all([spinning.done, waiting.done]);
+  });
+});
+
+describe('requests in an Express app', () => {
+  it('names the matched route and streams finished requests with watch', async () => {
+    const app = await startApp({ script: 'express-app.cjs' });
+    const port = await app.port();
+    const client = await connect(app.socket);
+    try {
+      const watched: any[] = [];
+      const watching = client.call('requests', 'watch', { minDuration: '100ms' }, { onData: (d) => watched.push(d) }).catch((e) => e);
+      const pending = fire(port, '/users/42?ms=600');
+      // The table may be read mid-routing (the inspector interrupts running JavaScript), so wait for the route.
+      const row = await waitFor(async () => (await rows(client)).requests.find((r) => r.route), 5000, 'the routed request');
+      expect(row).toMatchObject({ url: '/users/42?ms=600', route: '/users/:id' });
+      expect(await pending.done).toBe('{"id":"42"}');
+      await app.get('/health'); // fast: filtered out by --min-duration
+      await waitFor(() => watched.length === 1, 5000, 'the watched request');
+      expect(watched[0]).toMatchObject({ method: 'GET', url: '/users/42?ms=600', route: '/users/:id', status: 200, aborted: false });
+      await client.close();
+      expect((await watching).code).toBe('ISPY_ERR_DISCONNECTED');
+    } finally {
+      await app.kill();
+    }
+  });
+});
