@@ -25,6 +25,7 @@ import {
   type Thread,
 } from '../plugin/define';
 import { agentLog } from './log';
+import { wrapFunction, type Interceptor, type WrapHandle } from '../plugin/wrap';
 
 type Undo = () => void | Promise<void>;
 
@@ -96,6 +97,19 @@ export class Lifetime implements LifetimeApi {
     return () => {
       undo();
       this.remove(undo);
+    };
+  }
+
+  wrap(owner: object, key: PropertyKey, interceptor: Interceptor): WrapHandle {
+    const handle = wrapFunction(owner, key, interceptor);
+    const undo = () => handle.unwrap();
+    this.onUnload(undo);
+    return {
+      original: handle.original,
+      unwrap: () => {
+        handle.unwrap();
+        this.remove(undo);
+      },
     };
   }
 
@@ -188,6 +202,7 @@ export async function setupPlugin(plugin: Plugin, source: string, opts: RuntimeO
       setInterval: (f, ms) => lifetime.setInterval(f, ms),
       setTimeout: (f, ms) => lifetime.setTimeout(f, ms),
       subscribe: (c, l) => lifetime.subscribe(c, l),
+      wrap: (o, k, i) => lifetime.wrap(o, k, i),
     };
     try {
       await withTimeout(Promise.resolve().then(() => setup(ctx)), opts.setupTimeoutMs, `setup of plugin "${plugin.name}" on the ${opts.thread} thread`);
@@ -318,6 +333,7 @@ export async function runCall(
     setInterval: (f, ms) => lifetime.setInterval(f, ms),
     setTimeout: (f, ms) => lifetime.setTimeout(f, ms),
     subscribe: (c, l) => lifetime.subscribe(c, l),
+    wrap: (o, k, i) => lifetime.wrap(o, k, i),
   };
   const cancelled = () => new IspyError('ISPY_ERR_CANCELLED', 'cancelled');
   if (signal.aborted) throw cancelled();

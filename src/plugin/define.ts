@@ -5,6 +5,7 @@
 // help, completion and the TypeScript type of the handler's `args`.
 
 import type { ArgInfo, ArgType } from '../protocol/args';
+import type { Interceptor, WrapHandle } from './wrap';
 
 
 // ── arguments ──────────────────────────────────────────────────────────────────
@@ -103,6 +104,8 @@ export interface Lifetime {
   setTimeout(fn: () => void, ms: number): { clear(): void };
   /** Subscribes to a diagnostics_channel; unsubscribed on unload or when the returned function is called. */
   subscribe(channel: string, listener: (message: unknown, name: string | symbol) => void): () => void;
+  /** Wraps owner[key] (main thread); unwrapped on unload or by the handle. See wrapFunction. */
+  wrap(owner: object, key: PropertyKey, interceptor: Interceptor): WrapHandle;
 }
 
 export interface AgentSettings {

@@ -9,3 +9,7 @@ export { parseDuration, formatDuration } from '../protocol/args';
 export { loadForTest, runCommand } from './testing';
 export { DEFAULT_SECRET_KEY, secretMatcher, redactedValue, redactUrlPassword } from './redact';
 export type { TestHarness, TestHarnessOptions } from './testing';
+export { wrapFunction, unwrapped, isWrapped, replaceProblem } from './wrap';
+export type { Interceptor, Invocation, WrapHandle } from './wrap';
+export { resolveTarget, parseTarget } from './target';
+export type { ResolvedTarget, ParsedTarget } from './target';
