@@ -4,6 +4,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { ArtefactSink } from '../plugin/define';
 
 function stamp(d = new Date()): string {
   return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
@@ -18,26 +19,96 @@ export function artefactName(requested: string, pid = process.pid): string {
   return `${stem}-${pid}-${stamp()}${ext}`;
 }
 
-export async function writeArtefact(dir: string, requested: string, data: string | Uint8Array): Promise<{ path: string; name: string; size: number }> {
+export interface WrittenArtefact {
+  path: string;
+  name: string;
+  size: number;
+}
+
+/** An artefact being written in pieces (a heap snapshot arrives in chunks). */
+export interface ArtefactStream {
+  /** Appends bytes; resolves when they are on their way to disk (backpressure). */
+  write(chunk: string | Uint8Array): Promise<void>;
+  /** Flushes, closes and renames into place; only then does the final name exist. */
+  finish(): Promise<WrittenArtefact>;
+  /** Closes and deletes the partial file. Idempotent. */
+  abort(): Promise<void>;
+}
+
+export async function createArtefact(dir: string, requested: string): Promise<ArtefactStream> {
   await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
   let name = artefactName(requested);
   let file = path.join(dir, name);
-  for (let n = 2; fs.existsSync(file); n++) {
+  for (let n = 2; fs.existsSync(file) || fs.existsSync(`${file}.partial`); n++) {
     name = artefactName(requested).replace(/(\.[^.]*)?$/, (ext) => `-${n}${ext}`);
     file = path.join(dir, name);
   }
   const partial = `${file}.partial`;
   const handle = await fs.promises.open(partial, 'wx', 0o600);
+  let size = 0;
+  let state: 'open' | 'done' | 'aborted' = 'open';
+  let tail: Promise<unknown> = Promise.resolve();
+  return {
+    write(chunk) {
+      if (state !== 'open') return Promise.reject(new Error(`artefact ${name} is already ${state}`));
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      size += buf.byteLength;
+      const p = tail.then(() => handle.write(buf));
+      tail = p.catch(() => {});
+      return p.then(() => undefined);
+    },
+    async finish() {
+      if (state !== 'open') throw new Error(`artefact ${name} is already ${state}`);
+      state = 'done';
+      try {
+        await tail;
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.promises.rename(partial, file);
+      return { path: file, name, size };
+    },
+    async abort() {
+      if (state !== 'open') return;
+      state = 'aborted';
+      await tail;
+      await handle.close().catch(() => {});
+      await fs.promises.unlink(partial).catch(() => {});
+    },
+  };
+}
+
+export async function writeArtefact(dir: string, requested: string, data: string | Uint8Array): Promise<WrittenArtefact> {
+  const out = await createArtefact(dir, requested);
   try {
-    await handle.writeFile(data);
-    await handle.sync();
+    await out.write(data);
+    return await out.finish();
   } catch (err) {
-    await handle.close();
-    await fs.promises.unlink(partial).catch(() => {});
+    await out.abort();
     throw err;
   }
-  await handle.close();
-  await fs.promises.rename(partial, file);
-  const size = typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
-  return { path: file, name, size };
+}
+
+/** The ctx.artefacts of one call: files land in `dir`; `announce` tells the client (and sends the bytes if asked). */
+export function artefactSink(dir: string, announce: (written: WrittenArtefact) => void | Promise<void>): ArtefactSink {
+  return {
+    async writeFile(name, data) {
+      const written = await writeArtefact(dir, name, data);
+      await announce(written);
+      return written.path;
+    },
+    async create(name) {
+      const out = await createArtefact(dir, name);
+      return {
+        write: (chunk) => out.write(chunk),
+        async finish() {
+          const written = await out.finish();
+          await announce(written);
+          return written.path;
+        },
+        abort: () => out.abort(),
+      };
+    },
+  };
 }

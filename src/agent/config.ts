@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
 import { parseDuration } from '../protocol/args';
-import { checkSchema, type Schema } from './schema';
+import { checkSchema, parseBytes, type Schema } from './schema';
 import { packageRoot } from './paths';
 
 /** Options of startAgent(); each one overrides the config file's key of the same name. */
@@ -22,7 +22,7 @@ export interface AgentOptions {
   redact?: string[];
   audit?: string;
   pluginOptions?: Record<string, unknown>;
-  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration', string | number>>;
+  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration' | 'snapshotMemory', string | number>>;
   /** Folder relative paths are resolved from when no config file is read. Default: process.cwd(). */
   cwd?: string;
 }
@@ -34,6 +34,8 @@ export interface Limits {
   inspectorTimeoutMs: number;
   setupTimeoutMs: number;
   trackMaxDurationMs: number;
+  /** Set only when the config names it. */
+  snapshotMemoryBytes?: number;
 }
 
 export interface ResolvedConfig {
@@ -158,6 +160,9 @@ export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = 
       trackMaxDurationMs: ms(limitsRaw.trackMaxDuration, DEFAULT_LIMITS.trackMaxDurationMs),
     },
   };
+  if (limitsRaw.snapshotMemory !== undefined) {
+    resolved.limits.snapshotMemoryBytes = typeof limitsRaw.snapshotMemory === 'number' ? limitsRaw.snapshotMemory : parseBytes(limitsRaw.snapshotMemory);
+  }
   if (file) resolved.file = file;
   if (socket) resolved.socket = path.resolve(baseDir, socket);
   if (typeof merged.outputDir === 'string') resolved.outputDir = path.resolve(baseDir, merged.outputDir);

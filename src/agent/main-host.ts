@@ -10,13 +10,13 @@ import type { FailedPlugin } from '../protocol/index';
 import { toJsonSafe } from '../protocol/index';
 import { findCommand, importPlugin, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
 import type { FromMain, PluginLocation, ToMain } from './rpc';
-import { writeArtefact } from './artefacts';
+import { artefactSink } from './artefacts';
 import type { ResolvedConfig } from './config';
 import { agentLog } from './log';
 import { packageRoot } from './paths';
 
 /** Built-in plugins, loaded unless the config lists them under "disable". */
-export const BUILTIN_PLUGINS = ['process', 'requests'] as const;
+export const BUILTIN_PLUGINS = ['process', 'requests', 'profile', 'heap'] as const;
 
 export function builtinLocation(name: string): string {
   return path.join(packageRoot(), 'dist', 'plugins', name, 'index.js');
@@ -132,15 +132,7 @@ export class MainHost {
           data: (data) => this.send({ t: 'data', id: msg.id, data: toJsonSafe(data) }),
           progress: (u) => this.send({ t: 'progress', id: msg.id, ...u }),
         },
-        {
-          artefacts: {
-            writeFile: async (name, data) => {
-              const written = await writeArtefact(this.opts.settings.outputDir, name, data);
-              this.send({ t: 'artefact', id: msg.id, ...written });
-              return written.path;
-            },
-          },
-        },
+        { artefacts: artefactSink(this.opts.settings.outputDir, (written) => this.send({ t: 'artefact', id: msg.id, ...written })) },
         this.opts,
       );
       this.send({ t: 'result', id: msg.id, value: toJsonSafe(value) });

@@ -9,7 +9,7 @@ import type { MainBridge } from './main-bridge';
 import type { MainThreadInspector } from './inspector';
 import type { HeartbeatReader } from './heartbeat';
 import type { PluginLocation } from './rpc';
-import { writeArtefact } from './artefacts';
+import { artefactSink } from './artefacts';
 import { agentLog } from './log';
 
 export interface DispatchSink {
@@ -105,13 +105,7 @@ export class Registry {
       signal,
       sink,
       {
-        artefacts: {
-          writeFile: async (name, data) => {
-            const written = await writeArtefact(this.opts.settings.outputDir, name, data);
-            await sink.artefact(written);
-            return written.path;
-          },
-        },
+        artefacts: artefactSink(this.opts.settings.outputDir, (written) => sink.artefact(written)),
         mainThread: this.mainThreadFor(pluginName),
         inspector,
       },

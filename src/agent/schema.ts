@@ -6,6 +6,14 @@
 
 import { parseDuration } from '../protocol/args';
 
+const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
+/** Parses `512MB`, `2GB`, `100kb`, `1048576`. */
+export function parseBytes(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?$/i.exec(text.trim());
+  return m ? Math.round(Number(m[1]) * BYTE_UNITS[(m[2] ?? 'b').toLowerCase()]!) : undefined;
+}
+
 export interface Schema {
   type?: string | string[];
   properties?: Record<string, Schema>;
@@ -48,6 +56,7 @@ const NOUN: Record<string, string> = {
 function describe(s: Schema): string {
   if (s.enum) return `one of ${s.enum.map((e) => JSON.stringify(e)).join(', ')}`;
   if (s.format === 'duration') return 'a duration such as "500ms", "2s" or "1m" (or a number of milliseconds)';
+  if (s.format === 'bytes') return 'a size such as "512MB", "2GB" (or a number of bytes)';
   const types = s.type === undefined ? [] : Array.isArray(s.type) ? s.type : [s.type];
   let text = types.map((t) => NOUN[t] ?? t).join(' or ') || 'a value';
   if (s.minimum !== undefined && s.maximum !== undefined) text += ` between ${s.minimum} and ${s.maximum}`;
@@ -75,6 +84,7 @@ export function checkSchema(schema: Schema, value: unknown, key = ''): SchemaPro
   if (typeof value === 'string') {
     if (schema.minLength !== undefined && value.length < schema.minLength) return fail();
     if (schema.format === 'duration' && parseDuration(value) === undefined) return fail();
+    if (schema.format === 'bytes' && parseBytes(value) === undefined) return fail();
     if (schema.format === 'regex') {
       try {
         new RegExp(value, 'i');

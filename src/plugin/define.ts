@@ -178,9 +178,20 @@ export interface InspectorAccess {
   withDomains<T>(domains: string[], fn: () => Promise<T>, opts?: { timeoutMs?: number }): Promise<T>;
 }
 
+export interface ArtefactWriter {
+  /** Appends bytes; await it for backpressure. */
+  write(chunk: string | Uint8Array): Promise<void>;
+  /** Completes the file (renamed from .partial only now), announces it to the client, returns its path. */
+  finish(): Promise<string>;
+  /** Deletes what was written. Idempotent; call it on every failure or cancel path. */
+  abort(): Promise<void>;
+}
+
 export interface ArtefactSink {
   /** Writes a file (0600) into the output folder and sends it to the client as an artefact. Returns its path. */
   writeFile(name: string, data: string | Uint8Array): Promise<string>;
+  /** The same for a file written in pieces. `name` like `heap.heapsnapshot`: pid and time are added. */
+  create(name: string): Promise<ArtefactWriter>;
 }
 
 export interface CommandContext extends Lifetime {

@@ -19,7 +19,7 @@ import { toJsonSafe } from '../protocol/index';
 import type { AgentSettings, InspectorAccess, MainThreadAccess, Plugin } from './define';
 import { definePlugin } from './define';
 import { findCommand, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from '../agent/runtime';
-import { writeArtefact } from '../agent/artefacts';
+import { artefactSink } from '../agent/artefacts';
 import { setQuiet } from '../agent/log';
 
 export interface TestHarnessOptions {
@@ -130,13 +130,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
         progress: (u) => progress.push(u),
       },
       {
-        artefacts: {
-          writeFile: async (file, data) => {
-            const written = await writeArtefact(settings.outputDir, file, data);
-            artefacts.push(written.path);
-            return written.path;
-          },
-        },
+        artefacts: artefactSink(settings.outputDir, (written) => void artefacts.push(written.path)),
         ...(onMain
           ? {}
           : {

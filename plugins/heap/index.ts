@@ -1,0 +1,148 @@
+// The `heap` plugin: heap statistics, a forced GC, and heap snapshots streamed to disk.
+//
+// All three run in the agent worker through the inspector, so they answer while the main
+// thread is busy. A snapshot freezes the main thread while V8 walks the heap and needs
+// many times the heap's size in extra memory, so it first compares an estimate with the
+// memory actually available and refuses (unless --force) when it would not fit.
+
+import * as os from 'node:os';
+import * as v8 from 'node:v8';
+import { arg, command, definePlugin, IspyError, type CommandContext } from 'ispy/plugin';
+import { availableMemory, mb } from './memory';
+
+/**
+ * Extra memory a snapshot takes, as a multiple of the used heap. Measured on Node 20: a
+ * 177 MB heap peaked 2.67 GB above its resting RSS taken this way (15x), in line with
+ * 14x for a 205 MB heap through other tools. An OOM kill is the worst outcome this tool
+ * could cause, so the estimate takes the high end.
+ */
+export const SNAPSHOT_MEMORY_FACTOR = 15;
+
+const GLOBAL_KEY = 'ispy.heap';
+const API = `globalThis[Symbol.for(${JSON.stringify(GLOBAL_KEY)})]`;
+let snapshotSince: number | undefined;
+
+interface HeapUsage {
+  usedSize: number;
+  totalSize: number;
+}
+
+async function heapUsage(ctx: CommandContext): Promise<HeapUsage> {
+  return ctx.inspector.post<HeapUsage>('Runtime.getHeapUsage');
+}
+
+export default definePlugin({
+  name: 'heap',
+  summary: 'Heap statistics, garbage collection, and heap snapshots',
+  setup: {
+    main(ctx) {
+      // Read by the worker through Runtime.evaluate (answers even while the thread spins).
+      const api = {
+        stats: () => ({ heap: v8.getHeapStatistics(), spaces: v8.getHeapSpaceStatistics() }),
+      };
+      const key = Symbol.for(GLOBAL_KEY);
+      Object.defineProperty(globalThis, key, { value: api, configurable: true, enumerable: false });
+      ctx.onUnload(() => {
+        delete (globalThis as Record<symbol, unknown>)[key];
+      });
+    },
+  },
+  commands: {
+    stats: command({
+      summary: 'Heap and heap-space statistics of the main thread, in MB',
+      thread: 'worker',
+      async run(_args, ctx) {
+        const raw = (await ctx.mainThread.evaluate(`${API} && ${API}.stats()`)) as { heap: Record<string, number>; spaces: { space_name: string; space_size: number; space_used_size: number; space_available_size: number }[] } | null;
+        if (!raw) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the heap plugin is not loaded on the main thread');
+        const h = raw.heap;
+        return {
+          usedMB: mb(h.used_heap_size!),
+          totalMB: mb(h.total_heap_size!),
+          limitMB: mb(h.heap_size_limit!),
+          usedOfLimitPercent: Math.round((h.used_heap_size! / h.heap_size_limit!) * 1000) / 10,
+          externalMB: mb(h.external_memory!),
+          mallocedMB: mb(h.malloced_memory!),
+          nativeContexts: h.number_of_native_contexts,
+          detachedContexts: h.number_of_detached_contexts,
+          spaces: raw.spaces.map((s) => ({ space: s.space_name, sizeMB: mb(s.space_size), usedMB: mb(s.space_used_size), availableMB: mb(s.space_available_size) })),
+        };
+      },
+    }),
+
+    gc: command({
+      summary: 'Run a full garbage collection on the main thread and show what it freed',
+      thread: 'worker',
+      async run(_args, ctx) {
+        return ctx.inspector.withDomains(['HeapProfiler'], async () => {
+          const before = await heapUsage(ctx);
+          const t0 = performance.now();
+          await ctx.inspector.post('HeapProfiler.collectGarbage', {}, { timeoutMs: 60_000 });
+          const tookMs = Math.round((performance.now() - t0) * 10) / 10;
+          const after = await heapUsage(ctx);
+          return { beforeMB: mb(before.usedSize), afterMB: mb(after.usedSize), freedMB: mb(before.usedSize - after.usedSize), tookMs };
+        });
+      },
+    }),
+
+    snapshot: command({
+      summary: 'Write a .heapsnapshot (opens in Chrome DevTools); refuses when it would not fit in memory',
+      thread: 'worker',
+      artefact: true,
+      args: {
+        force: arg.boolean({ summary: 'take it even when the estimate says memory is short' }),
+      },
+      async run(args, ctx) {
+        if (snapshotSince !== undefined) {
+          throw new IspyError('ISPY_ERR_UNAVAILABLE', `a heap snapshot is already being taken (started ${Math.round((Date.now() - snapshotSince) / 1000)}s ago)`);
+        }
+        const usage = await heapUsage(ctx);
+        const need = usage.usedSize * SNAPSHOT_MEMORY_FACTOR;
+        const configured = ctx.settings.limits.snapshotMemoryBytes;
+        const available = configured !== undefined ? { bytes: configured, source: 'limits.snapshotMemory in the config' } : availableMemory(() => os.freemem());
+        const estimate = { heapUsedMB: mb(usage.usedSize), estimatedNeedMB: mb(need), availableMB: mb(available.bytes), limitedBy: available.source };
+        if (need > available.bytes && !args.force) {
+          throw new IspyError(
+            'ISPY_ERR_UNAVAILABLE',
+            `refusing to take a heap snapshot: with ${estimate.heapUsedMB} MB of heap it may need about ${estimate.estimatedNeedMB} MB more memory ` +
+              `(${SNAPSHOT_MEMORY_FACTOR}x the heap), and only ${estimate.availableMB} MB is available (${available.source}); ` +
+              'running out would get the process killed. The main thread also freezes while it runs. Use --force to take it anyway.',
+            { details: estimate },
+          );
+        }
+        snapshotSince = Date.now();
+        const out = await ctx.artefacts.create('heap.heapsnapshot');
+        let failed: unknown;
+        let writes = Promise.resolve();
+        const started = performance.now();
+        try {
+          await ctx.inspector.withDomains(['HeapProfiler'], async () => {
+            const offChunk = ctx.inspector.on('HeapProfiler.addHeapSnapshotChunk', (p: { chunk: string }) => {
+              writes = writes.then(() => out.write(p.chunk)).catch((err) => {
+                failed ??= err;
+              });
+            });
+            const offProgress = ctx.inspector.on('HeapProfiler.reportHeapSnapshotProgress', (p: { done: number; total: number; finished?: boolean }) => {
+              ctx.progress({ done: p.done, total: p.total, message: p.finished ? 'writing' : 'walking the heap' });
+            });
+            try {
+              await ctx.inspector.post('HeapProfiler.takeHeapSnapshot', { reportProgress: true, captureNumericValue: false }, { timeoutMs: 30 * 60_000 });
+            } finally {
+              offChunk();
+              offProgress();
+            }
+          });
+          await writes;
+          if (failed) throw failed;
+          if (ctx.signal.aborted) throw new IspyError('ISPY_ERR_CANCELLED', 'cancelled: the partial snapshot was deleted');
+          const file = await out.finish();
+          return { file, tookMs: Math.round(performance.now() - started), ...estimate };
+        } catch (err) {
+          await out.abort();
+          throw err;
+        } finally {
+          snapshotSince = undefined;
+        }
+      },
+    }),
+  },
+});

@@ -1,0 +1,235 @@
+// The `profile` plugin: CPU profiles of the whole process or of one chosen function, and
+// sampling heap (allocation) profiles, in the formats DevTools and VS Code open.
+//
+// `cpu` and `alloc` run in the agent worker and drive the main thread's profilers through
+// the inspector, so they work while the main thread is busy. `gate` runs on the main
+// thread, where the function it wraps is called.
+
+import {
+  arg,
+  collapse,
+  command,
+  definePlugin,
+  IspyError,
+  mergeProfiles,
+  resolveTarget,
+  topFunctions,
+  type CommandContext,
+  type CpuProfile,
+} from 'ispy/plugin';
+import { Gate } from './gate';
+import { topAllocations, type SamplingHeapProfile } from './heapprofile';
+
+// Gates live on the main thread; recent finished ones stay listed for `gates`.
+const gates = new Map<number, Gate>();
+const finished: Gate[] = [];
+let nextGate = 1;
+// One whole-process profile of each kind at a time (they share the worker's inspector session).
+const running = { cpu: undefined as number | undefined, alloc: undefined as number | undefined };
+
+/** Waits `ms`, reporting a countdown; resolves early on abort. */
+async function countdown(ctx: CommandContext, ms: number, what: string): Promise<void> {
+  const end = performance.now() + ms;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const left = end - performance.now();
+      if (left <= 0 || ctx.signal.aborted) {
+        clearInterval(timer);
+        ctx.signal.removeEventListener('abort', onAbort);
+        resolve();
+        return;
+      }
+      ctx.progress({ done: Math.round(ms - left), total: ms, message: `${what}: ${Math.ceil(left / 1000)}s left` });
+    };
+    const onAbort = () => tick();
+    const timer = setInterval(tick, 250);
+    timer.unref();
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    tick();
+  });
+}
+
+function claim(kind: keyof typeof running, what: string): () => void {
+  const since = running[kind];
+  if (since !== undefined) {
+    throw new IspyError('ISPY_ERR_UNAVAILABLE', `${what} is already running (started ${Math.round((Date.now() - since) / 1000)}s ago by another call); wait for it or cancel it`);
+  }
+  running[kind] = Date.now();
+  return () => {
+    running[kind] = undefined;
+  };
+}
+
+async function saveCpuProfile(ctx: CommandContext, profile: CpuProfile, name: string, format: 'cpuprofile' | 'collapsed'): Promise<string> {
+  return format === 'collapsed'
+    ? ctx.artefacts.writeFile(`${name}.collapsed.txt`, collapse(profile))
+    : ctx.artefacts.writeFile(`${name}.cpuprofile`, JSON.stringify(profile));
+}
+
+function retire(gate: Gate): void {
+  gates.delete(gate.id);
+  finished.push(gate);
+  if (finished.length > 10) finished.shift();
+}
+
+export default definePlugin({
+  name: 'profile',
+  summary: 'CPU profiles of the process or of one function, and allocation profiles',
+  setup: {
+    main(ctx) {
+      ctx.onUnload(() => {
+        for (const g of gates.values()) g.close('removed');
+        gates.clear();
+        finished.length = 0;
+      });
+    },
+  },
+  commands: {
+    cpu: command({
+      summary: 'Sample the main thread for a while; save a .cpuprofile and show the top functions',
+      thread: 'worker',
+      artefact: true,
+      args: {
+        duration: arg.duration({ summary: 'how long to sample', default: '10s', min: '50ms', max: '10m' }),
+        interval: arg.duration({ summary: 'sampling interval (1ms default; 0.1ms for short calls)', default: '1ms', min: '0.1ms', max: '1s' }),
+        format: arg.choice(['cpuprofile', 'collapsed'] as const, { summary: 'artefact format: DevTools .cpuprofile, or collapsed stacks for flame-graph tools', default: 'cpuprofile' }),
+        top: arg.integer({ summary: 'how many top functions to show', default: 15, min: 1, max: 200 }),
+      },
+      async run(args, ctx) {
+        const release = claim('cpu', 'a CPU profile');
+        try {
+          const profile = await ctx.inspector.withDomains(['Profiler'], async () => {
+            await ctx.inspector.post('Profiler.setSamplingInterval', { interval: Math.max(100, Math.round(args.interval * 1000)) });
+            await ctx.inspector.post('Profiler.start');
+            let stopped: { profile: CpuProfile } | undefined;
+            try {
+              await countdown(ctx, args.duration, 'profiling');
+            } finally {
+              // Cancel and disconnect land here too: the profiler always stops, and what was
+              // sampled so far is still returned.
+              stopped = await ctx.inspector.post<{ profile: CpuProfile }>('Profiler.stop', {}, { timeoutMs: 10_000 });
+            }
+            return stopped.profile;
+          });
+          const file = await saveCpuProfile(ctx, profile, 'cpu', args.format);
+          return { file, cancelled: ctx.signal.aborted, ...topFunctions(profile, args.top) };
+        } finally {
+          release();
+        }
+      },
+    }),
+
+    gate: command({
+      summary: 'Profile single calls of one function, at most one every --every, and merge --samples of them',
+      thread: 'main',
+      artefact: true,
+      args: {
+        target: arg.string({ summary: 'the function: <module>:<export path>, e.g. ./lib/db.js:query or pg:Client.prototype.query', positional: true, required: true }),
+        every: arg.duration({ summary: 'at most one profiled call per this long', default: '1s', min: '10ms' }),
+        samples: arg.integer({ summary: 'how many calls to profile before merging and removing the gate', default: 10, min: 1, max: 1000 }),
+        interval: arg.duration({ summary: 'sampling interval inside a profiled call', default: '0.1ms', min: '0.05ms', max: '100ms' }),
+        duration: arg.duration({ summary: 'remove the gate after this long even if not all samples came', default: '10m', min: '100ms', max: '24h' }),
+        detach: arg.boolean({ summary: 'return at once; the gate stays until done (see `profile gates`)' }),
+        top: arg.integer({ summary: 'how many top functions to show', default: 15, min: 1, max: 200 }),
+      },
+      async run(args, ctx) {
+        const target = await resolveTarget(args.target);
+        if (target.problem) {
+          throw new IspyError(
+            'ISPY_ERR_UNAVAILABLE',
+            `cannot gate ${args.target}: ${target.problem}. Gate the object or prototype it lives on (e.g. <module>:Class.prototype.method), or a function it calls`,
+          );
+        }
+        const gate = new Gate(nextGate++, { spec: args.target, everyMs: args.every, want: args.samples, intervalUs: Math.round(args.interval * 1000) });
+        gate.handle = ctx.wrap(target.owner, target.key, gate.intercept);
+        gates.set(gate.id, gate);
+        const expire = ctx.setTimeout(() => gate.close('removed'), args.duration);
+
+        const complete = async () => {
+          expire.clear();
+          retire(gate);
+          if (!gate.profiles.length) return { ...gate.status(), note: 'no call was profiled: the function was not called while the gate was on' };
+          const merged = mergeProfiles(gate.profiles);
+          const name = `gate-${target.key.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+          gate.file = await ctx.artefacts.writeFile(`${name}.cpuprofile`, JSON.stringify(merged));
+          const gaps = gate.sampleTimes.slice(1).map((t, i) => Math.round(t - gate.sampleTimes[i]!));
+          return {
+            ...gate.status(),
+            callMs: gate.callDurations.map((d) => Math.round(d * 100) / 100),
+            gapsMs: gaps,
+            ...topFunctions(merged, args.top),
+          };
+        };
+
+        if (args.detach) {
+          void gate.finished().then(complete).catch((err) => ctx.log(`gate ${gate.id}: ${(err as Error).message}`));
+          return { ...gate.status(), note: 'detached: watch it with `profile gates`; the merged profile is written when done' };
+        }
+        gate.onSample = (taken) => ctx.progress({ done: taken, total: args.samples, message: `${taken}/${args.samples} calls profiled` });
+        ctx.progress({ done: 0, total: args.samples, message: `waiting for calls to ${args.target}` });
+        const onAbort = () => gate.close('removed');
+        ctx.signal.addEventListener('abort', onAbort, { once: true });
+        try {
+          await gate.finished();
+        } finally {
+          ctx.signal.removeEventListener('abort', onAbort);
+        }
+        return complete();
+      },
+    }),
+
+    gates: command({
+      summary: 'Active gates with their progress, and recently finished ones',
+      thread: 'main',
+      run() {
+        return { gates: [...gates.values(), ...finished].map((g) => g.status()) };
+      },
+    }),
+
+    ungate: command({
+      summary: 'Remove a gate (or all): the original function is put back',
+      thread: 'main',
+      args: {
+        id: arg.string({ summary: 'gate id, or "all"', positional: true, required: true }),
+      },
+      run(args) {
+        const chosen = args.id === 'all' ? [...gates.values()] : [gates.get(Number(args.id))].filter((g): g is Gate => g !== undefined);
+        if (!chosen.length && args.id !== 'all') {
+          throw new IspyError('ISPY_ERR_NOT_FOUND', `no active gate ${JSON.stringify(args.id)} (active: ${[...gates.keys()].join(', ') || 'none'})`);
+        }
+        for (const g of chosen) g.close('removed');
+        return { removed: chosen.map((g) => g.id) };
+      },
+    }),
+
+    alloc: command({
+      summary: 'Sample allocations for a while; save a .heapprofile and show the top allocation sites',
+      thread: 'worker',
+      artefact: true,
+      args: {
+        duration: arg.duration({ summary: 'how long to sample', default: '10s', min: '50ms', max: '10m' }),
+        interval: arg.integer({ summary: 'average bytes between samples', default: 32768, min: 128, max: 16 * 1024 * 1024 }),
+        top: arg.integer({ summary: 'how many top sites to show', default: 15, min: 1, max: 200 }),
+      },
+      async run(args, ctx) {
+        const release = claim('alloc', 'an allocation profile');
+        try {
+          const profile = await ctx.inspector.withDomains(['HeapProfiler'], async () => {
+            await ctx.inspector.post('HeapProfiler.startSampling', { samplingInterval: args.interval });
+            let stopped: { profile: SamplingHeapProfile } | undefined;
+            try {
+              await countdown(ctx, args.duration, 'sampling allocations');
+            } finally {
+              stopped = await ctx.inspector.post<{ profile: SamplingHeapProfile }>('HeapProfiler.stopSampling', {}, { timeoutMs: 10_000 });
+            }
+            return stopped.profile;
+          });
+          const file = await ctx.artefacts.writeFile('alloc.heapprofile', JSON.stringify(profile));
+          return { file, cancelled: ctx.signal.aborted, ...topAllocations(profile, args.top) };
+        } finally {
+          release();
+        }
+      },
+    }),
+  },
+});
