@@ -20,12 +20,16 @@ describe('durations', () => {
     expect(parseDuration('1.5m')).toBe(90_000);
     expect(parseDuration('1h')).toBe(3_600_000);
     expect(parseDuration('250')).toBe(250);
+    expect(parseDuration('100us')).toBe(0.1);
+    expect(parseDuration('0.1ms')).toBe(0.1);
     expect(parseDuration('2 s')).toBeUndefined();
     expect(parseDuration('-1s')).toBeUndefined();
     expect(parseDuration('soon')).toBeUndefined();
     expect(formatDuration(12)).toBe('12ms');
     expect(formatDuration(2500)).toBe('2.50s');
     expect(formatDuration(90_000)).toBe('1m30s');
+    expect(formatDuration(60_000)).toBe('1m');
+    expect(formatDuration(0.25)).toBe('250us');
   });
 });
 

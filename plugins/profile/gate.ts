@@ -11,7 +11,7 @@
 // Non-native thenables (query builders) are never `then`ed: calling then could run them.
 
 import { Session } from 'node:inspector';
-import type { CpuProfile, WrapHandle } from 'ispy/plugin';
+import { trimProfile, type CpuProfile, type WrapHandle } from 'ispy/plugin';
 
 export interface GateOptions {
   spec: string;
@@ -29,6 +29,11 @@ export interface GateStatus {
   ageSeconds: number;
   state: 'armed' | 'done' | 'removed';
   file?: string;
+}
+
+/** The CPU profiler's clock: process.hrtime (monotonic) in microseconds. */
+function microseconds(): number {
+  return Number(process.hrtime.bigint() / 1000n);
 }
 
 export class Gate {
@@ -59,19 +64,22 @@ export class Gate {
     if (!this.startProfiler()) return proceed();
     this.inCall = true;
     this.lastAt = now;
+    // Starting the profiler takes a few ms (V8 logs the code it knows); the samples kept
+    // are only those between entry and exit of the call itself, on the profiler's clock.
+    const entryUs = microseconds();
     let result: unknown;
     try {
       result = proceed();
     } catch (err) {
-      this.finishCall(now);
+      this.finishCall(now, entryUs);
       throw err;
     }
     if (result instanceof Promise) {
       result.then(
-        () => this.finishCall(now),
-        () => this.finishCall(now),
+        () => this.finishCall(now, entryUs),
+        () => this.finishCall(now, entryUs),
       );
-    } else this.finishCall(now);
+    } else this.finishCall(now, entryUs);
     return result;
   };
 
@@ -102,7 +110,8 @@ export class Gate {
     return out;
   }
 
-  private finishCall(startedAt: number): void {
+  private finishCall(startedAt: number, entryUs: number): void {
+    const exitUs = microseconds();
     this.inCall = false;
     let profile: CpuProfile | undefined;
     try {
@@ -111,9 +120,9 @@ export class Gate {
       // the session went away (gate removed mid-call): nothing to record
     }
     if (!profile || this.state !== 'armed') return;
-    this.profiles.push(profile);
+    this.profiles.push(trimProfile(profile, entryUs, exitUs));
     this.sampleTimes.push(startedAt);
-    this.callDurations.push(performance.now() - startedAt);
+    this.callDurations.push((exitUs - entryUs) / 1000);
     this.onSample?.(this.profiles.length);
     if (this.profiles.length >= this.opts.want) this.close('done');
   }

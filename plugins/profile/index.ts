@@ -20,6 +20,9 @@ import {
 import { Gate } from './gate';
 import { topAllocations, type SamplingHeapProfile } from './heapprofile';
 
+/** Frames of ispy's wrapper (the plugin API's wrap.js and this plugin's gate.js). */
+const OWN_FRAMES = /[\\/](?:plugin[\\/]wrap|profile[\\/]gate)\.(?:js|ts)$/;
+
 // Gates live on the main thread; recent finished ones stay listed for `gates`.
 const gates = new Map<number, Gate>();
 const finished: Gate[] = [];
@@ -98,6 +101,19 @@ export default definePlugin({
       async run(args, ctx) {
         const release = claim('cpu', 'a CPU profile');
         try {
+          // Code V8 optimized on the stack (a hot loop) before the profiler started is not in
+          // the profiler's code map, so its samples land on the caller. When the thread is
+          // already busy, say where it is, so the operator sees the looping function anyway.
+          const busyForMs = ctx.mainThread.heartbeatAgeMs();
+          let busyAtStart: Record<string, unknown> | undefined;
+          if (busyForMs > 250) {
+            const stack = await ctx.mainThread.captureStack();
+            busyAtStart = {
+              busyForMs,
+              stack: stack.state === 'running' ? stack.frames.slice(0, 8).map((f) => `${f.functionName} (${f.file}:${f.line}:${f.column})`) : [],
+              note: 'the main thread was already busy when profiling began: samples in a loop optimized before the start are attributed to its caller; this stack shows the function that was running',
+            };
+          }
           const profile = await ctx.inspector.withDomains(['Profiler'], async () => {
             await ctx.inspector.post('Profiler.setSamplingInterval', { interval: Math.max(100, Math.round(args.interval * 1000)) });
             await ctx.inspector.post('Profiler.start');
@@ -112,7 +128,7 @@ export default definePlugin({
             return stopped.profile;
           });
           const file = await saveCpuProfile(ctx, profile, 'cpu', args.format);
-          return { file, cancelled: ctx.signal.aborted, ...topFunctions(profile, args.top) };
+          return { file, cancelled: ctx.signal.aborted, ...(busyAtStart ? { busyAtStart } : {}), ...topFunctions(profile, args.top) };
         } finally {
           release();
         }
@@ -149,7 +165,8 @@ export default definePlugin({
           expire.clear();
           retire(gate);
           if (!gate.profiles.length) return { ...gate.status(), note: 'no call was profiled: the function was not called while the gate was on' };
-          const merged = mergeProfiles(gate.profiles);
+          // Our own wrapper frames sit between the caller and the function: leave them out.
+          const merged = mergeProfiles(gate.profiles, (f) => OWN_FRAMES.test(f.url));
           const name = `gate-${target.key.replace(/[^A-Za-z0-9_-]/g, '_')}`;
           gate.file = await ctx.artefacts.writeFile(`${name}.cpuprofile`, JSON.stringify(merged));
           const gaps = gate.sampleTimes.slice(1).map((t, i) => Math.round(t - gate.sampleTimes[i]!));
@@ -215,7 +232,12 @@ export default definePlugin({
         const release = claim('alloc', 'an allocation profile');
         try {
           const profile = await ctx.inspector.withDomains(['HeapProfiler'], async () => {
-            await ctx.inspector.post('HeapProfiler.startSampling', { samplingInterval: args.interval });
+            // Count what was allocated, not only what is still alive when sampling stops.
+            await ctx.inspector.post('HeapProfiler.startSampling', {
+              samplingInterval: args.interval,
+              includeObjectsCollectedByMajorGC: true,
+              includeObjectsCollectedByMinorGC: true,
+            });
             let stopped: { profile: SamplingHeapProfile } | undefined;
             try {
               await countdown(ctx, args.duration, 'sampling allocations');

@@ -129,7 +129,7 @@ export class Shell {
       case 'exit':
         return 'exit';
       case 'plugins':
-        this.separate();
+        this.separate(line.json);
         this.print(line.json ? JSON.stringify({ plugins: this.client.plugins, failedPlugins: this.client.welcome.failedPlugins }) : pluginsTable(this.client.welcome, color));
         return 'next';
       case 'help':
@@ -148,9 +148,12 @@ export class Shell {
     }
   }
 
-  /** A blank line between results when lines are piped, so consecutive tables stay apart. */
-  private separate(): void {
-    if (!this.interactive && this.printedResult) this.io.output.write('\n');
+  /**
+   * A blank line between results when lines are piped, so consecutive tables stay apart.
+   * Never before JSON: `--json` output stays one value per line for jq.
+   */
+  private separate(json = false): void {
+    if (!json && !this.interactive && this.printedResult) this.io.output.write('\n');
     this.printedResult = true;
   }
 
@@ -167,7 +170,7 @@ export class Shell {
       ...(this.opts.timeoutMs !== undefined ? { timeoutMs: this.opts.timeoutMs } : {}),
       ...(line.output !== undefined ? { outputFile: line.output } : {}),
       onData: (item) => {
-        if (!streamed) this.separate();
+        if (!streamed) this.separate(line.json);
         streamed = true;
         this.print(line.json ? JSON.stringify(item) : formatItem(item, { color }));
       },
@@ -184,7 +187,7 @@ export class Shell {
       const notes = artefactLines(outcome.artefacts);
       if (line.json) {
         if (outcome.value !== undefined) {
-          if (!streamed) this.separate();
+          if (!streamed) this.separate(true);
           this.print(JSON.stringify(outcome.value));
         }
         if (notes.length) this.complain(notes.map((n) => this.err.dim(n)));

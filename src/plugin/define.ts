@@ -4,7 +4,7 @@
 // commands. A command declares its arguments once; the declaration drives validation,
 // help, completion and the TypeScript type of the handler's `args`.
 
-import type { ArgInfo, ArgType } from '../protocol/args';
+import { parseDuration, type ArgInfo, type ArgType } from '../protocol/args';
 import type { Interceptor, WrapHandle } from './wrap';
 
 
@@ -70,10 +70,9 @@ function range(o: { min?: number; max?: number }): Partial<ArgInfo> {
 
 function toMs(v: string | number, what: string): number {
   if (typeof v === 'number') return v;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v);
-  if (!m) throw new TypeError(`${what} is not a duration: ${v}`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
-  return Math.round(Number(m[1]) * unit);
+  const ms = parseDuration(v);
+  if (ms === undefined) throw new TypeError(`${what} is not a duration: ${v}`);
+  return ms;
 }
 
 function durationRange(o: { min?: string | number; max?: string | number }): Partial<ArgInfo> {

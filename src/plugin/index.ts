@@ -13,5 +13,5 @@ export { wrapFunction, unwrapped, isWrapped, replaceProblem } from './wrap';
 export type { Interceptor, Invocation, WrapHandle } from './wrap';
 export { resolveTarget, parseTarget } from './target';
 export type { ResolvedTarget, ParsedTarget } from './target';
-export { topFunctions, collapse, mergeProfiles, frameLabel } from '../protocol/cpuprofile';
+export { topFunctions, collapse, mergeProfiles, trimProfile, frameLabel } from '../protocol/cpuprofile';
 export type { CpuProfile, ProfileNode, CallFrame, FunctionTime } from '../protocol/cpuprofile';

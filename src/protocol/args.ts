@@ -26,23 +26,27 @@ export interface ArgInfo {
 export type ArgValue = string | number | boolean;
 export type ArgValues = Record<string, ArgValue | undefined>;
 
-const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_RE = /^(\d+(?:\.\d+)?)(us|ms|s|m|h)?$/;
+const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** Parses `500ms`, `2s`, `1.5m`, `1h`; a bare number is milliseconds. Returns milliseconds or undefined. */
+/**
+ * Parses `100us`, `500ms`, `2s`, `1.5m`, `1h`; a bare number is milliseconds. Returns
+ * milliseconds (fractions kept to the microsecond: sampling intervals go below 1 ms) or undefined.
+ */
 export function parseDuration(text: string): number | undefined {
   const m = DURATION_RE.exec(text.trim());
   if (!m) return undefined;
-  return Math.round(Number(m[1]) * UNIT_MS[m[2] ?? 'ms']!);
+  return Math.round(Number(m[1]) * UNIT_MS[m[2] ?? 'ms']! * 1000) / 1000;
 }
 
 export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms)) return String(ms);
-  if (ms < 1) return `${ms.toFixed(2)}ms`;
+  if (ms < 1) return `${Math.round(ms * 1000)}us`;
   if (ms < 1000) return `${Math.round(ms)}ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)}s`;
-  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)}m${Math.round((ms % 60_000) / 1000)}s`;
-  return `${Math.floor(ms / 3_600_000)}h${Math.floor((ms % 3_600_000) / 60_000)}m`;
+  const parts = (big: number, small: number, bigUnit: string, smallUnit: string) => (small ? `${big}${bigUnit}${small}${smallUnit}` : `${big}${bigUnit}`);
+  if (ms < 3_600_000) return parts(Math.floor(ms / 60_000), Math.round((ms % 60_000) / 1000), 'm', 's');
+  return parts(Math.floor(ms / 3_600_000), Math.floor((ms % 3_600_000) / 60_000), 'h', 'm');
 }
 
 /** camelCase argument name → the --kebab-case flag users type. */

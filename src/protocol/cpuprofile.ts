@@ -157,8 +157,33 @@ export function collapse(profile: CpuProfile): string {
   return lines.sort().join('\n') + (lines.length ? '\n' : '');
 }
 
-/** Merges profiles into one: call trees united by call path, samples laid end to end. */
-export function mergeProfiles(profiles: readonly CpuProfile[]): CpuProfile {
+/**
+ * Keeps only the samples taken between `fromUs` and `toUs` (the profiler's clock, which
+ * is process.hrtime in microseconds), e.g. exactly one call of a gated function.
+ */
+export function trimProfile(profile: CpuProfile, fromUs: number, toUs: number): CpuProfile {
+  const samples: number[] = [];
+  const timeDeltas: number[] = [];
+  let t = profile.startTime;
+  let last = fromUs;
+  const src = profile.samples ?? [];
+  const deltas = profile.timeDeltas ?? [];
+  for (let i = 0; i < src.length; i++) {
+    t += deltas[i] ?? 0;
+    if (t < fromUs || t > toUs) continue;
+    samples.push(src[i]!);
+    timeDeltas.push(t - last);
+    last = t;
+  }
+  return { nodes: profile.nodes, startTime: fromUs, endTime: toUs, samples, timeDeltas };
+}
+
+/**
+ * Merges profiles into one: call trees united by call path, samples laid end to end.
+ * Frames for which `drop` is true (the profiler's own wrapper, say) are left out, their
+ * children attached to their parent.
+ */
+export function mergeProfiles(profiles: readonly CpuProfile[], drop: (f: CallFrame) => boolean = () => false): CpuProfile {
   const root: ProfileNode = { id: 1, callFrame: { functionName: '(root)', scriptId: '0', url: '', lineNumber: -1, columnNumber: -1 }, hitCount: 0, children: [] };
   const nodes: ProfileNode[] = [root];
   const childIndex = new Map<number, Map<string, number>>();
@@ -174,6 +199,11 @@ export function mergeProfiles(profiles: readonly CpuProfile[]): CpuProfile {
     const walk = (id: number, into: number) => {
       for (const c of byId.get(id)?.children ?? []) {
         const child = byId.get(c)!;
+        if (drop(child.callFrame)) {
+          mapped.set(c, into);
+          walk(c, into);
+          continue;
+        }
         let index = childIndex.get(into);
         if (!index) childIndex.set(into, (index = new Map()));
         const k = `${keyOf(child.callFrame)}\u0000${child.callFrame.columnNumber}`;
