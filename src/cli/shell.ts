@@ -40,6 +40,11 @@ interface Running {
 
 type Next = 'next' | 'exit' | 'gone';
 
+/** process.title is often the full path of node; a prompt only needs its name. */
+function shortTitle(title: string): string {
+  return title.includes('/') ? title.slice(title.lastIndexOf('/') + 1) : title;
+}
+
 export class Shell {
   private current: PluginInfo | undefined;
   private worst = EXIT_OK;
@@ -67,9 +72,7 @@ export class Shell {
   get prompt(): string {
     const w = this.client.welcome;
     const plugin = this.current ? ` ${this.out.key(this.current.name)}` : '';
-    // process.title is often the full path of node; the prompt only needs its name.
-    const title = w.title.includes('/') ? w.title.slice(w.title.lastIndexOf('/') + 1) : w.title;
-    return `${title} ${w.pid}${plugin}> `;
+    return `${shortTitle(w.title)} ${w.pid}${plugin}> `;
   }
 
   private print(text: string): void {
@@ -251,7 +254,7 @@ export class Shell {
     const w = this.client.welcome;
     const s = this.out;
     this.print(
-      `connected to ${s.head(`${w.title} ${w.pid}`)} on ${w.hostname} (node ${w.node.replace(/^v/, '')}, ispy ${w.ispy}, plugins: ${w.plugins.map((p) => p.name).join(' ') || 'none'})\n` +
+      `connected to ${s.head(`${shortTitle(w.title)} ${w.pid}`)} on ${w.hostname} (node ${w.node.replace(/^v/, '')}, ispy ${w.ispy}, plugins: ${w.plugins.map((p) => p.name).join(' ') || 'none'})\n` +
         s.dim('type help for commands; Tab completes; Ctrl-C cancels a command; Ctrl-D leaves'),
     );
     for (const f of w.failedPlugins) this.complain([this.err.warn(`plugin ${f.name} (${f.source}) failed to load: ${f.error.message}`)]);
