@@ -9,8 +9,8 @@ import { agentLog } from './agent/log';
 if (isMainThread && process.env.ISPY_DISABLE !== '1') {
   launch({}, false).then(
     (agent) => {
+      // Failed plugins were already reported, one line each, as they failed.
       if (process.env.ISPY_VERBOSE === '1') agentLog(`agent listening on ${agent.socket}`);
-      for (const f of agent.failedPlugins) agentLog(`plugin ${f.name} (${f.source}) failed to load: ${f.error.message}`);
     },
     (err: Error) => {
       agentLog(`${err.message}; agent not started (the app runs on without it)`);

@@ -236,7 +236,7 @@ describe('heap snapshot safety', () => {
       const controller = new AbortController();
       const snap = client.call('heap', 'snapshot', {}, { signal: controller.signal, onProgress: () => controller.abort() }).catch((e) => e);
       const err = (await snap) as any;
-      expect(err.code).toBe('ISPY_ERR_CANCELLED');
+      expect(err).toMatchObject({ code: 'ISPY_ERR_CANCELLED' });
       expect(readdirSync(out)).toEqual([]);
       expect((await app.get('/')).body).toBe('ok');
     } finally {

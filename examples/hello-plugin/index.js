@@ -9,7 +9,9 @@
 // Load it by listing it in ispy.config.json: { "plugins": ["./examples/hello-plugin/index.js"] }
 'use strict';
 
-const { arg, command, definePlugin, IspyError } = loadPluginApi();
+// In a plugin package of your own, ispy is a peer dependency; inside this repository the
+// root package.json links ispy into node_modules ("ispy": "file:."), so the same line works.
+const { arg, command, definePlugin, IspyError } = require('ispy/plugin');
 
 // Module state is per thread: the agent loads this file on the app's main thread and again
 // in its worker. The counters live on the main thread, so every command that reads or
@@ -108,16 +110,4 @@ function sleep(ms, ctx) {
     }, ms);
     ctx.signal.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-function loadPluginApi() {
-  try {
-    // In a plugin package of your own, this line is all you need (ispy as a peer dependency).
-    return require('ispy/plugin');
-  } catch (err) {
-    if (err.code !== 'MODULE_NOT_FOUND') throw err;
-    // Inside the ispy repository there is no node_modules/ispy to resolve, and this
-    // folder's own package.json stops Node's package self-reference: use the build.
-    return require('../../dist/src/plugin/index.js');
-  }
 }

@@ -130,6 +130,9 @@ export default definePlugin({
         }
         const elu = performance.eventLoopUtilization(eluStart);
         const ms = (ns: number) => round(ns / 1e6);
+        if (histogram.count === 0) {
+          return { sampledMs: 0, note: 'cancelled before the first sample', utilisationSinceStart: round(performance.eventLoopUtilization().utilization, 3) };
+        }
         return {
           sampledMs: args.duration,
           delayMs: {
@@ -242,7 +245,7 @@ export default definePlugin({
           event: header.event,
           libuvHandles: Array.isArray(report.libuv) ? report.libuv.length : undefined,
           heapUsedMB: report.javascriptHeap ? mb(report.javascriptHeap.usedMemory ?? 0) : undefined,
-          resourceUsage: report.resourceUsage ? { userCpuSeconds: report.resourceUsage.userCpuSeconds, kernelCpuSeconds: report.resourceUsage.kernelCpuSeconds, maxRssKB: report.resourceUsage.maxRss } : undefined,
+          resourceUsage: report.resourceUsage ? { userCpuSeconds: report.resourceUsage.userCpuSeconds, kernelCpuSeconds: report.resourceUsage.kernelCpuSeconds, maxRssMB: mb(report.resourceUsage.maxRss ?? 0) } : undefined,
         };
       },
     }),

@@ -31,6 +31,8 @@ export interface ServerOptions {
 }
 
 const ARTEFACT_CHUNK = 256 * 1024;
+/** A client that connects and never says hello must not hold a connection slot forever. */
+const HELLO_TIMEOUT_MS = 10_000;
 
 export class AgentServer {
   readonly http: http.Server;
@@ -93,13 +95,21 @@ class Connection {
   private ready = false;
   private client = 'unknown';
   private readonly calls = new Map<number, AbortController>();
+  private readonly helloTimer: NodeJS.Timeout;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly server: AgentServer,
   ) {
+    this.helloTimer = setTimeout(() => {
+      this.sendError(new IspyError('ISPY_ERR_NOT_READY', `no hello within ${HELLO_TIMEOUT_MS} ms; closing`));
+      ws.close(4001, 'no hello');
+    }, HELLO_TIMEOUT_MS);
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
-    ws.on('close', () => this.abortAll());
+    ws.on('close', () => {
+      clearTimeout(this.helloTimer);
+      this.abortAll();
+    });
     ws.on('error', (err) => {
       // A frame over the hard limit ends up here; ws closes the connection with 1009.
       agentLog(`client connection: ${err.message}`);
@@ -108,7 +118,19 @@ class Connection {
 
   private send(msg: AgentMessage): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    this.ws.send(JSON.stringify(msg));
+    let text = JSON.stringify(msg);
+    // The client would close the connection on a frame past the hard limit: say why instead.
+    if (text.length > HARD_MAX_FRAME_BYTES / 4 && Buffer.byteLength(text) > HARD_MAX_FRAME_BYTES) {
+      const what = 'id' in msg && msg.id !== undefined ? msg.id : undefined;
+      const error: AgentMessage = {
+        type: 'error',
+        code: 'ISPY_ERR_FRAME_TOO_LARGE',
+        message: `the ${msg.type} is ${Buffer.byteLength(text)} bytes, over the ${HARD_MAX_FRAME_BYTES}-byte frame limit; narrow it (e.g. --limit) or use a command that writes an artefact`,
+      };
+      if (what !== undefined) error.id = what;
+      text = JSON.stringify(error);
+    }
+    this.ws.send(text);
   }
 
   private sendBinary(chunk: Buffer): Promise<void> {
@@ -190,6 +212,7 @@ class Connection {
     }
     this.ready = true;
     this.client = client;
+    clearTimeout(this.helloTimer);
     this.send({
       type: 'welcome',
       protocol: PROTOCOL_VERSION,

@@ -13,8 +13,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
 
-/** Linux allows 107 bytes plus the terminating NUL in sun_path. */
-export const MAX_SOCKET_PATH = 107;
+/** sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, the terminating NUL included. */
+export const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
 
 export function currentUid(): number {
   return typeof process.getuid === 'function' ? process.getuid() : 0;

@@ -320,7 +320,15 @@ export function connect(target: string, opts: ConnectOptions = {}): Promise<Clie
       return fail(new IspyError('ISPY_ERR_CONNECT', `cannot connect to ${target}: ${(err as Error).message}`));
     }
     ws.on('error', (err: NodeJS.ErrnoException) => fail(err.code ? connectError(target, err) : new IspyError('ISPY_ERR_CONNECT', `cannot connect to ${target}: ${err.message}`)));
-    ws.on('unexpected-response', (_req, res) => fail(new IspyError('ISPY_ERR_CONNECT', `${target} is not an ispy agent socket (HTTP ${res.statusCode})`)));
+    ws.on('unexpected-response', (_req, res) => {
+      // The agent refuses with a one-line text body (too many clients, stopping); pass it on.
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString('utf8').slice(0, 300)));
+      res.on('end', () => {
+        const refused = res.statusCode === 503 || res.statusCode === 404;
+        fail(new IspyError('ISPY_ERR_CONNECT', refused ? `agent at ${target} refused the connection: ${body.trim() || `HTTP ${res.statusCode}`}` : `${target} is not an ispy agent socket (HTTP ${res.statusCode})`));
+      });
+    });
     ws.on('close', (code, reason) => fail(new IspyError('ISPY_ERR_CONNECT', `agent at ${target} closed the connection (${reason.toString() || code})`)));
     ws.on('open', () => {
       ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, client: opts.clientName ?? `ispy-client/${process.pid}` }));

@@ -96,6 +96,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
   let inspector: (InspectorAccess & { close(): void }) | undefined;
   const progress: { done?: number; total?: number; message?: string }[] = [];
   const artefacts: string[] = [];
+  const running = new Set<AbortController>();
   let closed = false;
 
   const run = async (name: string, args: Record<string, unknown> = {}, o: { signal?: AbortSignal; maxItems?: number } = {}): Promise<unknown> => {
@@ -105,6 +106,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
     const onMain = cmd.thread === 'main';
     const controller = new AbortController();
     o.signal?.addEventListener('abort', () => controller.abort(), { once: true });
+    running.add(controller);
     const items: unknown[] = [];
     progress.length = 0;
     const mainThread: MainThreadAccess = {
@@ -142,11 +144,13 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
             }),
       },
       onMain ? mainOpts : workerOpts,
-    ).catch((err) => {
-      // A stream stopped by maxItems is a normal end in a test.
-      if (err instanceof IspyError && err.code === 'ISPY_ERR_CANCELLED' && o.maxItems !== undefined && items.length >= o.maxItems) return undefined;
-      throw err;
-    });
+    )
+      .catch((err) => {
+        // A stream stopped by maxItems is a normal end in a test.
+        if (err instanceof IspyError && err.code === 'ISPY_ERR_CANCELLED' && o.maxItems !== undefined && items.length >= o.maxItems) return undefined;
+        throw err;
+      })
+      .finally(() => running.delete(controller));
     return typeof cmd.stream === 'function' ? items : toJsonSafe(value);
   };
 
@@ -157,6 +161,8 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
     async close() {
       if (closed) return;
       closed = true;
+      // As agent stop does: running calls are cancelled before anything is undone.
+      for (const c of running) c.abort();
       await worker.lifetime.close();
       await main.lifetime.close();
       inspector?.close();

@@ -157,8 +157,11 @@ function isName(v: unknown): v is string {
   return typeof v === 'string' && v.length > 0 && v.length <= MAX_NAME_LENGTH;
 }
 
+/** Largest call id: ids travel as 4-byte unsigned integers in binary (artefact) frames. */
+export const MAX_CALL_ID = 0xffff_ffff;
+
 function isCallId(v: unknown): v is CallId {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 && v <= MAX_CALL_ID;
 }
 
 function parseObject(text: string): Record<string, unknown> {
@@ -184,7 +187,7 @@ export function parseClientMessage(text: string): ClientMessage {
       if (typeof m.client !== 'string' || m.client.length > 200) throw bad('hello needs a "client" string of at most 200 characters');
       return { type: 'hello', protocol: m.protocol, client: m.client };
     case 'call':
-      if (id === undefined) throw bad('call needs an "id" that is a positive integer');
+      if (id === undefined) throw bad(`call needs an "id" that is a positive integer of at most ${MAX_CALL_ID}`);
       if (!isName(m.plugin)) throw bad(`call needs a "plugin" name (1–${MAX_NAME_LENGTH} characters)`, id);
       if (!isName(m.command)) throw bad(`call needs a "command" name (1–${MAX_NAME_LENGTH} characters)`, id);
       if (m.args !== undefined && (typeof m.args !== 'object' || m.args === null || Array.isArray(m.args))) {
