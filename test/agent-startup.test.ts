@@ -178,6 +178,17 @@ describe('plugin loading', () => {
   });
 });
 
+describe('plugin set-up order', () => {
+  it('runs synchronous CommonJS plugin setup before the app\'s first line', async () => {
+    for (const preload of ['require', 'import'] as const) {
+      const app = await startApp({ script: 'early-app.cjs', preload, config: { plugins: [path.join(FIXTURES, 'plugins/early.cjs')] } });
+      await waitFor(() => app.stdout().includes('EARLY'), 5000, 'the app to print');
+      expect(app.stdout()).toContain('EARLY true');
+      await app.kill();
+    }
+  });
+});
+
 describe('loading by package name', () => {
   // As users do: `node -r ispy/register` and `node --import ispy/register`, with ispy
   // installed in the app's node_modules.

@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { IspyError, toWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
 import { toJsonSafe } from '../protocol/index';
-import { findCommand, importPlugin, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import { findCommand, importPlugin, requirePlugin, runCall, setupPluginNow, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import type { Plugin } from '../plugin/define';
 import type { FromMain, PluginLocation, ToMain } from './rpc';
 import { artefactSink } from './artefacts';
 import type { ResolvedConfig } from './config';
@@ -47,34 +48,60 @@ export function locatePlugins(config: ResolvedConfig): { found: PluginLocation[]
 
 export class MainHost {
   readonly loaded = new Map<string, LoadedPlugin>();
+  private readonly starting = new Map<string, string>();
   private readonly calls = new Map<number, AbortController>();
   private port: MessagePort | undefined;
   private stopped = false;
 
   constructor(private readonly opts: RuntimeOptions) {}
 
-  /** Imports and sets up each plugin; a failure is reported and the rest still load. */
-  async load(locations: PluginLocation[]): Promise<{ ok: (PluginLocation & { name: string })[]; failed: FailedPlugin[] }> {
-    const ok: (PluginLocation & { name: string })[] = [];
-    const failed: FailedPlugin[] = [];
-    for (const loc of locations) {
-      let name = loc.name ?? loc.source;
+  /**
+   * Loads and sets up each plugin; a failure is reported and the rest still load.
+   * CommonJS plugins with a synchronous setup are in place before this returns its
+   * promise: called from the preload, that is before the app's first line runs, so
+   * instrumentation sees the first request and the first call.
+   */
+  load(locations: PluginLocation[]): Promise<{ ok: (PluginLocation & { name: string })[]; failed: FailedPlugin[] }> {
+    const pending = locations.map((loc) => {
+      const name = { value: loc.name ?? loc.source };
+      let result: LoadedPlugin | Promise<LoadedPlugin>;
       try {
-        const plugin = await importPlugin(loc.location);
-        name = plugin.name;
-        if (this.loaded.has(plugin.name)) {
-          throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `a plugin named "${plugin.name}" is already loaded (from ${this.loaded.get(plugin.name)!.source})`);
-        }
-        this.loaded.set(plugin.name, await setupPlugin(plugin, loc.source, this.opts));
-        ok.push({ ...loc, name: plugin.name });
+        const plugin = requirePlugin(loc.location);
+        result = plugin ? this.begin(plugin, loc, name) : importPlugin(loc.location).then((p) => this.begin(p, loc, name));
       } catch (err) {
-        const error = toWireError(err, `loading ${loc.source === 'builtin' ? name : loc.source}`);
-        if (error.code === 'ISPY_ERR_PLUGIN_FAILED') error.code = 'ISPY_ERR_PLUGIN_LOAD';
-        failed.push({ name, source: loc.source, error });
-        agentLog(`plugin ${name} not loaded: ${error.message}`);
+        result = Promise.reject(err);
       }
+      return { loc, name, result };
+    });
+    return (async () => {
+      const ok: (PluginLocation & { name: string })[] = [];
+      const failed: FailedPlugin[] = [];
+      for (const { loc, name, result } of pending) {
+        try {
+          const loaded = await result;
+          this.loaded.set(loaded.plugin.name, loaded);
+          ok.push({ ...loc, name: loaded.plugin.name });
+        } catch (err) {
+          const error = toWireError(err, `loading ${loc.source === 'builtin' ? name.value : loc.source}`);
+          if (error.code === 'ISPY_ERR_PLUGIN_FAILED') error.code = 'ISPY_ERR_PLUGIN_LOAD';
+          failed.push({ name: name.value, source: loc.source, error });
+          agentLog(`plugin ${name.value} not loaded: ${error.message}`);
+        }
+      }
+      return { ok, failed };
+    })();
+  }
+
+  private begin(plugin: Plugin, loc: PluginLocation, name: { value: string }): LoadedPlugin | Promise<LoadedPlugin> {
+    name.value = plugin.name;
+    if (this.loaded.has(plugin.name) || this.starting.has(plugin.name)) {
+      throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `a plugin named "${plugin.name}" is already loaded (from ${this.loaded.get(plugin.name)?.source ?? this.starting.get(plugin.name)})`);
     }
-    return { ok, failed };
+    this.starting.set(plugin.name, loc.source);
+    const result = setupPluginNow(plugin, loc.source, this.opts);
+    // Visible to the main thread's commands at once, even before the worker is up.
+    if (!(result instanceof Promise)) this.loaded.set(plugin.name, result);
+    return result;
   }
 
   attach(port: MessagePort): void {

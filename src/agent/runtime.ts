@@ -5,6 +5,7 @@
 
 import * as dc from 'node:diagnostics_channel';
 import { pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
 import { IspyError, isIspyError } from '../protocol/errors';
 import { coerceArgs, usageLine, type ArgValues } from '../protocol/args';
 import type { CommandInfo, PluginInfo } from '../protocol/index';
@@ -153,7 +154,27 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string, code: 'I
 /** Imports a plugin module (ESM or CJS) by absolute path or file URL and checks its declaration. */
 export async function importPlugin(location: string): Promise<Plugin> {
   const url = location.startsWith('file:') ? location : pathToFileURL(location).href;
-  const mod = (await import(url)) as Record<string, unknown>;
+  return pluginFrom((await import(url)) as Record<string, unknown>, location);
+}
+
+/**
+ * Loads a CommonJS plugin synchronously, so its setup can run before the app's own
+ * modules load. Returns undefined for an ES module (the caller imports it instead).
+ */
+export function requirePlugin(location: string): Plugin | undefined {
+  if (location.startsWith('file:') || location.endsWith('.mjs')) return undefined;
+  let mod: unknown;
+  try {
+    mod = createRequire(__filename)(location);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_REQUIRE_ESM') return undefined;
+    throw err;
+  }
+  // A CommonJS module.exports = plugin is the default export when imported; match that.
+  return pluginFrom({ default: mod, ...(typeof mod === 'object' && mod ? (mod as Record<string, unknown>) : {}) }, location);
+}
+
+function pluginFrom(mod: Record<string, unknown>, location: string): Plugin {
   // `export default` compiled to CJS arrives as { default: { default: plugin } }.
   let candidate: unknown = mod.default ?? mod.plugin;
   if (candidate && typeof candidate === 'object' && 'default' in candidate && !('commands' in candidate)) {
@@ -189,6 +210,14 @@ function log(plugin: string) {
 
 /** Runs the plugin's setup for this thread under the timeout. On failure, undoes what it did and throws. */
 export async function setupPlugin(plugin: Plugin, source: string, opts: RuntimeOptions): Promise<LoadedPlugin> {
+  return setupPluginNow(plugin, source, opts);
+}
+
+/**
+ * The same, but a setup that does not return a promise completes before this returns:
+ * loaded from the preload, such a plugin is in place before the app's first line runs.
+ */
+export function setupPluginNow(plugin: Plugin, source: string, opts: RuntimeOptions): LoadedPlugin | Promise<LoadedPlugin> {
   const lifetime = new Lifetime(`plugin ${plugin.name}`);
   const setup = opts.thread === 'main' ? plugin.setup?.main : plugin.setup?.worker;
   if (setup) {
@@ -204,12 +233,22 @@ export async function setupPlugin(plugin: Plugin, source: string, opts: RuntimeO
       subscribe: (c, l) => lifetime.subscribe(c, l),
       wrap: (o, k, i) => lifetime.wrap(o, k, i),
     };
-    try {
-      await withTimeout(Promise.resolve().then(() => setup(ctx)), opts.setupTimeoutMs, `setup of plugin "${plugin.name}" on the ${opts.thread} thread`);
-    } catch (err) {
+    const failed = async (err: unknown): Promise<never> => {
       await lifetime.close();
       if (isIspyError(err)) throw err;
       throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `setup of plugin "${plugin.name}" failed: ${(err as Error)?.message ?? err}`, { cause: err });
+    };
+    let result: unknown;
+    try {
+      result = setup(ctx);
+    } catch (err) {
+      return failed(err);
+    }
+    if (result && typeof (result as Promise<unknown>).then === 'function') {
+      return withTimeout(Promise.resolve(result), opts.setupTimeoutMs, `setup of plugin "${plugin.name}" on the ${opts.thread} thread`).then(
+        () => ({ plugin, source, lifetime }),
+        failed,
+      );
     }
   }
   return { plugin, source, lifetime };

@@ -189,7 +189,8 @@ export class Shell {
     if (outcome.ok) {
       const notes = artefactLines(outcome.artefacts);
       if (line.json) {
-        if (outcome.value !== undefined) {
+        // A stream's items were the output; its closing null is not worth a line.
+        if (outcome.value !== undefined && !(streamed && outcome.value === null)) {
           if (!streamed) this.separate(true);
           this.print(JSON.stringify(outcome.value));
         }
