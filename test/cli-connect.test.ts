@@ -5,14 +5,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cleanup, runCli, startApp, tempDir, type App } from './helpers';
+import { ROOT, cleanup, runCli, startApp, tempDir, type App } from './helpers';
 
 let app: App;
 
 beforeAll(async () => {
   const dir = tempDir();
   // Artefacts the agent writes stay in the test's folder.
-  app = await startApp({ script: 'http-app.cjs', dir, config: { outputDir: dir } });
+  // The example plugin brings a streaming command (hello ticks).
+  app = await startApp({ script: 'http-app.cjs', dir, config: { outputDir: dir, plugins: [path.join(ROOT, 'examples', 'hello-plugin', 'index.js')] } });
 });
 afterAll(cleanup);
 
@@ -67,6 +68,21 @@ describe('ispy connect with piped stdin', () => {
     expect(info.pid).toBe(app.pid);
     expect(info.versions.node).toBe(process.versions.node);
     expect(plugins.plugins.map((p: { name: string }) => p.name)).toContain('process');
+  });
+
+  it('prints each item of a stream as its own line, as it comes', async () => {
+    const r = await connect('hello ticks --count 3 --every 20ms\nhello ticks -n 2 --every 20ms --json\n');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.slice(0, 3).map((l) => /^tick=(\d) at=\S+ heartbeatAgeMs=\d+$/.exec(l)?.[1])).toEqual(['1', '2', '3']);
+    expect(lines.slice(-2).map((l) => JSON.parse(l).tick)).toEqual([1, 2]);
+  });
+
+  it('suggests pid:<n> for a bare number', async () => {
+    const r = await runCli(['connect', '4242'], { input: '' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('ispy: no socket file named 4242 here; to reach process 4242, use pid:4242\n');
   });
 
   it('saves an artefact with -o (0600), or says where the agent wrote it', async () => {

@@ -137,6 +137,24 @@ describe('ispy run', () => {
     expect(rows[1].result.pid).toBe(apps[0]!.pid);
   });
 
+  it('never lets a hung target hold up the others: it fails on --timeout, the rest print first', async () => {
+    const [hung, healthy] = [apps[0]!, apps[1]!];
+    // A stopped process still has its socket's listen backlog: connecting "works", then nothing answers.
+    hung.child.kill('SIGSTOP');
+    try {
+      const started = Date.now();
+      const r = await runCli(['run', hung.socket, healthy.socket, '-c', 'process info', '--timeout', '1s']);
+      expect(Date.now() - started).toBeLessThan(6000);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe('1 ok, 1 failed\n');
+      const order = [...blocks(r.stdout).keys()];
+      expect(order).toEqual([healthy.socket, hung.socket]);
+      expect(blocks(r.stdout).get(hung.socket)).toContain(`error: agent at ${hung.socket} did not answer within 1000 ms`);
+    } finally {
+      hung.child.kill('SIGCONT');
+    }
+  });
+
   it('treats bad options as usage errors (exit 2), in one line', async () => {
     const none = await runCli(['run', apps[0]!.socket]);
     expect(none.code).toBe(2);

@@ -86,7 +86,16 @@ export function expandGlob(pattern: string): string[] {
 }
 
 function socketTarget(file: string): Target {
-  return { label: file, connect: ({ timeoutMs }) => connect(file, { timeoutMs, clientName: `ispy-cli/${process.pid}` }) };
+  return {
+    label: file,
+    connect({ timeoutMs }) {
+      // A bare number is most likely a pid typed without its prefix.
+      if (/^\d+$/.test(file) && !fs.existsSync(file)) {
+        return Promise.reject(new IspyError('ISPY_ERR_CONNECT', `no socket file named ${file} here; to reach process ${file}, use pid:${file}`));
+      }
+      return connect(file, { timeoutMs, clientName: `ispy-cli/${process.pid}` });
+    },
+  };
 }
 
 function failingTarget(label: string, err: IspyError): Target {
