@@ -11,9 +11,13 @@ import * as path from 'node:path';
 import { connect } from '../client/index';
 import { IspyError } from '../protocol/index';
 import { formatTable, formatUptime } from './format';
+import { mapLimit } from './pool';
 import { EXIT_OK } from './report';
 import { styleFor } from './style';
 import { currentUid, defaultSocketDir } from './targets';
+
+/** Sockets asked at once; each is bounded by --timeout, so a hung agent costs one slot. */
+const PS_CONCURRENCY = 64;
 
 export type AgentStatus = 'live' | 'stale' | 'unreachable';
 
@@ -81,7 +85,7 @@ export async function listAgents(dir: string, timeoutMs: number): Promise<AgentE
       // gone since readdir
     }
   }
-  const entries = await Promise.all(files.map(async ({ file, ino }) => ({ ...(await inspectSocket(file, timeoutMs)), ino })));
+  const entries = await mapLimit(files, PS_CONCURRENCY, async ({ file, ino }) => ({ ...(await inspectSocket(file, timeoutMs)), ino }));
   return entries.sort((a, b) => (a.pid ?? Infinity) - (b.pid ?? Infinity) || a.socket.localeCompare(b.socket));
 }
 

@@ -21,6 +21,7 @@ import { artefactLines, execute, type ArtefactNote } from './execute';
 import { formatItem, formatValue } from './format';
 import { commandHelp, overviewHelp, pluginHelp, pluginsTable, shellWordHelp } from './help';
 import { parseLine } from './line';
+import { mapLimit } from './pool';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, errorJson, errorLines, goneMessage } from './report';
 import { styleFor, type Style } from './style';
 import type { Target } from './targets';
@@ -224,14 +225,8 @@ export async function runFanout(targets: readonly Target[], opts: RunOptions): P
     const text = opts.json ? jsonLines(r) : humanBlock(r, multiLine, s);
     if (text) opts.output.write(`${text}\n`);
   };
-  let next = 0;
-  const worker = async () => {
-    while (next < targets.length) {
-      const target = targets[next++]!;
-      finish(await runTarget(target, opts, s.enabled, closing));
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.concurrency, targets.length)) }, worker));
+  // Each target's block is printed the moment it finishes, not in the order given.
+  await mapLimit(targets, opts.concurrency, async (target) => finish(await runTarget(target, opts, s.enabled, closing)));
   const es = styleFor(opts.error, opts.env);
   opts.error.write(`${failed ? es.bad(`${ok} ok, ${failed} failed`) : es.good(`${ok} ok, ${failed} failed`)}\n`);
   await Promise.all(closing);
