@@ -38,8 +38,8 @@ function positiveInteger(value: string): number {
   return n;
 }
 
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 const io = () => ({ output: process.stdout, error: process.stderr, env: process.env });
@@ -64,7 +64,7 @@ async function connectAction(spec: string, options: { timeout?: number }): Promi
 }
 
 interface RunFlags {
-  command: string[];
+  command?: string[];
   file?: string;
   json?: boolean;
   concurrency: number;
@@ -75,7 +75,7 @@ interface RunFlags {
 async function runAction(specs: string[], flags: RunFlags): Promise<void> {
   const { resolveTargets, readTargetsFile } = await import('./targets.js');
   const { runFanout, scriptLines } = await import('./run.js');
-  const lines = [...flags.command];
+  const lines = [...(flags.command ?? [])];
   if (flags.file !== undefined) {
     let text: string;
     try {
@@ -129,7 +129,7 @@ export function buildProgram(): Command {
       'Run lines on every target concurrently. Output is one block per target, printed as each finishes, and a summary `N ok, M failed` on stderr. Exit status: 0 when every target answered every line, 2 when every reachable target rejected a line as mistyped, 1 otherwise.',
     )
     .argument('[targets...]', 'socket paths, globs of them ("/tmp/ispy-1000/*.sock", quoted so ispy expands them), pid:<n>')
-    .addOption(new Option('-c, --command <line>', 'a line to run, e.g. "process info" (repeatable; run before -f lines)').argParser(collect).default([]))
+    .addOption(new Option('-c, --command <line>', 'a line to run, e.g. "process info" (repeatable; run before -f lines)').argParser(collect))
     .option('-f, --file <script>', 'a script: one line each, # comments and blank lines skipped (- reads stdin)')
     .option('--json', 'one JSON object per target per line: {target, pid, host, line, ok, result | error}')
     .addOption(new Option('--concurrency <n>', 'targets in flight at once').argParser(positiveInteger).default(32))

@@ -183,7 +183,7 @@ export class Shell {
     this.running = undefined;
     this.clearProgress();
     if (outcome === 'abandoned') {
-      this.complain([this.err.warn('stopped waiting; the agent was asked to cancel and will drop the result')]);
+      this.complain([this.err.warn('stopped waiting for it (the cancel was sent; a late answer is ignored)')]);
       return 'next';
     }
     if (outcome.ok) {
