@@ -169,7 +169,7 @@ describe('plugin loading', () => {
     expect(failed.hanging).toMatchObject({ code: 'ISPY_ERR_SETUP_TIMEOUT', message: expect.stringMatching(/setup of plugin "hanging" on the main thread did not finish within 300 ms/) });
     expect(failed['./no-such-plugin.js']).toMatchObject({ message: expect.stringMatching(/cannot find plugin module/) });
     expect(failed['no-such-package']).toMatchObject({ message: expect.stringMatching(/cannot find plugin module "no-such-package"/) });
-    expect(c.plugins.map((p) => p.name).sort()).toEqual(['heap', 'misc', 'process', 'profile', 'requests']);
+    expect(c.plugins.map((p) => p.name).sort()).toEqual(['eval', 'heap', 'misc', 'process', 'profile', 'requests', 'trace']);
     await expect(c.call('faulty', 'ping')).rejects.toMatchObject({ code: 'ISPY_ERR_UNKNOWN_PLUGIN', message: expect.stringMatching(/failed to load: .*database handle missing/) });
     expect(await c.call('misc', 'echo', { text: 'ok' })).toMatchObject({ text: 'ok' });
     expect(app.stderr()).toMatch(/plugin faulty not loaded/);

@@ -130,7 +130,7 @@ describe('resolveTarget', () => {
   });
 
   it('says what is wrong with a missing export, module or non-function', async () => {
-    await expect(resolveTarget(`${LIB}:Stor.prototype.get`)).rejects.toThrow(/has no Stor \(available: Store, add, fail, later, version, frozen\)/);
+    await expect(resolveTarget(`${LIB}:Stor.prototype.get`)).rejects.toThrow(/has no Stor \(available: Store, add, fail, later, version, originalAdd, frozen\)/);
     await expect(resolveTarget(`${LIB}:ad`)).rejects.toThrow(/has no "ad"/);
     await expect(resolveTarget(`${LIB}:version`)).rejects.toThrow(/is a number, not a function/);
     await expect(resolveTarget('./nope.js:x')).rejects.toThrow(/cannot find module/);

@@ -22,9 +22,20 @@ export interface AgentOptions {
   redact?: string[];
   audit?: string;
   pluginOptions?: Record<string, unknown>;
-  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration' | 'snapshotMemory', string | number>>;
+  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections' | 'traceEventsPerSecond', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration' | 'traceMaxDuration' | 'snapshotMemory', string | number>>;
+  traces?: ConfigTrace[];
   /** Folder relative paths are resolved from when no config file is read. Default: process.cwd(). */
   cwd?: string;
+}
+
+export interface ConfigTrace {
+  target: string;
+  args?: boolean;
+  result?: boolean;
+  stack?: boolean;
+  limit?: number;
+  /** Milliseconds once resolved; a duration string in the file. */
+  duration?: number | string;
 }
 
 export interface Limits {
@@ -34,6 +45,8 @@ export interface Limits {
   inspectorTimeoutMs: number;
   setupTimeoutMs: number;
   trackMaxDurationMs: number;
+  traceEventsPerSecond: number;
+  traceMaxDurationMs: number;
   /** Set only when the config names it. */
   snapshotMemoryBytes?: number;
 }
@@ -53,6 +66,7 @@ export interface ResolvedConfig {
   audit?: string;
   pluginOptions: Record<string, unknown>;
   limits: Limits;
+  traces: ConfigTrace[];
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -62,6 +76,8 @@ export const DEFAULT_LIMITS: Limits = {
   inspectorTimeoutMs: 1000,
   setupTimeoutMs: 5000,
   trackMaxDurationMs: 5 * 60_000,
+  traceEventsPerSecond: 100,
+  traceMaxDurationMs: 10 * 60_000,
 };
 
 export function schemaPath(): string {
@@ -158,7 +174,10 @@ export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = 
       inspectorTimeoutMs: ms(limitsRaw.inspectorTimeout, DEFAULT_LIMITS.inspectorTimeoutMs),
       setupTimeoutMs: ms(limitsRaw.setupTimeout, DEFAULT_LIMITS.setupTimeoutMs),
       trackMaxDurationMs: ms(limitsRaw.trackMaxDuration, DEFAULT_LIMITS.trackMaxDurationMs),
+      traceEventsPerSecond: (limitsRaw.traceEventsPerSecond as number | undefined) ?? DEFAULT_LIMITS.traceEventsPerSecond,
+      traceMaxDurationMs: ms(limitsRaw.traceMaxDuration, DEFAULT_LIMITS.traceMaxDurationMs),
     },
+    traces: ((merged.traces as ConfigTrace[] | undefined) ?? []).map((t) => (t.duration === undefined ? { ...t } : { ...t, duration: ms(t.duration, 60_000) })),
   };
   if (limitsRaw.snapshotMemory !== undefined) {
     resolved.limits.snapshotMemoryBytes = typeof limitsRaw.snapshotMemory === 'number' ? limitsRaw.snapshotMemory : parseBytes(limitsRaw.snapshotMemory);

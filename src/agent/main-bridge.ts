@@ -4,7 +4,7 @@
 
 import type { MessagePort } from 'node:worker_threads';
 import { IspyError, fromWireError } from '../protocol/errors';
-import type { FromMain, ToMain } from './rpc';
+import type { ClientRef, FromMain, ToMain } from './rpc';
 import type { HeartbeatReader } from './heartbeat';
 
 export interface MainCallSink {
@@ -34,7 +34,7 @@ export class MainBridge {
     port.unref();
   }
 
-  call(plugin: string, command: string, args: Record<string, unknown>, sink: MainCallSink, signal?: AbortSignal): Promise<unknown> {
+  call(plugin: string, command: string, args: Record<string, unknown>, sink: MainCallSink, client: ClientRef, signal?: AbortSignal): Promise<unknown> {
     if (this.closed) return Promise.reject(new IspyError('ISPY_ERR_AGENT_STOPPED', 'the agent is stopping'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -54,8 +54,12 @@ export class MainBridge {
       entry.timer.unref();
       this.pending.set(id, entry);
       signal?.addEventListener('abort', () => this.post({ t: 'cancel', id }), { once: true });
-      this.post({ t: 'call', id, plugin, command, args, deadline: Date.now() + this.timeoutMs });
+      this.post({ t: 'call', id, plugin, command, args, deadline: Date.now() + this.timeoutMs, client });
     });
+  }
+
+  clientClosed(client: number): void {
+    this.post({ t: 'client-closed', client });
   }
 
   unloadPlugin(name: string): void {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { IspyError, toWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
 import { toJsonSafe } from '../protocol/index';
-import { findCommand, importPlugin, requirePlugin, runCall, setupPluginNow, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import { ClientListeners, findCommand, importPlugin, requirePlugin, runCall, setupPluginNow, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
 import type { Plugin } from '../plugin/define';
 import type { FromMain, PluginLocation, ToMain } from './rpc';
 import { artefactSink } from './artefacts';
@@ -17,7 +17,7 @@ import { agentLog } from './log';
 import { packageRoot } from './paths';
 
 /** Built-in plugins, loaded unless the config lists them under "disable". */
-export const BUILTIN_PLUGINS = ['process', 'requests', 'profile', 'heap'] as const;
+export const BUILTIN_PLUGINS = ['process', 'requests', 'profile', 'heap', 'trace', 'eval'] as const;
 
 export function builtinLocation(name: string): string {
   return path.join(packageRoot(), 'dist', 'plugins', name, 'index.js');
@@ -50,6 +50,7 @@ export class MainHost {
   readonly loaded = new Map<string, LoadedPlugin>();
   private readonly starting = new Map<string, string>();
   private readonly calls = new Map<number, AbortController>();
+  private readonly clients = new ClientListeners();
   private port: MessagePort | undefined;
   private stopped = false;
 
@@ -127,6 +128,10 @@ export class MainHost {
       this.calls.get(msg.id)?.abort();
       return;
     }
+    if (msg.t === 'client-closed') {
+      this.clients.closed(msg.client);
+      return;
+    }
     if (msg.t === 'unload-plugin') {
       const p = this.loaded.get(msg.name);
       this.loaded.delete(msg.name);
@@ -159,7 +164,10 @@ export class MainHost {
           data: (data) => this.send({ t: 'data', id: msg.id, data: toJsonSafe(data) }),
           progress: (u) => this.send({ t: 'progress', id: msg.id, ...u }),
         },
-        { artefacts: artefactSink(this.opts.settings.outputDir, (written) => this.send({ t: 'artefact', id: msg.id, ...written })) },
+        {
+          client: this.clients.handle(msg.client),
+          artefacts: artefactSink(this.opts.settings.outputDir, (written) => this.send({ t: 'artefact', id: msg.id, ...written })),
+        },
         this.opts,
       );
       this.send({ t: 'result', id: msg.id, value: toJsonSafe(value) });
@@ -176,6 +184,7 @@ export class MainHost {
     this.stopped = true;
     for (const c of this.calls.values()) c.abort();
     this.calls.clear();
+    this.clients.closeAll();
     for (const p of [...this.loaded.values()].reverse()) await p.lifetime.close();
     this.loaded.clear();
     this.port?.close();

@@ -4,11 +4,11 @@
 import { IspyError, toWireError } from '../protocol/errors';
 import type { FailedPlugin, PluginInfo } from '../protocol/index';
 import type { InspectorAccess, MainThreadAccess } from '../plugin/define';
-import { closest, describePlugin, findCommand, importPlugin, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import { ClientListeners, closest, describePlugin, findCommand, importPlugin, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
 import type { MainBridge } from './main-bridge';
 import type { MainThreadInspector } from './inspector';
 import type { HeartbeatReader } from './heartbeat';
-import type { PluginLocation } from './rpc';
+import type { ClientRef, PluginLocation } from './rpc';
 import { artefactSink } from './artefacts';
 import { agentLog } from './log';
 
@@ -22,6 +22,7 @@ export interface DispatchSink {
 export class Registry {
   private readonly plugins = new Map<string, LoadedPlugin>();
   readonly failed: FailedPlugin[] = [];
+  private readonly clients = new ClientListeners();
 
   constructor(
     private readonly opts: RuntimeOptions,
@@ -64,18 +65,23 @@ export class Registry {
     );
   }
 
-  private mainThreadFor(pluginName: string): MainThreadAccess {
+  private mainThreadFor(pluginName: string, client: ClientRef): MainThreadAccess {
     return {
       heartbeatAgeMs: () => this.heartbeat.ageMs(),
       captureStack: () => this.inspector.captureStack(),
       evaluate: (expression, o) => this.inspector.evaluate(expression, o),
-      call: (command, args = {}) =>
-        this.bridge.call(pluginName, command, args, { data() {}, progress() {}, artefact() {} }),
+      call: (command, args = {}) => this.bridge.call(pluginName, command, args, { data() {}, progress() {}, artefact() {} }, client),
     };
   }
 
+  /** A client went away: run what plugins tied to it, on both threads. */
+  clientClosed(id: number): void {
+    this.clients.closed(id);
+    this.bridge.clientClosed(id);
+  }
+
   /** Runs one call. Argument errors are thrown before anything runs. */
-  async dispatch(pluginName: string, commandName: string, rawArgs: Record<string, unknown>, signal: AbortSignal, sink: DispatchSink): Promise<unknown> {
+  async dispatch(pluginName: string, commandName: string, rawArgs: Record<string, unknown>, signal: AbortSignal, sink: DispatchSink, client: ClientRef): Promise<unknown> {
     const loaded = this.lookup(pluginName);
     const cmd = findCommand(loaded.plugin, commandName);
     const args = validateArgs(pluginName, commandName, cmd, rawArgs);
@@ -92,6 +98,7 @@ export class Registry {
             announced = announced.then(() => sink.artefact(info));
           },
         },
+        client,
         signal,
       );
       await announced;
@@ -105,8 +112,9 @@ export class Registry {
       signal,
       sink,
       {
+        client: this.clients.handle(client),
         artefacts: artefactSink(this.opts.settings.outputDir, (written) => sink.artefact(written)),
-        mainThread: this.mainThreadFor(pluginName),
+        mainThread: this.mainThreadFor(pluginName, client),
         inspector,
       },
       this.opts,
@@ -115,6 +123,7 @@ export class Registry {
 
   /** Undoes every plugin's worker-side setup. Idempotent. */
   async unload(): Promise<void> {
+    this.clients.closeAll();
     const all = [...this.plugins.values()].reverse();
     this.plugins.clear();
     for (const p of all) await p.lifetime.close();

@@ -10,8 +10,14 @@
 
 import type { WireError } from '../protocol/errors';
 
+export interface ClientRef {
+  id: number;
+  name: string;
+}
+
 export type ToMain =
-  | { t: 'call'; id: number; plugin: string; command: string; args: Record<string, unknown>; deadline: number }
+  | { t: 'call'; id: number; plugin: string; command: string; args: Record<string, unknown>; deadline: number; client: ClientRef }
+  | { t: 'client-closed'; client: number }
   | { t: 'cancel'; id: number }
   | { t: 'unload-plugin'; name: string };
 

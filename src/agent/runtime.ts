@@ -14,6 +14,7 @@ import {
   definePlugin,
   type AgentSettings,
   type AppFacts,
+  type ClientHandle,
   type ArtefactSink,
   type Command,
   type ArgDefs,
@@ -328,7 +329,43 @@ export interface CallSink {
   progress(update: { done?: number; total?: number; message?: string }): void;
 }
 
+/** Per-thread registry of what to run when a client disconnects. */
+export class ClientListeners {
+  private readonly byClient = new Map<number, Set<() => void>>();
+
+  handle(ref: { id: number; name: string }): ClientHandle {
+    return {
+      id: ref.id,
+      name: ref.name,
+      onDisconnect: (fn) => {
+        let set = this.byClient.get(ref.id);
+        if (!set) this.byClient.set(ref.id, (set = new Set()));
+        set.add(fn);
+        return () => set!.delete(fn);
+      },
+    };
+  }
+
+  /** Runs and forgets the client's listeners; each is guarded. */
+  closed(id: number): void {
+    const set = this.byClient.get(id);
+    this.byClient.delete(id);
+    for (const fn of set ?? []) {
+      try {
+        fn();
+      } catch (err) {
+        agentLog(`a disconnect handler failed: ${(err as Error)?.stack ?? err}`);
+      }
+    }
+  }
+
+  closeAll(): void {
+    for (const id of [...this.byClient.keys()]) this.closed(id);
+  }
+}
+
 export interface CallServices {
+  client: ClientHandle;
   artefacts: ArtefactSink;
   mainThread?: MainThreadAccess;
   inspector?: InspectorAccess;
@@ -356,6 +393,7 @@ export async function runCall(
   const ctx: CommandContext = {
     thread: opts.thread,
     app: opts.app,
+    client: services.client,
     signal,
     progress: (u) => sink.progress(u),
     options: opts.pluginOptions[plugin.name],

@@ -91,9 +91,12 @@ export class AgentServer {
   }
 }
 
+let nextConnectionId = 1;
+
 class Connection {
   private ready = false;
   private client = 'unknown';
+  private readonly id = nextConnectionId++;
   private readonly calls = new Map<number, AbortController>();
   private readonly helloTimer: NodeJS.Timeout;
 
@@ -109,6 +112,7 @@ class Connection {
     ws.on('close', () => {
       clearTimeout(this.helloTimer);
       this.abortAll();
+      if (this.ready) this.server.registry.clientClosed(this.id);
     });
     ws.on('error', (err) => {
       // A frame over the hard limit ends up here; ws closes the connection with 1009.
@@ -248,7 +252,7 @@ class Connection {
           this.send({ type: 'artefact', id, name: info.name, path: info.path, size: info.size, inline: msg.fetch === true });
           if (msg.fetch) await this.streamFile(id, info.path, controller.signal);
         },
-      })
+      }, { id: this.id, name: this.client })
       .then(
         (value) => {
           this.send({ type: 'result', id, value: toJsonSafe(value) ?? null });

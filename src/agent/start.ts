@@ -13,6 +13,7 @@ import { MainHost, locatePlugins } from './main-host';
 import { HeartbeatWriter } from './heartbeat';
 import { defaultSocketDir, ensurePrivateDir, removeSocket, socketPathFor, type BoundSocket } from './socket';
 import type { RuntimeOptions } from './runtime';
+import type { ConfigTrace } from '../plugin/define';
 import type { AgentWorkerData } from './worker';
 import type { WorkerStatus } from './rpc';
 import { agentLog } from './log';
@@ -69,6 +70,8 @@ class Agent implements AgentHandle {
       thread: 'main',
       app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() },
       settings: {
+        ...(config.file ? { configFile: config.file } : {}),
+        traces: config.traces as ConfigTrace[],
         outputDir: config.outputDir ?? defaultSocketDir(),
         redact: config.redact,
         eval: config.eval,

@@ -107,7 +107,22 @@ export interface Lifetime {
   wrap(owner: object, key: PropertyKey, interceptor: Interceptor): WrapHandle;
 }
 
+/** A trace listed in the config (`traces`), wrapped when its module loads. */
+export interface ConfigTrace {
+  target: string;
+  args?: boolean;
+  result?: boolean;
+  stack?: boolean;
+  limit?: number;
+  /** Milliseconds. */
+  duration?: number;
+}
+
 export interface AgentSettings {
+  /** The config file the agent read, if any (for messages that say what to change). */
+  configFile?: string;
+  /** Traces listed in the config. */
+  traces: ConfigTrace[];
   /** Where artefacts are written (0600). */
   outputDir: string;
   /** Regular expressions (source text, case-insensitive) naming secret keys. */
@@ -193,8 +208,23 @@ export interface ArtefactSink {
   create(name: string): Promise<ArtefactWriter>;
 }
 
+/** The client connection a call came from. */
+export interface ClientHandle {
+  /** Unique per connection within this agent. */
+  id: number;
+  /** What the client called itself in its hello (e.g. `ispy-cli/1.2.3`). */
+  name: string;
+  /**
+   * Runs `fn` when this client disconnects (or the agent stops), even after the call that
+   * registered it has finished: how a plugin ties an instrumentation to the client that
+   * asked for it. Returns the function that cancels the registration.
+   */
+  onDisconnect(fn: () => void): () => void;
+}
+
 export interface CommandContext extends Lifetime {
   thread: Thread;
+  client: ClientHandle;
   app: AppFacts;
   /** Fires on cancel, on client disconnect and on agent stop. */
   signal: AbortSignal;

@@ -18,7 +18,10 @@ import { IspyError } from '../protocol/errors';
 import { toJsonSafe } from '../protocol/index';
 import type { AgentSettings, InspectorAccess, MainThreadAccess, Plugin } from './define';
 import { definePlugin } from './define';
-import { findCommand, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from '../agent/runtime';
+import { ClientListeners, findCommand, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from '../agent/runtime';
+
+/** Every call in a harness comes from this one pretend client. */
+const TEST_CLIENT = { id: 1, name: 'test' };
 import { artefactSink } from '../agent/artefacts';
 import { setQuiet } from '../agent/log';
 
@@ -36,6 +39,8 @@ export interface TestHarness {
   /** Progress updates and artefact paths the last run reported. */
   readonly progress: { done?: number; total?: number; message?: string }[];
   readonly artefacts: string[];
+  /** Pretends the client disconnected: runs what the plugin tied to ctx.client.onDisconnect. */
+  disconnect(): void;
   /** Runs every undo the plugin registered, as agent stop would. Idempotent. */
   close(): Promise<void>;
 }
@@ -76,6 +81,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
   definePlugin(plugin);
   setQuiet(!opts.verbose);
   const settings: AgentSettings = {
+    traces: opts.settings?.traces ?? [],
     outputDir: opts.settings?.outputDir ?? mkdtempSync(path.join(os.tmpdir(), 'ispy-test-')),
     redact: opts.settings?.redact ?? [],
     limits: opts.settings?.limits ?? {},
@@ -97,6 +103,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
   const progress: { done?: number; total?: number; message?: string }[] = [];
   const artefacts: string[] = [];
   const running = new Set<AbortController>();
+  const clients = new ClientListeners();
   let closed = false;
 
   const run = async (name: string, args: Record<string, unknown> = {}, o: { signal?: AbortSignal; maxItems?: number } = {}): Promise<unknown> => {
@@ -132,6 +139,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
         progress: (u) => progress.push(u),
       },
       {
+        client: clients.handle(TEST_CLIENT),
         artefacts: artefactSink(settings.outputDir, (written) => void artefacts.push(written.path)),
         ...(onMain
           ? {}
@@ -158,11 +166,16 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
     run,
     progress,
     artefacts,
+    disconnect: () => {
+      for (const c of running) c.abort();
+      clients.closed(TEST_CLIENT.id);
+    },
     async close() {
       if (closed) return;
       closed = true;
       // As agent stop does: running calls are cancelled before anything is undone.
       for (const c of running) c.abort();
+      clients.closeAll();
       await worker.lifetime.close();
       await main.lifetime.close();
       inspector?.close();

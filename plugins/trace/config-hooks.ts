@@ -1,0 +1,38 @@
+// Runs on Node's module loader thread (registered with module.register by
+// config-traces.ts). For each ES module named by a config trace, appends code that hands
+// the export to the trace registry on the main thread and takes back the wrapper.
+// Every other module passes through untouched.
+
+interface HookTarget {
+  spec: string;
+  exportPath: string[];
+}
+
+let targets = new Map<string, HookTarget[]>();
+
+export function initialize(data: { targets: { url: string; targets: HookTarget[] }[] }): void {
+  targets = new Map(data.targets.map((t) => [t.url, t.targets]));
+}
+
+const IDENT = /^[A-Za-z_$][\w$]*$/;
+
+function appended(t: HookTarget): string {
+  const name = t.exportPath[0]!;
+  if (!IDENT.test(name)) return '';
+  const spec = JSON.stringify(t.spec);
+  const api = 'globalThis[Symbol.for("ispy.trace")]';
+  const take = t.exportPath.length === 1 ? `${name} = __ispy.configTrace(${spec}, ${name}, (v) => { ${name} = v; });` : `__ispy.configTrace(${spec}, ${name});`;
+  return `\n;try { const __ispy = ${api}; if (__ispy) { ${take} } } catch (e) { try { ${api}?.configTraceFailed(${spec}, e); } catch {} }\n`;
+}
+
+export async function load(
+  url: string,
+  context: { format?: string },
+  nextLoad: (url: string, context: unknown) => Promise<{ format: string; source?: string | ArrayBuffer | Uint8Array; shortCircuit?: boolean }>,
+): Promise<{ format: string; source?: string | ArrayBuffer | Uint8Array; shortCircuit?: boolean }> {
+  const result = await nextLoad(url, context);
+  const list = targets.get(url.split('?')[0]!);
+  if (!list || result.format !== 'module' || result.source === undefined) return result;
+  const source = typeof result.source === 'string' ? result.source : Buffer.from(result.source as Uint8Array).toString('utf8');
+  return { ...result, source: source + list.map(appended).join('') };
+}
