@@ -1,0 +1,264 @@
+'use strict';
+// What an idle agent costs a busy app: the throughput of the same hello-world HTTP server
+// (bench/apps/hello-server.js) started without the agent ("without") and with
+// `-r ispy/register` ("with"), loaded by a separate load-generator process
+// (bench/lib/loadgen.js: node:http keep-alive connections, fixed concurrency, fixed
+// windows, completed requests counted). No client is connected: the agent is idle, which
+// is the state it spends its life in. A third server ("core") runs the agent with every
+// built-in plugin disabled in its config, to tell the agent core's cost from its plugins'.
+//
+// Each round starts a fresh set of servers and one long-lived load generator, warms every
+// server, then alternates short windows between them: without, with, core, without, with,
+// core, … (odd rounds in reverse order). On this shared, noisy VM the machine's speed
+// wanders by tens of percent over seconds, so a long run of one server followed by a long
+// run of another mostly measures the neighbours; adjacent short windows see the same
+// machine. Each "with" (or "core") window is compared with the "without" level linearly
+// interpolated between the nearest "without" windows before and after it, which cancels a
+// linear drift; we report the median of these ratios, their spread and the per-round
+// medians, beside the noise: "without" against the next "without" window.
+//
+// Besides requests/s we read each server process's CPU time (all threads, from
+// /proc/<pid>/task/*/schedstat) across its windows. CPU per request is the sharper measure:
+// with two cores, the load generator, not the server, is the bottleneck, and a server that
+// does more work per request loses throughput only in proportion to its share of each
+// request's round trip.
+//
+//   node bench/idle-overhead.js [--rounds 5] [--pairs 15] [--connections 8] [--warmup 150] [--duration 500] [--no-core]
+
+const { spawn } = require('node:child_process');
+const path = require('node:path');
+const c = require('./lib/common');
+
+const TARGET_OVERHEAD_PCT = 1;
+const LOADGEN = path.join(__dirname, 'lib', 'loadgen.js');
+
+/** Names of the built-in plugins, so the "core" server can disable them all. */
+function builtinPlugins() {
+  try {
+    return [...require(path.join(c.ROOT, 'dist', 'src', 'agent', 'main-host.js')).BUILTIN_PLUGINS];
+  } catch {
+    return ['process'];
+  }
+}
+
+/**
+ * The load generator of one round: one long-lived process (bench/lib/loadgen.js) that runs
+ * windows on demand, alternating between the servers while keeping its keep-alive
+ * connections to each open. Around each counted window we read the target server's CPU time.
+ */
+class LoadGen {
+  constructor() {
+    this.proc = spawn(process.execPath, [LOADGEN], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.err = '';
+    this.buf = '';
+    this.waiter = undefined;
+    this.proc.stderr.on('data', (d) => (this.err += d));
+    this.proc.stdout.on('data', (d) => {
+      this.buf += d;
+      let nl;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        this.waiter?.(line);
+      }
+    });
+    this.proc.on('exit', (code) => this.waiter?.(undefined, new Error(`load generator exited with ${code} (stderr: ${this.err})`)));
+  }
+
+  /** One window against app; resolves with requests/s and the server's CPU time per request. */
+  window(app, { connections, warmup, duration }) {
+    return new Promise((resolve, reject) => {
+      let cpu0;
+      const timer = setTimeout(() => done(undefined, new Error(`load window did not finish within ${warmup + duration + 10000} ms (stderr: ${this.err})`)), warmup + duration + 10000);
+      const done = (line, err) => {
+        if (err) {
+          this.waiter = undefined;
+          clearTimeout(timer);
+          return reject(err);
+        }
+        if (line === 'START') {
+          cpu0 = c.readCpuMs(app.pid);
+          return;
+        }
+        const cpu1 = c.readCpuMs(app.pid);
+        this.waiter = undefined;
+        clearTimeout(timer);
+        try {
+          const r = JSON.parse(line);
+          if (r.errors || r.non200) throw new Error(`load generator saw ${r.errors} errors and ${r.non200} non-200 answers from ${app.label}`);
+          resolve({ rps: r.rps, requests: r.requests, cpuUsPerRequest: ((cpu1 - cpu0) * 1000) / r.requests, serverCpuUtilisation: (cpu1 - cpu0) / r.windowMs });
+        } catch (e) {
+          reject(e);
+        }
+      };
+      this.waiter = done;
+      this.proc.stdin.write(`${JSON.stringify({ port: app.port, connections, warmup, duration })}\n`);
+    });
+  }
+
+  close() {
+    this.proc.stdin.end();
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 2000);
+    return new Promise((resolve) => {
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null) return resolve();
+      this.proc.once('exit', () => resolve());
+    }).finally(() => clearTimeout(t));
+  }
+}
+
+function spread(xs) {
+  const [lo, hi] = c.medianCI(xs);
+  return {
+    median: c.round(c.median(xs), 4),
+    ci95: [c.round(lo, 4), c.round(hi, 4)],
+    p25: c.round(c.percentile(xs, 25), 4),
+    p75: c.round(c.percentile(xs, 75), 4),
+    min: c.round(Math.min(...xs), 4),
+    max: c.round(Math.max(...xs), 4),
+    n: xs.length,
+  };
+}
+
+/**
+ * For every window of `variant` in the sequence, its value over the "without" level
+ * interpolated (by position) between the nearest "without" windows on either side.
+ */
+function ratiosAgainstBaseline(seq, variant, key) {
+  const out = [];
+  for (let j = 0; j < seq.length; j++) {
+    if (seq[j].variant !== variant) continue;
+    let before = j - 1;
+    while (before >= 0 && seq[before].variant !== 'without') before--;
+    let after = j + 1;
+    while (after < seq.length && seq[after].variant !== 'without') after++;
+    if (before < 0 || after >= seq.length) continue;
+    const f = (j - before) / (after - before);
+    const base = seq[before][key] + f * (seq[after][key] - seq[before][key]);
+    out.push(seq[j][key] / base);
+  }
+  return out;
+}
+
+/** "without" against the next "without" window: what no difference looks like here. */
+function baselineNoise(seq, key) {
+  const base = seq.filter((x) => x.variant === 'without');
+  const out = [];
+  for (let i = 0; i + 1 < base.length; i++) out.push(Math.abs(1 - base[i + 1][key] / base[i][key]));
+  return out;
+}
+
+async function run(opts = {}) {
+  const rounds = c.num(opts.rounds, 5);
+  const pairs = c.num(opts.pairs, 15);
+  const withCore = !opts['no-core'];
+  const load = { connections: c.num(opts.connections, 8), warmup: c.num(opts.warmup, 150), duration: c.num(opts.duration, 500) };
+  c.requireBuilt();
+  const builtins = builtinPlugins();
+  const variants = withCore ? ['without', 'with', 'core'] : ['without', 'with'];
+  const acc = {};
+  for (const v of variants) acc[v] = { rps: [], cpuUs: [], util: [], ratio: [], cpuRatio: [] };
+  const noise = [];
+  const cpuNoise = [];
+  const perRound = [];
+  const deadline = Date.now() + rounds * (variants.length * pairs * (load.warmup + load.duration) + 60000);
+  for (let r = 0; r < rounds; r++) {
+    if (Date.now() > deadline) throw new Error(`idle-overhead ran past its deadline at round ${r + 1}`);
+    const apps = {};
+    const started = await Promise.allSettled([
+      c.startApp({ script: 'hello-server.js', agent: false, label: 'without' }),
+      c.startApp({ script: 'hello-server.js', agent: true, label: 'with' }),
+      ...(withCore ? [c.startApp({ script: 'hello-server.js', agent: true, label: 'core', config: { disable: builtins } })] : []),
+    ]);
+    for (const s of started) if (s.status === 'fulfilled') apps[s.value.label] = s.value;
+    const gen = new LoadGen();
+    try {
+      const failed = started.find((s) => s.status === 'rejected');
+      if (failed) throw failed.reason;
+      await c.sleep(300); // the agents' workers finish starting before any server is loaded
+      // Warm every server's JIT (and the generator's) before anything is counted.
+      for (const v of variants) await gen.window(apps[v], { ...load, warmup: 1500, duration: 200 });
+      const order = r % 2 === 0 ? variants : [...variants].reverse();
+      const seq = [];
+      for (let i = 0; i < pairs; i++) {
+        for (const v of order) {
+          const m = await gen.window(apps[v], load);
+          seq.push({ ...m, variant: v });
+          acc[v].rps.push(m.rps);
+          acc[v].cpuUs.push(m.cpuUsPerRequest);
+          acc[v].util.push(m.serverCpuUtilisation);
+        }
+      }
+      const row = { order: order.join(' '), rps: {}, ratio: {}, cpuRatio: {} };
+      for (const v of variants) {
+        row.rps[v] = c.round(c.median(seq.filter((x) => x.variant === v).map((x) => x.rps)), 0);
+        if (v === 'without') continue;
+        const ratios = ratiosAgainstBaseline(seq, v, 'rps');
+        const cpuRatios = ratiosAgainstBaseline(seq, v, 'cpuUsPerRequest');
+        acc[v].ratio.push(...ratios);
+        acc[v].cpuRatio.push(...cpuRatios);
+        row.ratio[v] = c.round(c.median(ratios), 4);
+        row.cpuRatio[v] = c.round(c.median(cpuRatios), 4);
+      }
+      noise.push(...baselineNoise(seq, 'rps'));
+      cpuNoise.push(...baselineNoise(seq, 'cpuUsPerRequest'));
+      perRound.push(row);
+      console.log(
+        `  round ${r + 1}/${rounds} (${row.order}, ${pairs} windows of ${load.duration} ms each): median req/s ` +
+          variants.map((v) => `${v} ${row.rps[v]}`).join(', ') +
+          `; with/without ×${row.ratio.with.toFixed(4)} (CPU/request ×${row.cpuRatio.with.toFixed(4)})` +
+          (withCore ? `; core/without ×${row.ratio.core.toFixed(4)} (CPU/request ×${row.cpuRatio.core.toFixed(4)})` : ''),
+      );
+    } finally {
+      await gen.close();
+      await Promise.all(Object.values(apps).map((a) => a.kill()));
+    }
+  }
+
+  const summary = (v) => ({
+    rps: c.round(c.median(acc[v].rps), 0),
+    cpuUsPerRequest: c.round(c.median(acc[v].cpuUs), 2),
+    serverCpuUtilisation: c.round(c.median(acc[v].util), 3),
+    ...(v === 'without'
+      ? {}
+      : {
+          ratio: { ...spread(acc[v].ratio), roundMedians: perRound.map((x) => x.ratio[v]) },
+          throughputOverheadPct: c.round((1 - c.median(acc[v].ratio)) * 100, 2),
+          cpuPerRequestRatio: { ...spread(acc[v].cpuRatio), roundMedians: perRound.map((x) => x.cpuRatio[v]) },
+          cpuOverheadPct: c.round((c.median(acc[v].cpuRatio) - 1) * 100, 2),
+        }),
+  });
+  const result = {
+    benchmark: 'idle-overhead',
+    rounds,
+    windowsPerServerPerRound: pairs,
+    load,
+    without: summary('without'),
+    with: summary('with'),
+    ...(withCore ? { core: { disabledPlugins: builtins, ...summary('core') } } : {}),
+    baselineNoisePct: { median: c.round(c.median(noise) * 100, 2), p90: c.round(c.percentile(noise, 90) * 100, 2) },
+    cpuBaselineNoisePct: { median: c.round(c.median(cpuNoise) * 100, 2), p90: c.round(c.percentile(cpuNoise, 90) * 100, 2) },
+    perRound,
+    target: { throughputOverheadPct: TARGET_OVERHEAD_PCT },
+  };
+  result.throughputOverheadPct = result.with.throughputOverheadPct;
+  result.cpuOverheadPct = result.with.cpuOverheadPct;
+  result.pass = Math.abs(result.throughputOverheadPct) < TARGET_OVERHEAD_PCT;
+  const w = result.with;
+  console.log(
+    `idle-overhead: median ${result.without.rps} req/s without, ${w.rps} req/s with the agent; with/without ×${w.ratio.median} ` +
+      `(95% CI ${w.ratio.ci95.join('–')}; IQR ${w.ratio.p25}–${w.ratio.p75}; round medians ${w.ratio.roundMedians.join(', ')}) → throughput overhead ${w.throughputOverheadPct}% ` +
+      `(baseline window-to-window noise: median ${result.baselineNoisePct.median}%); ` +
+      `CPU per request ${result.without.cpuUsPerRequest} → ${w.cpuUsPerRequest} µs, ×${w.cpuPerRequestRatio.median} (95% CI ${w.cpuPerRequestRatio.ci95.join('–')}; ${w.cpuOverheadPct}%); ` +
+      `server CPU ${Math.round(result.without.serverCpuUtilisation * 100)}% of a core — target < ${TARGET_OVERHEAD_PCT}%: ${result.pass ? 'PASS' : 'FAIL'}`,
+  );
+  if (withCore) {
+    const k = result.core;
+    console.log(
+      `  agent core only (plugins ${builtins.join(', ')} disabled): ×${k.ratio.median} req/s (${k.throughputOverheadPct}%), CPU per request ×${k.cpuPerRequestRatio.median} (${k.cpuOverheadPct}%)`,
+    );
+  }
+  return result;
+}
+
+module.exports = { run, LoadGen };
+c.mainIfDirect(module, run);

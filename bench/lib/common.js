@@ -1,0 +1,327 @@
+'use strict';
+// Shared by the benchmarks: start app processes (with or without the agent) in private
+// temp folders, wait for them with a deadline, read their memory and CPU from /proc,
+// summarise samples, and kill only the processes we started, whatever way we exit.
+
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const DIST = path.join(ROOT, 'dist');
+const REGISTER = path.join(DIST, 'src', 'register.js');
+const CLIENT = path.join(DIST, 'src', 'client', 'index.js');
+const APPS = path.join(__dirname, '..', 'apps');
+
+/** Marks the line carrying a benchmark's JSON result on stdout (bench/run.js looks for it). */
+const RESULT_MARKER = 'BENCH_RESULT ';
+
+const children = new Set();
+const dirs = [];
+
+function killAll() {
+  for (const c of children) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  children.clear();
+  for (const d of dirs.splice(0)) {
+    try {
+      fs.rmSync(d, { recursive: true, force: true });
+    } catch {
+      // best effort
+    }
+  }
+}
+
+// Whatever ends this process (normal exit, an exception, Ctrl-C), our children die with it.
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+function requireBuilt() {
+  if (!fs.existsSync(REGISTER) || !fs.existsSync(CLIENT)) {
+    throw new Error(`no build at ${DIST}: run \`npm run build\` first (or \`npm run bench\`, which builds)`);
+  }
+  return require(CLIENT);
+}
+
+/** A fresh private folder (0700, short path so socket paths stay short), removed at exit. */
+function tempDir(prefix = 'ispy-b-') {
+  const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), prefix)));
+  dirs.push(dir);
+  return dir;
+}
+
+function removeDir(dir) {
+  const i = dirs.indexOf(dir);
+  if (i >= 0) dirs.splice(i, 1);
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(check, timeoutMs, what, everyMs = 20) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/**
+ * Starts `node [-r register] <script>` in a temp folder. With the agent, ISPY_SOCKET is
+ * <dir>/a.sock and the promise resolves once the socket exists; the app must print
+ * `PORT <n>` or `READY` when it is up, and we wait for that too. `config` is written to
+ * <dir>/ispy.config.json; `preload` (without `agent`) preloads another file instead.
+ */
+async function startApp({ script, agent, preload, args = [], env = {}, config, timeoutMs = 15000, label }) {
+  const dir = tempDir();
+  const socket = path.join(dir, 'a.sock');
+  // The agent reads ispy.config.json from the app's cwd, which is this folder.
+  if (config) fs.writeFileSync(path.join(dir, 'ispy.config.json'), JSON.stringify(config));
+  const childEnv = { ...process.env, ...env };
+  delete childEnv.ISPY_CONFIG;
+  delete childEnv.ISPY_DISABLE;
+  delete childEnv.NODE_OPTIONS;
+  childEnv.ISPY_SOCKET = socket;
+  const nodeArgs = agent ? ['-r', REGISTER] : preload ? ['-r', preload] : [];
+  const child = spawn(process.execPath, [...nodeArgs, path.join(APPS, script), ...args], {
+    cwd: dir,
+    env: childEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal });
+    });
+  });
+  const app = {
+    label: label ?? (agent ? 'with agent' : 'without agent'),
+    child,
+    pid: child.pid,
+    dir,
+    socket,
+    agent,
+    exited,
+    stdout: () => out,
+    stderr: () => err,
+    port: undefined,
+    alive: () => child.exitCode === null && child.signalCode === null,
+    /** SIGTERM, then SIGKILL after graceMs; resolves when the process is gone. Removes the temp folder. */
+    async kill(graceMs = 2000) {
+      if (app.alive()) child.kill('SIGTERM');
+      const t = setTimeout(() => app.alive() && child.kill('SIGKILL'), graceMs);
+      const r = await exited;
+      clearTimeout(t);
+      try {
+        removeDir(dir);
+      } catch {
+        // best effort
+      }
+      return r;
+    },
+  };
+  try {
+    await waitFor(
+      () => {
+        if (!app.alive()) throw new Error(`${script} (${app.label}) exited early: ${err.trim()}`);
+        const m = /PORT (\d+)|READY/.exec(out);
+        if (!m) return false;
+        if (m[1]) app.port = Number(m[1]);
+        return !agent || fs.existsSync(socket);
+      },
+      timeoutMs,
+      `${script} (${app.label}) to start (stderr: ${err.trim()})`,
+    );
+  } catch (e) {
+    await app.kill(0);
+    throw e;
+  }
+  return app;
+}
+
+/** Resident set size of a process in kB, from /proc/<pid>/status. */
+function readRss(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const get = (key) => {
+    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status);
+    return m ? Number(m[1]) : NaN;
+  };
+  return { rssKB: get('VmRSS'), anonKB: get('RssAnon'), fileKB: get('RssFile'), threads: Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? NaN) };
+}
+
+/**
+ * CPU time consumed so far by every thread of a process, in ms. Summed from each thread's
+ * /proc/<pid>/task/<tid>/schedstat (nanoseconds), which is far finer than the 10 ms ticks
+ * of /proc/<pid>/stat; falls back to the ticks when schedstat is missing.
+ */
+function readCpuMs(pid) {
+  try {
+    let ns = 0;
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // thread ended between readdir and read
+      }
+    }
+    if (ns > 0) return ns / 1e6;
+  } catch {
+    // fall through
+  }
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  // utime and stime are fields 14 and 15 (1-based); after "pid (comm) " they are at 11 and 12.
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
+function sorted(xs) {
+  return [...xs].sort((a, b) => a - b);
+}
+
+/** Nearest-rank percentile (p in 0..100) of a list of numbers. */
+function percentile(xs, p) {
+  if (xs.length === 0) return NaN;
+  const s = sorted(xs);
+  const rank = Math.ceil((p / 100) * s.length);
+  return s[Math.min(s.length - 1, Math.max(0, rank - 1))];
+}
+
+function median(xs) {
+  if (xs.length === 0) return NaN;
+  const s = sorted(xs);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+const round = (n, digits = 2) => (Number.isFinite(n) ? Math.round(n * 10 ** digits) / 10 ** digits : n);
+
+function latencySummary(ms) {
+  return {
+    n: ms.length,
+    p50: round(percentile(ms, 50), 3),
+    p90: round(percentile(ms, 90), 3),
+    p99: round(percentile(ms, 99), 3),
+    max: round(Math.max(...ms), 3),
+    mean: round(ms.reduce((a, b) => a + b, 0) / ms.length, 3),
+  };
+}
+
+/**
+ * A bootstrap 95% confidence interval of the median of xs (deterministic: seeded PRNG).
+ * Samples that share neighbours are not independent, so read it as a rough resolution.
+ */
+function medianCI(xs, iterations = 2000, seed = 12345) {
+  if (xs.length < 3) return [NaN, NaN];
+  let state = seed >>> 0;
+  const rand = () => {
+    // mulberry32
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const medians = [];
+  const sample = new Array(xs.length);
+  for (let i = 0; i < iterations; i++) {
+    for (let j = 0; j < xs.length; j++) sample[j] = xs[Math.floor(rand() * xs.length)];
+    medians.push(median(sample));
+  }
+  return [percentile(medians, 2.5), percentile(medians, 97.5)];
+}
+
+/** Runs fn with a deadline; rejects with a message naming what took too long. */
+function withTimeout(promise, ms, what) {
+  let t;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      t = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
+}
+
+/** Parses `--key value` / `--flag` options into an object of strings/booleans. */
+function parseArgs(argv = process.argv.slice(2)) {
+  const out = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) continue;
+    const key = a.slice(2);
+    const next = argv[i + 1];
+    if (next === undefined || next.startsWith('--')) out[key] = true;
+    else {
+      out[key] = next;
+      i++;
+    }
+  }
+  return out;
+}
+
+function num(v, fallback) {
+  const n = Number(v);
+  return v === undefined || v === true || !Number.isFinite(n) ? fallback : n;
+}
+
+/**
+ * The tail of every benchmark file: when run directly, runs the benchmark, prints its
+ * summary and then its JSON on one line after RESULT_MARKER; exit code 1 on failure.
+ */
+function mainIfDirect(mod, run) {
+  if (require.main !== mod) return;
+  const opts = parseArgs();
+  run(opts).then(
+    (result) => {
+      process.stdout.write(`${RESULT_MARKER}${JSON.stringify(result)}\n`);
+      killAll();
+      process.exit(0);
+    },
+    (err) => {
+      console.error(err && err.stack ? err.stack : String(err));
+      killAll();
+      process.exit(1);
+    },
+  );
+}
+
+module.exports = {
+  ROOT,
+  REGISTER,
+  CLIENT,
+  APPS,
+  RESULT_MARKER,
+  requireBuilt,
+  tempDir,
+  sleep,
+  waitFor,
+  startApp,
+  readRss,
+  readCpuMs,
+  percentile,
+  median,
+  round,
+  latencySummary,
+  medianCI,
+  withTimeout,
+  parseArgs,
+  num,
+  mainIfDirect,
+  killAll,
+};

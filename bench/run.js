@@ -1,0 +1,277 @@
+'use strict';
+// Runs the agent benchmarks of issue 2 one after another, each in its own process (so one
+// benchmark's leftovers cannot colour the next), collects the JSON each prints, and
+// rewrites the section "## Agent (issue 2)" of bench/RESULTS.md with the figures. Every
+// other section of that file is kept as it is. Inside our section, the part between the
+// "generated" markers is rewritten; hand-written notes after the end marker are kept.
+//
+//   npm run bench                      build, run everything, update RESULTS.md
+//   node bench/run.js --only rss,info-latency
+//   node bench/run.js --quick          fewer rounds/calls (a smoke test; figures not written)
+//   node bench/run.js --no-write       run, print, leave RESULTS.md alone
+
+const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { RESULT_MARKER, parseArgs, ROOT } = require('./lib/common');
+
+const RESULTS = path.join(__dirname, 'RESULTS.md');
+const OUT_DIR = path.join(__dirname, 'out');
+const SECTION = '## Agent (issue 2)';
+const BEGIN = '<!-- bench/run.js: generated, begin -->';
+const END = '<!-- bench/run.js: generated, end (notes below this line are kept) -->';
+
+const BENCHMARKS = [
+  { name: 'info-latency', timeoutMs: 180_000, quick: ['--calls', '300', '--warmup', '50'] },
+  { name: 'stack-spinning', timeoutMs: 120_000, quick: ['--calls', '100', '--spin', '8000'] },
+  { name: 'rss', timeoutMs: 240_000, quick: ['--starts', '2', '--settle', '1500'] },
+  { name: 'idle-overhead', timeoutMs: 900_000, quick: ['--rounds', '1', '--pairs', '6'] },
+];
+
+function runOne(bench, extraArgs) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(__dirname, `${bench.name}.js`), ...extraArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    let result;
+    const timer = setTimeout(() => {
+      console.error(`${bench.name}: no result within ${bench.timeoutMs / 1000} s; stopping it`);
+      // Its own exit handler kills the apps it started; SIGKILL only if it does not go.
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    }, bench.timeoutMs);
+    child.stdout.on('data', (d) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.startsWith(RESULT_MARKER)) {
+          try {
+            result = JSON.parse(line.slice(RESULT_MARKER.length));
+          } catch (err) {
+            console.error(`${bench.name}: unreadable result line (${err.message})`);
+          }
+        } else process.stdout.write(`${line}\n`);
+      }
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve(result ?? { benchmark: bench.name, error: `exited with ${signal ?? code} before reporting a result` });
+    });
+  });
+}
+
+function sh(cmd, args) {
+  try {
+    return execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return '';
+  }
+}
+
+function machine() {
+  let model = 'unknown';
+  try {
+    model = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? model;
+  } catch {
+    // not Linux
+  }
+  const memGiB = Math.round((os.totalmem() / 2 ** 30) * 10) / 10;
+  return { nproc: os.availableParallelism(), model, memGiB, kernel: `${os.type()} ${os.release()}` };
+}
+
+function codeState() {
+  const commit = sh('git', ['rev-parse', '--short', 'HEAD']);
+  const dirty = sh('git', ['status', '--porcelain', '--', 'src', 'plugins', 'package.json'])
+    .split('\n')
+    .filter(Boolean);
+  return { commit, dirtyFiles: dirty.length, dirty };
+}
+
+const fmt = (v, unit = '') => (v === undefined || v === null || Number.isNaN(v) ? 'n/a' : `${v}${unit}`);
+const verdict = (ok) => (ok === undefined ? '—' : ok ? 'pass' : '**FAIL**');
+
+function rowsFor(results) {
+  const rows = [];
+  const by = Object.fromEntries(results.map((r) => [r.benchmark, r]));
+  const err = (name) => by[name]?.error;
+  for (const r of results) if (r.error) rows.push([`${r.benchmark}`, `did not finish: ${r.error}`, '—', '**FAIL**']);
+
+  const il = by['info-latency'];
+  if (il && !err('info-latency')) {
+    rows.push(['`process info` round trip, p50', fmt(il.info.p50, ' ms'), `< ${il.target.infoP50Ms} ms`, verdict(il.info.p50 < il.target.infoP50Ms)]);
+    rows.push(['`process info` round trip, p99', fmt(il.info.p99, ' ms'), '—', '—']);
+    rows.push(['`process handles` (main-thread command) p50 / p99, same run', `${fmt(il.handles.p50, ' ms')} / ${fmt(il.handles.p99, ' ms')}`, '—', '—']);
+    rows.push(['info ÷ handles, p50', `×${il.ratioInfoToHandlesP50}`, '—', '—']);
+  }
+
+  const io = by['idle-overhead'];
+  if (io && !err('idle-overhead')) {
+    const w = io.with;
+    rows.push([
+      'idle agent: HTTP throughput with ÷ without (median)',
+      `×${w.ratio.median} → ${w.throughputOverheadPct}% fewer req/s (95% CI ×${w.ratio.ci95.join('–×')}; IQR ×${w.ratio.p25}–×${w.ratio.p75}; round medians ${w.ratio.roundMedians.map((x) => `×${x}`).join(', ')})`,
+      `within noise, < ${io.target.throughputOverheadPct}%`,
+      verdict(io.pass),
+    ]);
+    rows.push(['idle agent: requests/s without / with (median window)', `${io.without.rps} / ${w.rps} (baseline window-to-window noise: median ${io.baselineNoisePct.median}%)`, '—', '—']);
+    rows.push([
+      'idle agent: server CPU per request with ÷ without (median)',
+      `×${w.cpuPerRequestRatio.median} → +${w.cpuOverheadPct}% (${io.without.cpuUsPerRequest} → ${w.cpuUsPerRequest} µs; 95% CI ×${w.cpuPerRequestRatio.ci95.join('–×')}; round medians ${w.cpuPerRequestRatio.roundMedians.map((x) => `×${x}`).join(', ')})`,
+      '< 1% (same goal, sharper measure)',
+      verdict(Math.abs(w.cpuOverheadPct) < 1),
+    ]);
+    if (io.core) {
+      rows.push([
+        `idle agent core only (plugins disabled: ${io.core.disabledPlugins.join(', ')}): throughput / CPU per request`,
+        `×${io.core.ratio.median} (${io.core.throughputOverheadPct}%) / ×${io.core.cpuPerRequestRatio.median} (+${io.core.cpuOverheadPct}%)`,
+        '— (diagnostic)',
+        '—',
+      ]);
+    }
+  }
+
+  const rss = by.rss;
+  if (rss && !err('rss')) {
+    rows.push(['added RSS, idle app (median of starts)', `${rss.addedMiB} MiB (${rss.withoutMiB} → ${rss.withMiB} MiB, ×${rss.ratioWithToWithout}; range ${rss.addedRangeMiB.join('–')})`, `< ${rss.target.addedMiB} MiB`, verdict(rss.pass)]);
+    rows.push(['added RSS after one `process info` + `process stack` visit', `${rss.addedAfterCallsMiB} MiB (range ${rss.addedAfterCallsRangeMiB.join('–')})`, `< ${rss.target.addedMiB} MiB`, verdict(rss.passAfterCalls)]);
+    rows.push(['added RSS: anonymous / file-backed', `${rss.addedAnonMiB} / ${rss.addedFileMiB} MiB`, '—', '—']);
+    rows.push([`added RSS of references: one bare idle worker thread / agent with no plugins`, `${rss.bareWorkerAddedMiB} / ${rss.coreAddedMiB} MiB`, '— (diagnostic)', '—']);
+  }
+
+  const ss = by['stack-spinning'];
+  if (ss && !err('stack-spinning')) {
+    rows.push([`\`process stack\` while the main thread spins, p50 (${ss.callsWhileSpinning} calls over ${Math.round(ss.spinMs / 1000)} s)`, fmt(ss.spinning.p50, ' ms'), `< ${ss.target.p50Ms} ms`, verdict(ss.spinning.p50 < ss.target.p50Ms && ss.callsWhileSpinning >= ss.target.minCalls)]);
+    rows.push(['`process stack` while spinning, p99 / max', `${fmt(ss.spinning.p99, ' ms')} / ${fmt(ss.spinning.max, ' ms')}`, '—', '—']);
+    rows.push(['`process stack` on an idle app, interleaved, p50 / p99', `${fmt(ss.idleBaseline.p50, ' ms')} / ${fmt(ss.idleBaseline.p99, ' ms')} (spinning ÷ idle p50 ×${ss.ratioSpinningToIdleP50})`, '—', '—']);
+    rows.push(['answers naming the spinning function', `${ss.answersNamingSpinFunction}/${ss.callsWhileSpinning} (${ss.answersWithSpinFunctionOnTop} with it on top)`, 'all', verdict(ss.allNamed)]);
+    const t = (v) => (typeof v === 'number' ? `${v} ms` : v);
+    rows.push(['SIGTERM to the spinning app: time to exit with / without the agent', `${t(ss.sigterm.withAgentMs)} / ${t(ss.sigterm.withoutAgentMs)}`, '— (observation)', '—']);
+  }
+  return rows;
+}
+
+function missed(results) {
+  const out = [];
+  const by = Object.fromEntries(results.map((r) => [r.benchmark, r]));
+  for (const r of results) if (r.error) out.push(`${r.benchmark} did not finish: ${r.error}.`);
+  const il = by['info-latency'];
+  if (il && !il.error && !il.pass) out.push(`\`process info\` p50 is ${il.info.p50} ms, over the ${il.target.infoP50Ms} ms target.`);
+  const io = by['idle-overhead'];
+  if (io && !io.error) {
+    if (!io.pass) out.push(`The idle agent costs ${io.with.throughputOverheadPct}% of HTTP throughput (median ratio ×${io.with.ratio.median}), over the 1% target.`);
+    if (Math.abs(io.with.cpuOverheadPct) >= 1) out.push(`The idle agent adds ${io.with.cpuOverheadPct}% server CPU per request (×${io.with.cpuPerRequestRatio.median}).`);
+  }
+  const rss = by.rss;
+  if (rss && !rss.error) {
+    if (!rss.pass) out.push(`The agent adds ${rss.addedMiB} MiB of RSS to an idle app, over the ${rss.target.addedMiB} MiB target.`);
+    if (!rss.passAfterCalls) out.push(`After one info+stack visit the agent's RSS is ${rss.addedAfterCallsMiB} MiB over the app's, over the ${rss.target.addedMiB} MiB target.`);
+  }
+  const ss = by['stack-spinning'];
+  if (ss && !ss.error && !ss.pass) out.push(`\`process stack\` while spinning: p50 ${ss.spinning.p50} ms, ${ss.answersNamingSpinFunction}/${ss.callsWhileSpinning} answers named the function.`);
+  return out;
+}
+
+function section(results, meta) {
+  const esc = (s) => String(s).replace(/\|/g, '\\|');
+  const lines = [
+    SECTION,
+    '',
+    BEGIN,
+    '',
+    `Run ${meta.date} · Node ${meta.node} · ${meta.machine.nproc} CPUs, ${meta.machine.model}, ${meta.machine.memGiB} GiB · ${meta.machine.kernel} · load average ${meta.loadBefore} before, ${meta.loadAfter} after · ${Math.round(meta.seconds)} s`,
+    '',
+    `Code: commit \`${meta.code.commit}\`${meta.code.dirtyFiles ? `, with ${meta.code.dirtyFiles} uncommitted change(s) under src/ and plugins/ built and measured as they stood` : ', clean working tree'}.`,
+    '',
+    '| metric | value | target | result |',
+    '|---|---|---|---|',
+    ...rowsFor(results).map((r) => `| ${r.map(esc).join(' | ')} |`),
+    '',
+  ];
+  const miss = missed(results);
+  if (miss.length) {
+    lines.push('**Targets missed in this run:**', '', ...miss.map((m) => `- ${m}`), '');
+  } else lines.push('Every target was met in this run.', '');
+  lines.push(
+    'Reproduce: `npm run bench` (builds, then runs `node bench/run.js`: about 4 minutes). Each benchmark also runs alone, e.g. ' +
+      '`node bench/idle-overhead.js --rounds 5`; see bench/README.md for what each one measures and how. The machine is shared ' +
+      'and noisy: every figure is a median, and every comparison is against a baseline measured in the same run, interleaved with it. ' +
+      'The full JSON of the run is written to bench/out/ (not committed).',
+    '',
+    END,
+  );
+  return lines.join('\n');
+}
+
+function updateResults(text, file = RESULTS) {
+  let doc = fs.existsSync(file)
+    ? fs.readFileSync(file, 'utf8')
+    : '# Benchmark results\n\nLatest figures of the benchmarks in bench/ (see bench/README.md). Each section is written by the script that produced it.\n';
+  const start = doc.indexOf(`${SECTION}\n`) >= 0 ? doc.indexOf(`${SECTION}\n`) : doc.endsWith(SECTION) ? doc.length - SECTION.length : -1;
+  if (start < 0) {
+    doc = `${doc.replace(/\s*$/, '')}\n\n${text}\n`;
+  } else {
+    // The section runs to the next "## " heading (or the end of the file).
+    const nextHeading = doc.slice(start + SECTION.length).search(/\n## /);
+    const end = nextHeading < 0 ? doc.length : start + SECTION.length + nextHeading + 1;
+    const old = doc.slice(start, end);
+    // Hand-written notes after our end marker stay.
+    const endMark = old.indexOf(END);
+    const notes = endMark >= 0 ? old.slice(endMark + END.length).replace(/\s*$/, '') : '';
+    const replacement = `${text}${notes ? notes : ''}\n${nextHeading < 0 ? '' : '\n'}`;
+    doc = doc.slice(0, start) + replacement + doc.slice(end);
+  }
+  fs.writeFileSync(file, doc);
+}
+
+async function main() {
+  const opts = parseArgs();
+  const only = typeof opts.only === 'string' ? opts.only.split(',') : undefined;
+  const quick = opts.quick === true;
+  const write = !quick && opts['no-write'] !== true;
+  const chosen = BENCHMARKS.filter((b) => !only || only.includes(b.name));
+  if (only && chosen.length !== only.length) {
+    console.error(`unknown benchmark in --only; known: ${BENCHMARKS.map((b) => b.name).join(', ')}`);
+    process.exitCode = 2;
+    return;
+  }
+  const started = Date.now();
+  const loadBefore = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  const results = [];
+  for (const b of chosen) {
+    console.log(`\n▶ ${b.name}`);
+    results.push(await runOne(b, quick ? b.quick : []));
+  }
+  const meta = {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    node: process.version,
+    machine: machine(),
+    loadBefore,
+    loadAfter: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+    seconds: (Date.now() - started) / 1000,
+    code: codeState(),
+  };
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const outFile = path.join(OUT_DIR, `agent-${meta.date.replace(/[:]/g, '-')}.json`);
+  fs.writeFileSync(outFile, `${JSON.stringify({ meta, results }, null, 2)}\n`);
+  console.log(`\nfull results: ${path.relative(process.cwd(), outFile)}`);
+  const miss = missed(results);
+  console.log(miss.length ? `targets missed:\n${miss.map((m) => `  - ${m}`).join('\n')}` : 'every target met');
+  if (write && !only) {
+    updateResults(section(results, meta));
+    console.log(`updated ${path.relative(process.cwd(), RESULTS)} (section "${SECTION}")`);
+  } else if (write && only) {
+    console.log('not writing RESULTS.md for a partial run (--only)');
+  }
+  if (results.some((r) => r.error)) process.exitCode = 1;
+}
+
+module.exports = { updateResults, section };
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err.stack ?? String(err));
+    process.exitCode = 1;
+  });
+}
