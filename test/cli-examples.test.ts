@@ -9,7 +9,23 @@ import { ROOT, cleanup, runCli, waitFor } from './helpers';
 
 const started: ChildProcess[] = [];
 afterAll(async () => {
-  for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  // SIGINT first: both examples stop their apps on it (the demo's app is detached, so a
+  // SIGKILL of demo.js alone would leave it running). SIGKILL only if that does not work.
+  await Promise.all(
+    started
+      .filter((c) => c.exitCode === null && c.signalCode === null)
+      .map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+            c.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            c.kill('SIGINT');
+          }),
+      ),
+  );
   await cleanup();
 });
 
@@ -52,7 +68,8 @@ describe('examples', () => {
 
   it('fleet.js starts N agents in one folder that ispy run reaches by glob, and stops them on Ctrl-C', async () => {
     const fleet = run('fleet.js', ['3']);
-    const dir = await waitFor(() => /^FLEET (\S+)$/m.exec(fleet.out())?.[1], 20_000, `the fleet to start: ${fleet.out()}`);
+    await waitFor(() => fleet.out().includes('Ctrl-C stops them all.'), 20_000, `the fleet to start: ${fleet.out()}`);
+    const dir = /^FLEET (\S+)$/m.exec(fleet.out())![1]!;
     expect(fleet.out()).toContain(`run '${dir}/*.sock' -c "process info"`);
     const r = await runCli(['run', `${dir}/*.sock`, '-c', 'process info', '--json']);
     expect(r.code).toBe(0);

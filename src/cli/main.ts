@@ -56,11 +56,15 @@ async function connectAction(spec: string, options: { timeout?: number }): Promi
     throw new IspyError('ISPY_ERR_USAGE', `${spec} matches ${targets.length} sockets (${targets.map((t) => t.label).join(', ')}); connect attaches to one, \`ispy run\` reaches many`);
   }
   const client = await targets[0]!.connect({ timeoutMs: 5000 });
-  const shell = new Shell(client, { input: process.stdin, ...io() }, options.timeout !== undefined ? { timeoutMs: options.timeout } : {});
-  const status = await shell.run();
-  // Piped stdin may still be open at the writer's end; we have read all we will.
-  if (!shell.interactive) process.stdin.destroy();
-  setStatus(status);
+  try {
+    const shell = new Shell(client, { input: process.stdin, ...io() }, options.timeout !== undefined ? { timeoutMs: options.timeout } : {});
+    setStatus(await shell.run());
+    // Piped stdin may still be open at the writer's end; we have read all we will.
+    if (!shell.interactive) process.stdin.destroy();
+  } finally {
+    // Whatever happened, an open connection must not keep the process alive. Idempotent.
+    await client.close();
+  }
 }
 
 interface RunFlags {
