@@ -15,7 +15,6 @@ export interface LiveRequest {
   id: number;
   /** performance.now() at start. */
   start: number;
-  startedAt: number;
   req: IncomingMessage;
   res: ServerResponse;
   /** The async context the handler started in: matches executionAsyncId() while it runs synchronously. */
@@ -47,6 +46,87 @@ export interface Outbound {
 
 type Watcher = (done: FinishedRequest) => void;
 
+/** Where a response carries its table entry, for the shared 'close' listener. */
+const ENTRY = Symbol('ispy.requests.entry');
+
+/**
+ * The history of finished requests, in columns: a finished request costs a few stores
+ * into preallocated arrays, and objects are built only when `slow` or `watch` reads them.
+ */
+class History {
+  private next = 0;
+  private count = 0;
+  private readonly ids: Float64Array;
+  private readonly durations: Float64Array;
+  private readonly ends: Float64Array;
+  private readonly statuses: Int16Array;
+  private readonly aborted: Uint8Array;
+  private readonly methods: (string | undefined)[];
+  private readonly urls: (string | undefined)[];
+  private readonly routes: (string | undefined)[];
+
+  constructor(readonly capacity: number) {
+    this.ids = new Float64Array(capacity);
+    this.durations = new Float64Array(capacity);
+    this.ends = new Float64Array(capacity);
+    this.statuses = new Int16Array(capacity);
+    this.aborted = new Uint8Array(capacity);
+    this.methods = new Array(capacity);
+    this.urls = new Array(capacity);
+    this.routes = new Array(capacity);
+  }
+
+  add(id: number, method: string | undefined, url: string | undefined, route: string | undefined, status: number, durationMs: number, end: number, aborted: boolean): number {
+    const i = this.next;
+    this.ids[i] = id;
+    this.methods[i] = method;
+    this.urls[i] = url;
+    this.routes[i] = route;
+    this.statuses[i] = status;
+    this.durations[i] = durationMs;
+    this.ends[i] = end;
+    this.aborted[i] = aborted ? 1 : 0;
+    this.next = (i + 1) % this.capacity;
+    if (this.count < this.capacity) this.count++;
+    return i;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  read(i: number): FinishedRequest {
+    const out: FinishedRequest = {
+      id: this.ids[i]!,
+      method: this.methods[i] ?? '?',
+      url: this.urls[i] ?? '?',
+      status: this.statuses[i]! < 0 ? null : this.statuses[i]!,
+      durationMs: round(this.durations[i]!),
+      finishedAt: new Date(performance.timeOrigin + this.ends[i]!).toISOString(),
+      aborted: this.aborted[i] === 1,
+    };
+    const route = this.routes[i];
+    if (route) out.route = route;
+    return out;
+  }
+
+  /** Slot numbers, oldest first. */
+  slots(): number[] {
+    const out: number[] = [];
+    const start = this.count < this.capacity ? 0 : this.next;
+    for (let k = 0; k < this.count; k++) out.push((start + k) % this.capacity);
+    return out;
+  }
+
+  clear(): void {
+    this.count = 0;
+    this.next = 0;
+    this.methods.fill(undefined);
+    this.urls.fill(undefined);
+    this.routes.fill(undefined);
+  }
+}
+
 const round = (n: number) => Math.round(n * 10) / 10;
 
 function routeOf(entry: LiveRequest): string | undefined {
@@ -72,16 +152,17 @@ export class RequestTable {
   private nextId = 1;
   private nextOutbound = 1;
   readonly live = new Map<number, LiveRequest>();
-  private readonly byReq = new WeakMap<IncomingMessage, LiveRequest>();
   readonly outbound = new Map<object, Outbound>();
-  private readonly history: FinishedRequest[] = [];
+  private readonly history: History;
   private readonly watchers = new Set<Watcher>();
   tracker: Tracker | undefined;
 
   constructor(
-    private readonly historySize: number,
+    historySize: number,
     private readonly redact: (key: string) => boolean,
-  ) {}
+  ) {
+    this.history = new History(historySize);
+  }
 
   // ── feeding (channel subscribers; must be cheap and never throw) ─────────────
 
@@ -89,42 +170,49 @@ export class RequestTable {
     const entry: LiveRequest = {
       id: this.nextId++,
       start: performance.now(),
-      startedAt: Date.now(),
       req: msg.request,
       res: msg.response,
       rootAsyncId: executionAsyncId(),
     };
     this.live.set(entry.id, entry);
-    this.byReq.set(msg.request, entry);
-    this.tracker?.onRequestStart(entry);
-    // 'close' comes for finished and aborted responses alike; one listener per request.
-    msg.response.once('close', () => this.onClose(entry));
+    if (this.tracker) this.tracker.onRequestStart(entry);
+    // 'close' comes for finished and aborted responses alike. One shared listener and the
+    // entry on the response itself: no closure allocated per request.
+    (msg.response as ServerResponse & { [ENTRY]?: LiveRequest })[ENTRY] = entry;
+    msg.response.on('close', this.onResponseClose);
   }
+
+  private readonly onResponseClose = (function (this: RequestTable) {
+    const table = this;
+    return function (this: ServerResponse & { [ENTRY]?: LiveRequest }) {
+      const entry = this[ENTRY];
+      if (entry) table.onClose(entry);
+    };
+  }).call(this);
 
   private onClose(entry: LiveRequest): void {
     if (!this.live.delete(entry.id)) return;
     const res = entry.res;
-    const done: FinishedRequest = {
-      id: entry.id,
-      method: entry.req.method ?? '?',
-      url: urlOf(entry.req) ?? '?',
-      status: res.headersSent ? res.statusCode : null,
-      durationMs: round(performance.now() - entry.start),
-      finishedAt: new Date().toISOString(),
-      aborted: !res.writableFinished,
-    };
-    const route = routeOf(entry);
-    if (route) done.route = route;
-    this.tracker?.onRequestEnd(entry.id);
-    this.history.push(done);
-    if (this.history.length > this.historySize) this.history.shift();
-    for (const w of this.watchers) w(done);
+    const end = performance.now();
+    const slot = this.history.add(entry.id, entry.req.method, urlOf(entry.req), routeOf(entry), res.headersSent ? res.statusCode : -1, end - entry.start, end, !res.writableFinished);
+    if (this.tracker) this.tracker.onRequestEnd(entry.id);
+    if (this.watchers.size) {
+      const done = this.history.read(slot);
+      for (const w of this.watchers) w(done);
+    }
   }
 
   onFastifyRoute(msg: { request?: { raw?: IncomingMessage }; route?: { url?: string } }): void {
     const raw = msg.request?.raw;
-    const entry = raw ? this.byReq.get(raw) : undefined;
-    if (entry && msg.route?.url) entry.route = msg.route.url;
+    if (!raw || !msg.route?.url) return;
+    // Found by a scan from the newest: the route is named just after the request starts.
+    const entries = [...this.live.values()];
+    for (let i = entries.length - 1; i >= 0; i--) {
+      if (entries[i]!.req === raw) {
+        entries[i]!.route = msg.route.url;
+        return;
+      }
+    }
   }
 
   /**
@@ -224,7 +312,7 @@ export class RequestTable {
       id,
       request: `${req.method} ${urlOf(req)} HTTP/${req.httpVersion}`,
       ageMs: round(now - e.start),
-      startedAt: new Date(e.startedAt).toISOString(),
+      startedAt: new Date(performance.timeOrigin + e.start).toISOString(),
     };
     const route = routeOf(e);
     if (route) out.route = route;
@@ -242,8 +330,12 @@ export class RequestTable {
   }
 
   slow(limit: number): Record<string, unknown> {
-    const rows = [...this.history].sort((a, b) => b.durationMs - a.durationMs).slice(0, limit);
-    return { kept: this.history.length, capacity: this.historySize, requests: rows };
+    const rows = this.history
+      .slots()
+      .map((i) => this.history.read(i))
+      .sort((a, b) => b.durationMs - a.durationMs)
+      .slice(0, limit);
+    return { kept: this.history.size, capacity: this.history.capacity, requests: rows };
   }
 
   private trackingState(): string {
@@ -254,7 +346,7 @@ export class RequestTable {
   clear(): void {
     this.live.clear();
     this.outbound.clear();
-    this.history.length = 0;
+    this.history.clear();
     this.watchers.clear();
   }
 }
