@@ -4,7 +4,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { cleanup, DIST, startApp, tempDir } from './helpers';
+import * as os from 'node:os';
+import { cleanup, DIST, startApp, tempDir, waitFor } from './helpers';
 import { connect } from '../dist/src/client/index.js';
 
 afterAll(cleanup);
@@ -24,16 +25,33 @@ describe('exit paths', () => {
   });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    it(`dies of ${signal} as it would without the agent, removing the socket`, async () => {
+    it(`dies of ${signal} at once, as without the agent, even while its loop is stuck`, async () => {
       const app = await startApp({ script: 'http-app.cjs' });
       const c = await connect(app.socket);
       await c.call('process', 'stack');
       await c.close();
+      // Stuck in a 20 s loop: a JavaScript signal listener would never run; the default must.
+      void app.get('/spin?ms=20000').catch(() => {});
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = performance.now();
       expect(await app.kill(signal)).toEqual({ code: null, signal });
-      expect(existsSync(app.socket)).toBe(false);
+      expect(performance.now() - t0).toBeLessThan(3000);
       expect(app.stderr()).toBe('');
+      // Death by signal runs no JavaScript: the socket stays behind, stale, and is known as such.
+      await expect(connect(app.socket)).rejects.toMatchObject({ code: 'ISPY_ERR_CONNECT', message: expect.stringMatching(/stale socket/) });
     });
   }
+
+  it('sweeps stale sockets of dead agents from the default folder on start', async () => {
+    const first = await startApp({ script: 'http-app.cjs', socket: null, waitForSocket: false });
+    const sock = path.join(os.tmpdir(), `ispy-${process.getuid!()}`, `${first.pid}.sock`);
+    await waitFor(() => existsSync(sock), 10_000, 'the first socket');
+    await first.kill('SIGKILL');
+    expect(existsSync(sock)).toBe(true);
+    const second = await startApp({ script: 'http-app.cjs', socket: null, waitForSocket: false });
+    await waitFor(() => !existsSync(sock), 10_000, 'the stale socket to be swept');
+    await second.kill();
+  });
 
   it("leaves SIGTERM to the app's own handler, and still removes the socket", async () => {
     const app = await startApp({ script: 'http-app.cjs', env: { APP_HANDLES_SIGTERM: '1' } });

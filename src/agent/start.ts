@@ -51,16 +51,15 @@ class Agent implements AgentHandle {
   private bound: BoundSocket | undefined;
   private stopping: Promise<void> | undefined;
   private workerGone: Promise<void> = Promise.resolve();
+  /**
+   * The socket goes on 'exit': a normal end, process.exit(), and an app's own SIGINT or
+   * SIGTERM handler that exits. No signal listener of ours: a JavaScript listener only
+   * runs when the event loop turns, so it would make a stuck process (the one ispy is for)
+   * ignore SIGTERM until SIGKILL. An app that dies of a signal leaves a stale socket,
+   * which clients report as stale, the next agent sweeps from the default folder, and
+   * `ispy ps --clean` removes.
+   */
   private readonly onExit = () => this.removeSocketNow();
-  private readonly onSignal = (signal: NodeJS.Signals) => {
-    // Only when ours is the sole listener: the app did not ask to handle this signal, so
-    // Node would have died of it. Remove the socket and die of the same signal, exactly
-    // as without the agent. When the app handles it, its exit path runs our 'exit' hook.
-    if (process.listenerCount(signal) > 1) return;
-    this.removeSocketNow();
-    this.unhookProcess();
-    process.kill(process.pid, signal);
-  };
 
   async start(options: AgentOptions): Promise<void> {
     const config = loadConfig(options);
@@ -135,8 +134,6 @@ class Agent implements AgentHandle {
     // Listeners ref the worker again; unref after adding them.
     worker.unref();
     process.on('exit', this.onExit);
-    process.on('SIGINT', this.onSignal);
-    process.on('SIGTERM', this.onSignal);
 
     try {
       await ready;
@@ -154,8 +151,6 @@ class Agent implements AgentHandle {
 
   private unhookProcess(): void {
     process.off('exit', this.onExit);
-    process.off('SIGINT', this.onSignal);
-    process.off('SIGTERM', this.onSignal);
   }
 
   stop(): Promise<void> {
