@@ -82,7 +82,8 @@ describe('config', () => {
     await waitFor(() => existsSync(sock), 10_000, 'the default socket');
     expect(statSync(path.dirname(sock)).mode & 0o777).toBe(0o700);
     expect(lstatSync(sock).mode & 0o777).toBe(0o600);
-    await app.kill();
+    await app.get('/exit');
+    await app.exited;
     expect(existsSync(sock)).toBe(false);
   });
 });

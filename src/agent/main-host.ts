@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { IspyError, toWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
 import { toJsonSafe } from '../protocol/index';
-import { ClientListeners, findCommand, importPlugin, requirePlugin, runCall, setupPluginNow, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import { ClientListeners, describePlugin, findCommand, importPlugin, requirePlugin, runCall, setupPluginNow, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import type { PluginEntry } from './registry';
 import type { Plugin } from '../plugin/define';
 import type { FromMain, PluginLocation, ToMain } from './rpc';
 import { artefactSink } from './artefacts';
@@ -62,7 +63,7 @@ export class MainHost {
    * promise: called from the preload, that is before the app's first line runs, so
    * instrumentation sees the first request and the first call.
    */
-  load(locations: PluginLocation[]): Promise<{ ok: (PluginLocation & { name: string })[]; failed: FailedPlugin[] }> {
+  load(locations: PluginLocation[]): Promise<{ ok: PluginEntry[]; failed: FailedPlugin[] }> {
     const pending = locations.map((loc) => {
       const name = { value: loc.name ?? loc.source };
       let result: LoadedPlugin | Promise<LoadedPlugin>;
@@ -75,13 +76,13 @@ export class MainHost {
       return { loc, name, result };
     });
     return (async () => {
-      const ok: (PluginLocation & { name: string })[] = [];
+      const ok: PluginEntry[] = [];
       const failed: FailedPlugin[] = [];
       for (const { loc, name, result } of pending) {
         try {
           const loaded = await result;
           this.loaded.set(loaded.plugin.name, loaded);
-          ok.push({ ...loc, name: loaded.plugin.name });
+          ok.push({ ...loc, name: loaded.plugin.name, info: describePlugin(loaded), hasWorkerSetup: typeof loaded.plugin.setup?.worker === 'function' });
         } catch (err) {
           const error = toWireError(err, `loading ${loc.source === 'builtin' ? name.value : loc.source}`);
           if (error.code === 'ISPY_ERR_PLUGIN_FAILED') error.code = 'ISPY_ERR_PLUGIN_LOAD';

@@ -1,10 +1,15 @@
 // Runs in the agent worker. The plugin registry: which plugins are loaded, their
 // catalogue, and the dispatch of one call to the thread its command runs on.
+//
+// The catalogue comes from the main thread, which loaded every plugin already. Here a
+// plugin's module is imported only when it has a worker setup or when one of its worker
+// commands is first called: an idle agent does not carry every plugin twice.
 
 import { IspyError, toWireError } from '../protocol/errors';
-import type { FailedPlugin, PluginInfo } from '../protocol/index';
+import type { CommandInfo, FailedPlugin, PluginInfo } from '../protocol/index';
 import type { InspectorAccess, MainThreadAccess } from '../plugin/define';
-import { ClientListeners, closest, describePlugin, findCommand, importPlugin, runCall, setupPlugin, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import { ClientListeners, closest, findCommand, importPlugin, runCall, setupPlugin, type LoadedPlugin, type RuntimeOptions } from './runtime';
+import { coerceArgs, usageLine } from '../protocol/args';
 import type { MainBridge } from './main-bridge';
 import type { MainThreadInspector } from './inspector';
 import type { HeartbeatReader } from './heartbeat';
@@ -19,8 +24,20 @@ export interface DispatchSink {
   artefact(info: { path: string; name: string; size: number }): Promise<void>;
 }
 
+/** What the main thread tells the worker about each plugin it loaded. */
+export interface PluginEntry extends PluginLocation {
+  name: string;
+  info: PluginInfo;
+  hasWorkerSetup: boolean;
+}
+
+interface Slot {
+  entry: PluginEntry;
+  loaded?: Promise<LoadedPlugin>;
+}
+
 export class Registry {
-  private readonly plugins = new Map<string, LoadedPlugin>();
+  private readonly plugins = new Map<string, Slot>();
   readonly failed: FailedPlugin[] = [];
   private readonly clients = new ClientListeners();
 
@@ -31,28 +48,36 @@ export class Registry {
     private readonly heartbeat: HeartbeatReader,
   ) {}
 
-  /** Loads the plugins the main thread loaded; one that fails here is unloaded there too. */
-  async load(locations: (PluginLocation & { name: string })[], failedOnMain: FailedPlugin[]): Promise<void> {
+  /** Takes the main thread's plugins; those with a worker setup are set up now, and one that fails here is unloaded there too. */
+  async load(entries: PluginEntry[], failedOnMain: FailedPlugin[]): Promise<void> {
     this.failed.push(...failedOnMain);
-    for (const loc of locations) {
+    for (const entry of entries) this.plugins.set(entry.name, { entry });
+    for (const entry of entries) {
+      if (!entry.hasWorkerSetup) continue;
       try {
-        const plugin = await importPlugin(loc.location);
-        this.plugins.set(plugin.name, await setupPlugin(plugin, loc.source, this.opts));
+        await this.module(this.plugins.get(entry.name)!);
       } catch (err) {
-        const error = toWireError(err, `loading ${loc.name}`);
+        this.plugins.delete(entry.name);
+        const error = toWireError(err, `loading ${entry.name}`);
         if (error.code === 'ISPY_ERR_PLUGIN_FAILED') error.code = 'ISPY_ERR_PLUGIN_LOAD';
-        this.failed.push({ name: loc.name, source: loc.source, error });
-        this.bridge.unloadPlugin(loc.name);
-        agentLog(`plugin ${loc.name} not loaded: ${error.message}`);
+        this.failed.push({ name: entry.name, source: entry.source, error });
+        this.bridge.unloadPlugin(entry.name);
+        agentLog(`plugin ${entry.name} not loaded: ${error.message}`);
       }
     }
   }
 
-  catalogue(): PluginInfo[] {
-    return [...this.plugins.values()].map(describePlugin);
+  /** The plugin's module in this thread, imported (and its worker setup run) on first need. */
+  private module(slot: Slot): Promise<LoadedPlugin> {
+    slot.loaded ??= importPlugin(slot.entry.location).then((plugin) => setupPlugin(plugin, slot.entry.source, this.opts));
+    return slot.loaded;
   }
 
-  private lookup(name: string): LoadedPlugin {
+  catalogue(): PluginInfo[] {
+    return [...this.plugins.values()].map((s) => s.entry.info);
+  }
+
+  private lookup(name: string): Slot {
     const loaded = this.plugins.get(name);
     if (loaded) return loaded;
     const names = [...this.plugins.keys()];
@@ -82,10 +107,11 @@ export class Registry {
 
   /** Runs one call. Argument errors are thrown before anything runs. */
   async dispatch(pluginName: string, commandName: string, rawArgs: Record<string, unknown>, signal: AbortSignal, sink: DispatchSink, client: ClientRef): Promise<unknown> {
-    const loaded = this.lookup(pluginName);
-    const cmd = findCommand(loaded.plugin, commandName);
-    const args = validateArgs(pluginName, commandName, cmd, rawArgs);
-    if (cmd.thread === 'main') {
+    const slot = this.lookup(pluginName);
+    const info = findCommandInfo(slot.entry.info, commandName);
+    // Checked here against the catalogue, so a bad call never reaches the main thread.
+    const args = coerceArgs(info.args, rawArgs, usageLine(`${pluginName} ${commandName}`, info.args));
+    if (info.thread === 'main') {
       let announced: Promise<void> = Promise.resolve();
       const value = await this.bridge.call(
         pluginName,
@@ -104,6 +130,8 @@ export class Registry {
       await announced;
       return value;
     }
+    const loaded = await this.module(slot);
+    const cmd = findCommand(loaded.plugin, commandName);
     const inspector: InspectorAccess = this.inspector;
     return runCall(
       loaded,
@@ -126,6 +154,17 @@ export class Registry {
     this.clients.closeAll();
     const all = [...this.plugins.values()].reverse();
     this.plugins.clear();
-    for (const p of all) await p.lifetime.close();
+    for (const slot of all) {
+      const loaded = await slot.loaded?.catch(() => undefined);
+      await loaded?.lifetime.close();
+    }
   }
+}
+
+function findCommandInfo(plugin: PluginInfo, name: string): CommandInfo {
+  const cmd = plugin.commands.find((c) => c.name === name);
+  if (cmd) return cmd;
+  const names = plugin.commands.map((c) => c.name);
+  const near = closest(name, names);
+  throw new IspyError('ISPY_ERR_UNKNOWN_COMMAND', `plugin "${plugin.name}" has no command "${name}"${near ? `; did you mean "${near}"?` : ''} (commands: ${names.join(', ')})`);
 }

@@ -4,9 +4,10 @@
 // nothing a client sends can take the agent (let alone the app) down.
 
 import * as fs from 'node:fs';
-import * as http from 'node:http';
+import type * as http from 'node:http';
+import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import type { WebSocketServer, WebSocket, RawData } from 'ws';
 import {
   HARD_MAX_FRAME_BYTES,
   MAX_CALLS_PER_CONNECTION,
@@ -35,8 +36,9 @@ const ARTEFACT_CHUNK = 256 * 1024;
 const HELLO_TIMEOUT_MS = 10_000;
 
 export class AgentServer {
-  readonly http: http.Server;
-  private readonly wss: WebSocketServer;
+  /** What listens on the socket: a plain net server, so an idle agent never loads HTTP or ws. */
+  readonly listener: net.Server;
+  private web: { http: typeof import('node:http'); server: http.Server; wss: WebSocketServer } | undefined;
   private readonly connections = new Set<Connection>();
   private closed = false;
 
@@ -44,31 +46,44 @@ export class AgentServer {
     readonly registry: Registry,
     readonly opts: ServerOptions,
   ) {
-    this.http = http.createServer((_req, res) => {
+    this.listener = net.createServer((socket) => {
+      if (this.closed) return socket.destroy();
+      // The HTTP parser and the WebSocket layer are loaded by the first client to arrive.
+      this.loadWeb().server.emit('connection', socket);
+    });
+  }
+
+  private loadWeb(): NonNullable<AgentServer['web']> {
+    if (this.web) return this.web;
+    const httpModule = require('node:http') as typeof import('node:http');
+    const { WebSocketServer: Wss } = require('ws') as typeof import('ws');
+    const server = httpModule.createServer((_req, res) => {
       res.writeHead(426, { 'content-type': 'text/plain' });
       res.end('This is an ispy agent socket: connect with `ispy connect <socket>`.\n');
     });
-    this.wss = new WebSocketServer({
+    const wss = new Wss({
       noServer: true,
       // Frames a little over the limit get an error frame; far over it, the connection closes (1009).
-      maxPayload: Math.min(HARD_MAX_FRAME_BYTES, opts.maxFrameBytes * 8),
+      maxPayload: Math.min(HARD_MAX_FRAME_BYTES, this.opts.maxFrameBytes * 8),
       perMessageDeflate: false,
     });
-    this.http.on('upgrade', (req, socket: Duplex, head) => this.onUpgrade(req, socket, head));
-    this.http.on('clientError', (_err, socket) => socket.destroy());
+    server.on('upgrade', (req, socket: Duplex, head) => this.onUpgrade(req, socket, head));
+    server.on('clientError', (_err, socket) => socket.destroy());
+    this.web = { http: httpModule, server, wss };
+    return this.web;
   }
 
   private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
     const refuse = (status: number, text: string) => {
-      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${text}\n`);
+      socket.end(`HTTP/1.1 ${status} ${this.web!.http.STATUS_CODES[status]}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${text}\n`);
     };
     if (this.closed) return refuse(503, 'ispy agent is stopping');
     if ((req.url ?? '').split('?')[0] !== WS_PATH) return refuse(404, `ispy agent answers on ${WS_PATH}`);
     if (this.connections.size >= this.opts.maxConnections) {
       return refuse(503, `ispy agent already has ${this.connections.size} clients (limits.maxConnections)`);
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => {
+    this.web!.wss.handleUpgrade(req, socket, head, (ws) => {
       const conn = new Connection(ws, this);
       this.connections.add(conn);
       ws.on('close', () => this.connections.delete(conn));
@@ -86,8 +101,11 @@ export class AgentServer {
     if (this.closed) return;
     this.closed = true;
     for (const c of this.connections) c.close(1001, 'agent stopping');
-    this.wss.close();
-    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+    if (this.web) {
+      this.web.wss.close();
+      this.web.server.closeAllConnections();
+    }
+    await new Promise<void>((resolve) => this.listener.close(() => resolve()));
   }
 }
 

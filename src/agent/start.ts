@@ -105,7 +105,7 @@ class Agent implements AgentHandle {
       // No preloads (-r/--import ispy/register would start an agent inside the agent).
       execArgv: [],
       // An agent bug that exhausts the worker's heap ends the worker, not the app.
-      resourceLimits: { maxOldGenerationSizeMb: 256 },
+      resourceLimits: { maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 4 },
       name: 'ispy-agent',
     });
     this.worker = worker;

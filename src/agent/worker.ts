@@ -16,18 +16,18 @@ import { bindSocket, sweepStaleSockets, defaultSocketDir, type BoundSocket } fro
 import { HeartbeatReader } from './heartbeat';
 import { MainThreadInspector } from './inspector';
 import { MainBridge } from './main-bridge';
-import { Registry } from './registry';
+import { Registry, type PluginEntry } from './registry';
 import { AgentServer } from './server';
 import type { RuntimeOptions } from './runtime';
 import type { ResolvedConfig } from './config';
-import type { PluginLocation, WorkerControl, WorkerStatus } from './rpc';
+import type { WorkerControl, WorkerStatus } from './rpc';
 import { agentLog } from './log';
 
 export interface AgentWorkerData {
   config: ResolvedConfig;
   runtime: RuntimeOptions;
   socketPath: string;
-  plugins: (PluginLocation & { name: string })[];
+  plugins: PluginEntry[];
   failedPlugins: FailedPlugin[];
   heartbeat: SharedArrayBuffer;
   port: MessagePort;
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
     }
     // The listener keeps this worker's own loop alive; the Worker object is unref'd on the
     // main thread, so none of this keeps the app's process alive.
-    bound = await bindSocket(server.http, data.socketPath);
+    bound = await bindSocket(server.listener, data.socketPath);
     if (stopping) return;
     status({ t: 'ready', socket: bound, failedPlugins: registry.failed });
   } catch (err) {
