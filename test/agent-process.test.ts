@@ -77,7 +77,8 @@ for (const kind of ['cjs', 'esm'] as const) {
 
     it('loop reports delay percentiles and utilisation', async () => {
       const loop = (await client.call('process', 'loop', { duration: '200ms' })) as Record<string, any>;
-      expect(loop.sampledMs).toBe(200);
+      expect(loop.sampledMs).toBeGreaterThanOrEqual(195);
+      expect(loop.sampledMs).toBeLessThan(1500);
       expect(loop.delayMs.p50).toBeGreaterThan(0);
       expect(loop.delayMs.p99).toBeGreaterThanOrEqual(loop.delayMs.p50);
       expect(loop.utilisation).toBeGreaterThanOrEqual(0);

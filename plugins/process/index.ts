@@ -115,6 +115,7 @@ export default definePlugin({
       async run(args, ctx) {
         const histogram = monitorEventLoopDelay({ resolution: 10 });
         const eluStart = performance.eventLoopUtilization();
+        const started = performance.now();
         histogram.enable();
         try {
           await new Promise<void>((resolve) => {
@@ -134,7 +135,8 @@ export default definePlugin({
           return { sampledMs: 0, note: 'cancelled before the first sample', utilisationSinceStart: round(performance.eventLoopUtilization().utilization, 3) };
         }
         return {
-          sampledMs: args.duration,
+          sampledMs: Math.round(performance.now() - started),
+          ...(ctx.signal.aborted ? { cancelled: true } : {}),
           delayMs: {
             min: ms(histogram.min),
             mean: ms(histogram.mean),
