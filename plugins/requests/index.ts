@@ -9,7 +9,7 @@
 // V8 runs even inside a busy JavaScript loop: when a handler spins, the operator still
 // sees the requests, which one is executing, and the main thread's stack.
 
-import { arg, command, definePlugin, IspyError, secretMatcher, type CommandContext, type MainThreadStack } from 'ispy/plugin';
+import { arg, command, definePlugin, EventQueue, IspyError, secretMatcher, type CommandContext, type MainThreadStack } from 'ispy/plugin';
 import { RequestTable, type FinishedRequest } from './table';
 import { Tracker } from './tracker';
 
@@ -129,48 +129,21 @@ export default definePlugin({
       async *stream(args, ctx) {
         const t = table;
         if (!t) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the requests table is not loaded');
-        const queue: FinishedRequest[] = [];
-        let wake: (() => void) | undefined;
-        let dropped = 0;
-        let windowStart = performance.now();
-        let inWindow = 0;
-        const stop = t.watch((done) => {
-          if (done.durationMs < args.minDuration) return;
-          // A busy server must not flood the client: at most N per second, the rest counted.
-          const now = performance.now();
-          if (now - windowStart >= 1000) {
-            windowStart = now;
-            inWindow = 0;
-          }
-          if (inWindow >= WATCH_MAX_PER_SECOND || queue.length >= WATCH_MAX_PER_SECOND * 2) {
-            dropped++;
-            return;
-          }
-          inWindow++;
-          queue.push(done);
-          wake?.();
+        // A busy server must not flood the client: at most N per second, the rest counted.
+        const events = new EventQueue<FinishedRequest>({
+          capacity: WATCH_MAX_PER_SECOND * 2,
+          perSecond: WATCH_MAX_PER_SECOND,
+          signal: ctx.signal,
+          ...(args.limit !== undefined ? { limit: args.limit } : {}),
+          dropped: (n) => ({ dropped: n, note: `more than ${WATCH_MAX_PER_SECOND} requests/s: ${n} not shown` }),
         });
-        const onAbort = () => wake?.();
-        ctx.signal.addEventListener('abort', onAbort);
-        let sent = 0;
+        const stop = t.watch((done) => {
+          if (done.durationMs >= args.minDuration) events.push(done);
+        });
         try {
-          while (!ctx.signal.aborted) {
-            if (dropped) {
-              yield { dropped, note: `more than ${WATCH_MAX_PER_SECOND} requests/s: ${dropped} not shown` };
-              dropped = 0;
-            }
-            const next = queue.shift();
-            if (next) {
-              yield next;
-              if (args.limit !== undefined && ++sent >= args.limit) return;
-              continue;
-            }
-            await new Promise<void>((resolve) => (wake = resolve));
-            wake = undefined;
-          }
+          yield* events.drain();
         } finally {
           stop();
-          ctx.signal.removeEventListener('abort', onAbort);
         }
       },
     }),

@@ -6,7 +6,7 @@
 // belongs to the client that added it: when that client disconnects, its traces come off,
 // unless added with --detach.
 
-import { arg, command, definePlugin, IspyError, resolveTarget, type ConfigTrace } from 'ispy/plugin';
+import { arg, command, definePlugin, EventQueue, IspyError, resolveTarget, type ConfigTrace } from 'ispy/plugin';
 import { TraceRegistry } from './registry';
 import type { TraceEvent, TraceOptions } from './tracer';
 import { installConfigTraces } from './config-traces';
@@ -128,43 +128,25 @@ export default definePlugin({
       },
       async *stream(args, ctx) {
         const reg = need();
-        const queue: TraceEvent[] = args.replay ? reg.recent.filter((e) => args.id === undefined || e.trace === args.id) : [];
-        let overflow = 0;
-        let wake: (() => void) | undefined;
-        const stop = reg.watch((e) => {
-          if (args.id !== undefined && e.trace !== args.id) return;
-          if (queue.length >= WATCH_QUEUE) overflow++;
-          else queue.push(e as TraceEvent);
-          wake?.();
-        });
-        const onAbort = () => wake?.();
-        ctx.signal.addEventListener('abort', onAbort);
-        let sent = 0;
-        try {
-          while (!ctx.signal.aborted) {
-            if (overflow) {
-              yield { note: `the client fell behind: ${overflow} events not shown` };
-              overflow = 0;
-            }
-            const next = queue.shift();
-            if (next) {
-              yield next;
-              if (args.limit !== undefined && ++sent >= args.limit) return;
-              continue;
-            }
+        const mine = (e: { trace: number }) => args.id === undefined || e.trace === args.id;
+        const events = new EventQueue<TraceEvent>(
+          {
+            capacity: WATCH_QUEUE,
+            signal: ctx.signal,
+            ...(args.limit !== undefined ? { limit: args.limit } : {}),
             // A watch of one trace ends with it.
-            if (args.id !== undefined && !reg.traces.has(args.id)) return;
-            await new Promise<void>((resolve) => {
-              wake = resolve;
-              // Wake now and then to notice the watched trace ending.
-              const t = setTimeout(resolve, 500);
-              t.unref();
-            });
-            wake = undefined;
-          }
+            ...(args.id !== undefined ? { ended: () => !reg.traces.has(args.id!) } : {}),
+            dropped: (n) => ({ note: `the client fell behind: ${n} events not shown` }),
+          },
+          args.replay ? reg.recent.filter(mine) : [],
+        );
+        const stop = reg.watch((e) => {
+          if (mine(e)) events.push(e as TraceEvent);
+        });
+        try {
+          yield* events.drain();
         } finally {
           stop();
-          ctx.signal.removeEventListener('abort', onAbort);
         }
       },
     }),

@@ -8,6 +8,7 @@ import { IspyError } from '../protocol/errors';
 import { parseDuration } from '../protocol/args';
 import { checkSchema, parseBytes, type Schema } from './schema';
 import { packageRoot } from './paths';
+import type { ConfigTrace } from '../plugin/define';
 
 /** Options of startAgent(); each one overrides the config file's key of the same name. */
 export interface AgentOptions {
@@ -23,20 +24,13 @@ export interface AgentOptions {
   audit?: string;
   pluginOptions?: Record<string, unknown>;
   limits?: Partial<Record<'maxFrameBytes' | 'maxConnections' | 'traceEventsPerSecond', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration' | 'traceMaxDuration' | 'snapshotMemory', string | number>>;
-  traces?: ConfigTrace[];
+  traces?: ConfigTraceInput[];
   /** Folder relative paths are resolved from when no config file is read. Default: process.cwd(). */
   cwd?: string;
 }
 
-export interface ConfigTrace {
-  target: string;
-  args?: boolean;
-  result?: boolean;
-  stack?: boolean;
-  limit?: number;
-  /** Milliseconds once resolved; a duration string in the file. */
-  duration?: number | string;
-}
+/** A trace as written in the file: its duration may still be a string like "5m". */
+export type ConfigTraceInput = Omit<ConfigTrace, 'duration'> & { duration?: number | string };
 
 export interface Limits {
   maxFrameBytes: number;
@@ -177,7 +171,7 @@ export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = 
       traceEventsPerSecond: (limitsRaw.traceEventsPerSecond as number | undefined) ?? DEFAULT_LIMITS.traceEventsPerSecond,
       traceMaxDurationMs: ms(limitsRaw.traceMaxDuration, DEFAULT_LIMITS.traceMaxDurationMs),
     },
-    traces: ((merged.traces as ConfigTrace[] | undefined) ?? []).map((t) => (t.duration === undefined ? { ...t } : { ...t, duration: ms(t.duration, 60_000) })),
+    traces: ((merged.traces as ConfigTraceInput[] | undefined) ?? []).map((t) => (t.duration === undefined ? { ...t, duration: undefined } : { ...t, duration: ms(t.duration, 60_000) })) as ConfigTrace[],
   };
   if (limitsRaw.snapshotMemory !== undefined) {
     resolved.limits.snapshotMemoryBytes = typeof limitsRaw.snapshotMemory === 'number' ? limitsRaw.snapshotMemory : parseBytes(limitsRaw.snapshotMemory);

@@ -13,7 +13,6 @@ import { MainHost, locatePlugins } from './main-host';
 import { HeartbeatWriter } from './heartbeat';
 import { defaultSocketDir, ensurePrivateDir, removeSocket, socketPathFor, type BoundSocket } from './socket';
 import type { RuntimeOptions } from './runtime';
-import type { ConfigTrace } from '../plugin/define';
 import type { AgentWorkerData } from './worker';
 import type { WorkerStatus } from './rpc';
 import { agentLog } from './log';
@@ -31,6 +30,13 @@ export interface AgentHandle {
 }
 
 const STOP_TIMEOUT_MS = 3000;
+
+/**
+ * Set on globalThis while an agent is running: `ispy attach` reads it through the
+ * inspector to refuse a process that already has one, whichever copy of ispy started it
+ * (hence Symbol.for).
+ */
+const AGENT_MARKER = Symbol.for('ispy.agent');
 
 export function ispyVersion(): string {
   try {
@@ -59,6 +65,7 @@ class Agent implements AgentHandle {
    * which clients report as stale, the next agent sweeps from the default folder, and
    * `ispy ps --clean` removes.
    */
+  private marker: { socket: string; version: string; pid: number } | undefined;
   private readonly onExit = () => this.removeSocketNow();
 
   async start(options: AgentOptions): Promise<void> {
@@ -70,7 +77,7 @@ class Agent implements AgentHandle {
       app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() },
       settings: {
         ...(config.file ? { configFile: config.file } : {}),
-        traces: config.traces as ConfigTrace[],
+        traces: config.traces,
         outputDir: config.outputDir ?? defaultSocketDir(),
         redact: config.redact,
         eval: config.eval,
@@ -143,6 +150,8 @@ class Agent implements AgentHandle {
     }
     const failedNames = new Set(this.failedPlugins.map((f) => f.name));
     this.plugins = loaded.ok.map((p) => p.name).filter((n) => !failedNames.has(n));
+    this.marker = { socket: this.socket, version: ispyVersion(), pid: process.pid };
+    (globalThis as Record<symbol, unknown>)[AGENT_MARKER] = this.marker;
   }
 
   private removeSocketNow(): void {
@@ -185,6 +194,8 @@ class Agent implements AgentHandle {
     this.heartbeat.stop();
     this.removeSocketNow();
     this.unhookProcess();
+    const g = globalThis as Record<symbol, unknown>;
+    if (this.marker && g[AGENT_MARKER] === this.marker) delete g[AGENT_MARKER];
     if (current === this) current = undefined;
   }
 }

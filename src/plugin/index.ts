@@ -15,3 +15,5 @@ export { resolveTarget, parseTarget } from './target';
 export type { ResolvedTarget, ParsedTarget } from './target';
 export { topFunctions, collapse, mergeProfiles, trimProfile, frameLabel } from '../protocol/cpuprofile';
 export type { CpuProfile, ProfileNode, CallFrame, FunctionTime } from '../protocol/cpuprofile';
+export { EventQueue } from './stream';
+export type { EventQueueOptions } from './stream';
