@@ -163,7 +163,28 @@ export function buildProgram(): Command {
     .argument('<socket>', 'the agent socket')
     .action(bridgeAction);
 
+  program
+    .command('flamegraph')
+    .summary('render a .cpuprofile (or collapsed stacks) as a flame graph to open in a browser')
+    .description('Writes a self-contained HTML page (click to zoom, search) or an SVG, chosen by the extension of -o. Default: <profile>.html beside the profile.')
+    .argument('<profile>', 'a .cpuprofile from `profile cpu` / `profile gate`, or a collapsed-stacks file')
+    .option('-o, --output <file>', 'where to write it: .html or .svg')
+    .option('--title <text>', 'the title shown above the graph')
+    .action(flamegraphAction);
+
   return program;
+}
+
+async function flamegraphAction(file: string, options: { output?: string; title?: string }): Promise<void> {
+  const { loadProfile, parseCollapsed, renderHtml, renderSvg } = await import('./flame.js');
+  const out = options.output ?? `${file.replace(/\.(cpuprofile|txt|collapsed)$/, '')}.html`;
+  if (!/\.(html?|svg)$/i.test(out)) throw new IspyError('ISPY_ERR_USAGE', `-o ${out}: the flame graph is written as .html or .svg`);
+  const root = parseCollapsed(loadProfile(file));
+  if (!root.value) throw new IspyError('ISPY_ERR_USAGE', `${file} holds no samples to draw`);
+  const opts = { title: options.title ?? path.basename(file) };
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(out, /\.svg$/i.test(out) ? renderSvg(root, opts) : renderHtml(root, opts));
+  process.stdout.write(`${out}: ${root.value} samples\n`);
 }
 
 function report(err: unknown): void {
