@@ -70,8 +70,9 @@ describe('ispy run', () => {
   it('reports each target in its own block when one is stale and one dies mid-line, exit 1', async () => {
     const victim = apps[LIVE - 1]!;
     const run = runCli(['run', `${dir}/*.sock`, '-c', 'process loop --duration 3s', '-c', 'process info'], { timeoutMs: 20_000 });
-    // The loop line takes 3 s; by 1.5 s every target is connected and sampling.
-    await new Promise((r) => setTimeout(r, 1500));
+    // Kill the victim once the run's connection to it is up (the loop line then runs 3 s).
+    await waitFor(() => connectedClients(victim.socket) > 0, 15_000, 'the run to connect to the victim');
+    await new Promise((r) => setTimeout(r, 300));
     await victim.kill('SIGKILL');
     const r = await run;
     expect(r.code).toBe(1);
@@ -183,3 +184,10 @@ describe('ispy run', () => {
     expect(r.stdout.trim().split('\n').length).toBe(LIVE);
   });
 });
+
+/** Accepted connections on a UNIX socket path, from /proc/net/unix (state 03 = connected). */
+function connectedClients(socketPath: string): number {
+  return fs.readFileSync('/proc/net/unix', 'utf8')
+    .split('\n')
+    .filter((line) => line.endsWith(` ${socketPath}`) && line.trim().split(/\s+/)[5] === '03').length;
+}
