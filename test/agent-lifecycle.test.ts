@@ -64,7 +64,8 @@ describe('exit paths', () => {
   it('does not keep a process alive that has nothing left to do', async () => {
     const dir = tempDir();
     const script = path.join(dir, 'short.cjs');
-    (await import('node:fs')).writeFileSync(script, "setTimeout(() => console.log('done'), 300);\n");
+    // Long enough for the agent to be up first, even on a loaded machine.
+    (await import('node:fs')).writeFileSync(script, "setTimeout(() => console.log('done'), 1500);\n");
     const app = await startApp({ script, dir, waitForSocket: true });
     const exit = await Promise.race([app.exited, new Promise((r) => setTimeout(() => r('still running'), 5000))]);
     expect(exit).toEqual({ code: 0, signal: null });

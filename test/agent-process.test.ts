@@ -59,11 +59,15 @@ for (const kind of ['cjs', 'esm'] as const) {
     });
 
     it('stack names the busy function while the main thread spins', async () => {
-      const spinning = app.get('/spin?ms=2500');
-      await new Promise((r) => setTimeout(r, 300));
-      const t0 = performance.now();
-      const stack = (await client.call('process', 'stack')) as Record<string, any>;
-      const elapsed = performance.now() - t0;
+      const spinning = app.get('/spin?ms=4000');
+      // Until the request reaches the handler the loop is idle; on a loaded machine that can take a while.
+      let elapsed = 0;
+      const stack = await waitFor(async () => {
+        const t0 = performance.now();
+        const s = (await client.call('process', 'stack')) as Record<string, any>;
+        elapsed = performance.now() - t0;
+        return s.state === 'running' && s.frames[0].function === 'spinHere' ? s : undefined;
+      }, 3000, 'the stack of the spinning handler');
       expect(stack.state).toBe('running');
       expect(stack.frames[0].function).toBe('spinHere');
       expect(stack.frames[0].file).toBe(path.join(__dirname, 'fixtures', script));
