@@ -232,7 +232,7 @@ describe('heap snapshot safety', () => {
     const app = await startApp({ script: APP, config: { outputDir: out } });
     const client = await connect(app.socket);
     try {
-      await app.get('/grow?n=200000');
+      await app.get('/grow?n=400000');
       const controller = new AbortController();
       const snap = client.call('heap', 'snapshot', {}, { signal: controller.signal, onProgress: () => controller.abort() }).catch((e) => e);
       const err = (await snap) as any;
