@@ -48,14 +48,20 @@ function setStatus(status: number): void {
   process.exitCode = Math.max(Number(process.exitCode ?? 0), status);
 }
 
-async function connectAction(spec: string, options: { timeout?: number }): Promise<void> {
+async function connectAction(spec: string, options: { timeout?: number; bridge?: string }): Promise<void> {
   const { resolveTargets } = await import('./targets.js');
+  const { RemoteHosts, remoteSettings } = await import('./ssh.js');
   const { Shell } = await import('./shell.js');
-  const targets = resolveTargets([spec]);
+  // ssh connections made for remote targets; closed (ssh -O exit) whatever happens.
+  const remote = new RemoteHosts(remoteSettings(process.env, options));
+  const targets = resolveTargets([spec], { remote });
   if (targets.length !== 1) {
     throw new IspyError('ISPY_ERR_USAGE', `${spec} matches ${targets.length} sockets (${targets.map((t) => t.label).join(', ')}); connect attaches to one, \`ispy run\` reaches many`);
   }
-  const client = await targets[0]!.connect({ timeoutMs: 5000 });
+  const client = await targets[0]!.connect({ timeoutMs: 5000 }).catch(async (err: unknown) => {
+    await remote.close();
+    throw err;
+  });
   try {
     const shell = new Shell(client, { input: process.stdin, ...io() }, options.timeout !== undefined ? { timeoutMs: options.timeout } : {});
     setStatus(await shell.run());
@@ -64,6 +70,7 @@ async function connectAction(spec: string, options: { timeout?: number }): Promi
   } finally {
     // Whatever happened, an open connection must not keep the process alive. Idempotent.
     await client.close();
+    await remote.close();
   }
 }
 
@@ -74,11 +81,14 @@ interface RunFlags {
   concurrency: number;
   timeout: number;
   targetsFile?: string;
+  merge?: boolean;
+  bridge?: string;
 }
 
 async function runAction(specs: string[], flags: RunFlags): Promise<void> {
   const { resolveTargets, readTargetsFile } = await import('./targets.js');
   const { runFanout, scriptLines } = await import('./run.js');
+  const { RemoteHosts, remoteSettings } = await import('./ssh.js');
   const lines = [...(flags.command ?? [])];
   if (flags.file !== undefined) {
     let text: string;
@@ -91,8 +101,13 @@ async function runAction(specs: string[], flags: RunFlags): Promise<void> {
   }
   const all = [...specs, ...(flags.targetsFile !== undefined ? readTargetsFile(flags.targetsFile) : [])];
   if (all.length === 0) throw new IspyError('ISPY_ERR_USAGE', 'no targets: give socket paths, globs (quoted: "/tmp/ispy-1000/*.sock"), pid:<n>, or --targets-file');
-  const targets = resolveTargets(all);
-  setStatus(await runFanout(targets, { lines, json: flags.json === true, concurrency: flags.concurrency, timeoutMs: flags.timeout, ...io() }));
+  const remote = new RemoteHosts(remoteSettings(process.env, flags));
+  try {
+    const targets = resolveTargets(all, { remote });
+    setStatus(await runFanout(targets, { lines, json: flags.json === true, merge: flags.merge === true, concurrency: flags.concurrency, timeoutMs: flags.timeout, ...io() }));
+  } finally {
+    await remote.close();
+  }
 }
 
 async function psAction(dir: string | undefined, flags: { all?: boolean; clean?: boolean; json?: boolean; timeout: number }): Promise<void> {
@@ -121,8 +136,9 @@ export function buildProgram(): Command {
     .description(
       'Attach a shell to one process. At a terminal: a prompt naming the process, Tab completion, `help`, history in ~/.ispy_history ($ISPY_HISTORY), Ctrl-C cancels the running command. With stdin piped: run each line, print the results, exit 0 (all ok), 1 (a line failed) or 2 (a line was mistyped).',
     )
-    .argument('<target>', 'a socket path, a glob matching one socket, or pid:<n>')
+    .argument('<target>', 'a socket path, a glob matching one socket, pid:<n>, or ssh://[user@]host[:port]/path.sock')
     .addOption(new Option('--timeout <duration>', 'limit for each line (default: none; Ctrl-C at a terminal)').argParser(durationOption))
+    .option('--bridge <command>', 'for ssh:// targets: what runs on the remote host (default: $ISPY_REMOTE_BRIDGE, else "ispy bridge")')
     .action(connectAction)
     .addHelpText('after', '\nExamples:\n  ispy connect pid:4242\n  echo "process info" | ispy connect /tmp/ispy-1000/4242.sock');
 
@@ -132,17 +148,19 @@ export function buildProgram(): Command {
     .description(
       'Run lines on every target concurrently. Output is one block per target, printed as each finishes, and a summary `N ok, M failed` on stderr. Exit status: 0 when every target answered every line, 2 when every reachable target rejected a line as mistyped, 1 otherwise.',
     )
-    .argument('[targets...]', 'socket paths, globs of them ("/tmp/ispy-1000/*.sock", quoted so ispy expands them), pid:<n>')
+    .argument('[targets...]', 'socket paths, globs of them ("/tmp/ispy-1000/*.sock", quoted so ispy expands them), pid:<n>, ssh://[user@]host[:port]/path (a glob there is expanded on that host)')
     .addOption(new Option('-c, --command <line>', 'a line to run, e.g. "process info" (repeatable; run before -f lines)').argParser(collect))
     .option('-f, --file <script>', 'a script: one line each, # comments and blank lines skipped (- reads stdin)')
     .option('--json', 'one JSON object per target per line: {target, pid, host, line, ok, result | error}')
     .addOption(new Option('--concurrency <n>', 'targets in flight at once').argParser(positiveInteger).default(32))
     .addOption(new Option('--timeout <duration>', 'limit for each line on each target (and for connecting)').argParser(durationOption).default(10_000, '10s'))
-    .option('--targets-file <file>', 'more targets, one per line')
+    .option('--targets-file <file>', 'more targets, one per line (# comments)')
+    .option('--merge', 'one table per line across all targets, with host and pid columns, sorted by the command\'s natural key (--json: one object per line with its rows)')
+    .option('--bridge <command>', 'for ssh:// targets: what runs on the remote host (default: $ISPY_REMOTE_BRIDGE, else "ispy bridge")')
     .action(runAction)
     .addHelpText(
       'after',
-      '\nA line with -o FILE saves one file per target, the pid before the extension (report.json → report-4242.json).\n\nExamples:\n  ispy run "/tmp/ispy-1000/*.sock" -c "process info"\n  ispy run pid:4242 pid:4243 -c "process loop --duration 2s" --json | jq .result.delayMs',
+      '\nA line with -o FILE saves one file per target, the pid before the extension (report.json → report-4242.json).\n\nExamples:\n  ispy run "/tmp/ispy-1000/*.sock" -c "process info"\n  ispy run pid:4242 pid:4243 -c "process loop --duration 2s" --json | jq .result.delayMs\n  ispy run "ssh://web1/tmp/ispy-1000/*.sock" "ssh://web2/tmp/ispy-1000/*.sock" -c "requests list" --merge\n\nssh:// targets use the system ssh, non-interactively (BatchMode); extra ssh arguments come from $ISPY_SSH_OPTIONS.',
     );
 
   program

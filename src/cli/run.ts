@@ -13,15 +13,21 @@
 //
 // and a summary `N ok, M failed` on stderr. With --json, one object per target per line
 // on stdout (NDJSON): {target, pid, host, line, ok, result | error: {code, message}}.
+//
+// Remote targets (ssh://host/…) read the same, labelled `host:/path`; a remote glob is
+// expanded on its host when its turn comes, and its sockets join the queue. With
+// --merge, each line's answers become one table across all targets (merge.ts), printed
+// once every target is done, after the blocks of the targets that failed.
 
 import type { Client, PluginInfo } from '../client/index';
 import { IspyError, tokenize } from '../protocol/index';
 import { insertBeforeExtension } from './artefact';
 import { artefactLines, execute, type ArtefactNote } from './execute';
-import { formatItem, formatValue } from './format';
+import { formatItem, formatTable, formatValue } from './format';
 import { commandHelp, overviewHelp, pluginHelp, pluginsTable, shellWordHelp } from './help';
 import { parseLine } from './line';
-import { mapLimit } from './pool';
+import { mergeResults } from './merge';
+import { drain } from './pool';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, errorJson, errorLines, goneMessage } from './report';
 import { styleFor, type Style } from './style';
 import type { Target } from './targets';
@@ -32,6 +38,8 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 export interface RunOptions {
   lines: string[];
   json: boolean;
+  /** One table per line across all targets instead of one block per target. */
+  merge?: boolean;
   concurrency: number;
   timeoutMs: number;
   output: NodeJS.WriteStream;
@@ -41,6 +49,8 @@ export interface RunOptions {
 
 interface LineResult {
   line: string;
+  /** `<plugin> <command>` when the line was a command call. */
+  command?: string;
   ok: boolean;
   /** The line was rejected against this target's catalogue before being sent. */
   usage?: boolean;
@@ -75,7 +85,7 @@ export function scriptLines(text: string): string[] {
     .filter((l) => l !== '' && !l.startsWith('#'));
 }
 
-async function runLines(client: Client, lines: readonly string[], opts: RunOptions, color: boolean): Promise<LineResult[]> {
+async function runLines(client: Client, lines: readonly string[], opts: RunOptions, color: boolean, tag: string): Promise<LineResult[]> {
   const results: LineResult[] = [];
   let current: PluginInfo | undefined;
   for (let i = 0; i < lines.length; i++) {
@@ -124,16 +134,18 @@ async function runLines(client: Client, lines: readonly string[], opts: RunOptio
       }
       case 'call': {
         const data: unknown[] = [];
+        const command = `${parsed.plugin.name} ${parsed.command.name}`;
         const outcome = await execute(client, parsed, {
           timeoutMs: opts.timeoutMs,
-          // Many processes writing one file would overwrite each other: each gets its pid.
-          ...(parsed.output !== undefined ? { outputFile: insertBeforeExtension(parsed.output, client.welcome.pid) } : {}),
+          // Many processes writing one file would overwrite each other: each gets its pid
+          // (and, for a remote one, its host: pids repeat across hosts).
+          ...(parsed.output !== undefined ? { outputFile: insertBeforeExtension(parsed.output, tag) } : {}),
           onData: (item) => data.push(item),
         });
-        if (outcome.ok) results.push({ line: text, ok: true, value: outcome.value, data, artefacts: outcome.artefacts });
+        if (outcome.ok) results.push({ line: text, command, ok: true, value: outcome.value, data, artefacts: outcome.artefacts });
         else {
           const error = outcome.error.code === 'ISPY_ERR_DISCONNECTED' || !client.isOpen ? new IspyError('ISPY_ERR_DISCONNECTED', goneMessage(client)) : outcome.error;
-          results.push({ line: text, ok: false, usage: outcome.error.code === 'ISPY_ERR_USAGE', error, data, artefacts: outcome.artefacts });
+          results.push({ line: text, command, ok: false, usage: outcome.error.code === 'ISPY_ERR_USAGE', error, data, artefacts: outcome.artefacts });
         }
       }
     }
@@ -141,32 +153,39 @@ async function runLines(client: Client, lines: readonly string[], opts: RunOptio
   return results;
 }
 
+function unreachable(target: Target, err: unknown, lines: readonly string[]): TargetResult {
+  const error = err instanceof IspyError ? err : new IspyError('ISPY_ERR_CONNECT', (err as Error).message);
+  return {
+    label: target.label,
+    pid: null,
+    title: null,
+    host: target.host ?? null,
+    connected: false,
+    results: lines.map((line) => ({ line, ok: false, error, data: [], artefacts: [] })),
+  };
+}
+
 async function runTarget(target: Target, opts: RunOptions, color: boolean, closing: Promise<void>[]): Promise<TargetResult> {
   let client: Client;
   try {
     client = await target.connect({ timeoutMs: opts.timeoutMs });
   } catch (err) {
-    const error = err instanceof IspyError ? err : new IspyError('ISPY_ERR_CONNECT', (err as Error).message);
-    return {
-      label: target.label,
-      pid: null,
-      title: null,
-      host: null,
-      connected: false,
-      results: opts.lines.map((line) => ({ line, ok: false, error, data: [], artefacts: [] })),
-    };
+    return unreachable(target, err, opts.lines);
   }
   const w = client.welcome;
   try {
-    const results = await runLines(client, opts.lines, opts, color);
-    return { label: target.label, pid: w.pid, title: w.title, host: w.hostname, connected: true, results };
+    const tag = target.host !== undefined ? `${target.host.replace(/[^A-Za-z0-9._-]/g, '_')}-${w.pid}` : String(w.pid);
+    const results = await runLines(client, opts.lines, opts, color, tag);
+    // A remote target's host is the name the operator gave; a local one's, the agent's own.
+    return { label: target.label, pid: w.pid, title: w.title, host: target.host ?? w.hostname, connected: true, results };
   } finally {
     // Closing is a courtesy to the agent; the block is printed without waiting for it.
     closing.push(client.close());
   }
 }
 
-function humanBlock(r: TargetResult, multiLine: boolean, s: Style): string {
+/** One target's block; `failedOnly` (for --merge, where answers go to the tables) keeps only its errors. */
+function humanBlock(r: TargetResult, multiLine: boolean, s: Style, failedOnly = false): string {
   const who = r.pid !== null ? ` (pid ${r.pid}${r.title ? `, ${r.title}` : ''})` : '';
   const ok = r.connected && r.results.every((x) => x.ok);
   const out = [`${s.head(`── ${r.label}${who} ──`)}${ok ? '' : ` ${s.bad('failed')}`}`];
@@ -176,6 +195,7 @@ function humanBlock(r: TargetResult, multiLine: boolean, s: Style): string {
     return out.join('\n');
   }
   for (const x of r.results) {
+    if (failedOnly && x.ok) continue;
     if (multiLine) out.push(s.dim(`» ${x.line}`));
     for (const item of x.data) out.push(formatItem(item, { color: s.enabled }));
     if (x.ok) {
@@ -200,6 +220,32 @@ function jsonLines(r: TargetResult): string {
     .join('\n');
 }
 
+/** The merged tables, one per line, once every target is done (--merge). */
+function mergedOutput(done: readonly TargetResult[], lines: readonly string[], json: boolean, s: Style): string[] {
+  const out: string[] = [];
+  lines.forEach((line, i) => {
+    const answers = done.map((r) => ({ r, x: r.connected ? r.results[i] : undefined })).filter((a) => a.x?.ok && a.x.line === line);
+    const command = answers.find((a) => a.x!.command !== undefined)?.x!.command;
+    // `use <plugin>` and the like answer nothing worth a table.
+    if (answers.every((a) => a.x!.value === null || a.x!.value === undefined) && !json) return;
+    const merged = mergeResults(
+      command,
+      answers.map(({ r, x }) => ({ host: r.host, pid: r.pid, source: r.label, value: x!.value })),
+    );
+    if (json) {
+      const failed = done
+        .filter((r) => !(r.connected ? r.results[i]?.ok : false))
+        .map((r) => ({ target: r.label, host: r.host, pid: r.pid, error: errorJson(r.results[i]?.error ?? r.results[0]?.error) }));
+      out.push(JSON.stringify({ line, ...(command ? { command } : {}), targets: answers.length, rows: merged.rows, failed }));
+      return;
+    }
+    const order = merged.order ? `, by ${merged.order}` : '';
+    out.push(s.head(`── ${line}: ${answers.length} target${answers.length === 1 ? '' : 's'} merged${order} ──`));
+    out.push(merged.table.length ? formatTable(merged.table, { color: s.enabled }) : s.dim('(none)'));
+  });
+  return out;
+}
+
 /**
  * Runs the lines on every target; resolves with the exit status: 0 when every target
  * answered every line, 2 when a line was rejected as mistyped by every target that could
@@ -210,6 +256,8 @@ export async function runFanout(targets: readonly Target[], opts: RunOptions): P
   const s = styleFor(opts.output, opts.env);
   const closing: Promise<void>[] = [];
   const multiLine = opts.lines.length > 1;
+  const merge = opts.merge === true;
+  const done: TargetResult[] = [];
   let ok = 0;
   let failed = 0;
   let connected = 0;
@@ -222,11 +270,33 @@ export async function runFanout(targets: readonly Target[], opts: RunOptions): P
       connected++;
       for (const x of r.results) if (x.usage) usageRejections.set(x.line, (usageRejections.get(x.line) ?? 0) + 1);
     }
+    if (merge) {
+      done.push(r);
+      // Failures are told at once, in their own blocks; answers wait for the tables.
+      if (!allOk && !opts.json) opts.output.write(`${humanBlock(r, multiLine, s, true)}\n`);
+      return;
+    }
     const text = opts.json ? jsonLines(r) : humanBlock(r, multiLine, s);
     if (text) opts.output.write(`${text}\n`);
   };
+  // A remote glob's sockets are known only once its host has listed them.
+  const seen = new Set(targets.filter((t) => !t.expand).map((t) => t.label));
   // Each target's block is printed the moment it finishes, not in the order given.
-  await mapLimit(targets, opts.concurrency, async (target) => finish(await runTarget(target, opts, s.enabled, closing)));
+  await drain(targets, opts.concurrency, async (target) => {
+    if (target.expand) {
+      try {
+        return (await target.expand({ timeoutMs: opts.timeoutMs })).filter((t) => !seen.has(t.label) && seen.add(t.label));
+      } catch (err) {
+        finish(unreachable(target, err, opts.lines));
+        return;
+      }
+    }
+    finish(await runTarget(target, opts, s.enabled, closing));
+  });
+  if (merge) {
+    const text = mergedOutput(done, opts.lines, opts.json, s);
+    if (text.length) opts.output.write(`${text.join('\n')}\n`);
+  }
   const es = styleFor(opts.error, opts.env);
   opts.error.write(`${failed ? es.bad(`${ok} ok, ${failed} failed`) : es.good(`${ok} ok, ${failed} failed`)}\n`);
   await Promise.all(closing);
@@ -234,4 +304,3 @@ export async function runFanout(targets: readonly Target[], opts: RunOptions): P
   const typo = connected > 0 && [...usageRejections.values()].some((n) => n === connected);
   return typo ? EXIT_USAGE : EXIT_FAILED;
 }
-

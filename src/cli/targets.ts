@@ -3,21 +3,27 @@
 //   /path/to/app.sock          one socket
 //   /tmp/ispy-1000/*.sock      a glob (* and ?), expanded here, matching sockets only
 //   pid:4242                   the agent's default socket for that process
+//   ssh://[user@]host[:port]/path/to.sock   a socket (or glob) on another host (ssh.ts)
 //
 // Every target resolves to {label, connect()}: the fan-out, the shell and `ps` never look
-// at what kind it was. A remote kind (ssh://host/path.sock, through `ssh host ispy bridge`)
-// slots in as one more resolver returning a connect() that supplies createConnection.
+// at what kind it was. A remote glob can only be expanded on its host, so it carries an
+// `expand()` the fan-out calls when it gets to it, turning it into one target per socket.
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { connect, type Client } from '../client/index';
 import { IspyError } from '../protocol/index';
+import { sshTarget, type RemoteHosts } from './ssh';
 
 export interface Target {
   /** The target as the operator will read it: a socket path, or the pattern that matched nothing. */
   label: string;
+  /** The host as the operator named it, for remote targets (`web1`, `10.0.0.7:2222`). */
+  host?: string;
   connect(opts: { timeoutMs: number }): Promise<Client>;
+  /** A pattern only its host can expand (a remote glob): the targets it names, or why none. */
+  expand?(opts: { timeoutMs: number }): Promise<Target[]>;
 }
 
 export function currentUid(): number {
@@ -135,9 +141,9 @@ function pidTarget(spec: string): Target {
  * Resolves target specs, in order, without duplicates. A glob that matches nothing
  * becomes a target that fails with a clear message, so in a fan-out it is reported beside
  * the others instead of aborting them. Throws ISPY_ERR_USAGE for a spec that cannot mean
- * anything (a malformed pid:, an ssh:// target this version cannot reach).
+ * anything (a malformed pid:, an ssh:// target with a bad host or an unsafe path).
  */
-export function resolveTargets(specs: readonly string[]): Target[] {
+export function resolveTargets(specs: readonly string[], opts: { remote?: RemoteHosts } = {}): Target[] {
   const out: Target[] = [];
   const seen = new Set<string>();
   const add = (t: Target, key: string) => {
@@ -147,7 +153,10 @@ export function resolveTargets(specs: readonly string[]): Target[] {
   };
   for (const spec of specs) {
     if (spec.startsWith('ssh://')) {
-      throw new IspyError('ISPY_ERR_USAGE', `ssh:// targets are not supported yet (${spec}); run ispy on that host, or use \`ssh host ispy bridge <socket>\` with a local client`);
+      if (!opts.remote) throw new IspyError('ISPY_ERR_USAGE', `ssh:// targets are not accepted here (${spec})`);
+      const { target, key } = sshTarget(spec, opts.remote);
+      add(target, key);
+      continue;
     }
     if (spec.startsWith('pid:')) {
       const t = pidTarget(spec);
@@ -167,7 +176,7 @@ export function resolveTargets(specs: readonly string[]): Target[] {
   return out;
 }
 
-/** Reads targets from a file: one per line, `#` comments and blank lines skipped. */
+/** Reads targets from a file: one per line; blank lines, `#` lines and ` # trailing` comments skipped. */
 export function readTargetsFile(file: string): string[] {
   let text: string;
   try {
@@ -177,6 +186,6 @@ export function readTargetsFile(file: string): string[] {
   }
   return text
     .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'));
+    .map((l) => l.replace(/(^|\s)#.*$/, '').trim())
+    .filter((l) => l !== '');
 }

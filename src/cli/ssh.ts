@@ -1,0 +1,529 @@
+// Remote targets: `ssh://[user@]host[:port]/path/to.sock`, the path possibly a glob. The
+// transport is the system's own OpenSSH client running `ispy bridge <socket>` on the far
+// host, so the WebSocket session rides an ssh channel and no TCP port is opened anywhere.
+// ssh is the security boundary: its keys, agent, known_hosts and config decide who gets
+// in; ispy adds no authentication of its own, and never prompts (BatchMode=yes).
+//
+//   ispy run ─┬─ ssh -S c0-0 host sh -c 'for f in …'        (glob, listed on the host)
+//             ├─ ssh -S c0-0 host ispy bridge /p/a.sock  ─┐
+//             ├─ ssh -S c0-0 host ispy bridge /p/b.sock  ─┼─ channels of one master
+//             └─ …                                        ─┘   (one TCP connection)
+//
+// One ControlMaster per SESSIONS_PER_CONNECTION channels (sshd's MaxSessions is 10 by
+// default; a busier host gets a second master), with its control socket in a private
+// 0700 temp folder of ours. Masters live in the background (ControlPersist, short, so
+// one left behind by a killed run goes away by itself) and are closed with `ssh -O exit`
+// when the run ends; the folder is removed.
+//
+// Nothing of a target string reaches a shell unchecked: user, host and path are checked
+// against narrow character sets, and the path is single-quoted (a glob's `*` and `?` are
+// the only characters left unquoted, so the remote shell expands them and nothing else).
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Duplex } from 'node:stream';
+import { connect, type Client } from '../client/index';
+import { IspyError, tokenize } from '../protocol/index';
+import type { Target } from './targets';
+
+/** Channels opened on one master at most: below OpenSSH's default MaxSessions (10). */
+const DEFAULT_SESSIONS_PER_CONNECTION = 8;
+/** Masters to one host at most; beyond that, targets wait for a free channel. */
+const MAX_MASTERS_PER_HOST = 8;
+/** Idle seconds before a background master exits on its own (a safety net: we close it). */
+const CONTROL_PERSIST_S = 10;
+/** How long closing waits for `ssh -O exit` and for bridges to leave. */
+const CLOSE_WAIT_MS = 3000;
+const DEFAULT_BRIDGE = 'ispy bridge';
+
+const USER = /^[A-Za-z0-9._][A-Za-z0-9._-]*$/;
+const HOST = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
+const IPV6 = /^[0-9A-Fa-f:.]+$/;
+/** Absolute; letters, digits and `._/@%+=:,~-`, plus `*` and `?` for globs. No spaces, no quotes. */
+const SAFE_PATH = /^\/[A-Za-z0-9._/@%+=:,~*?-]*$/;
+const GLOB = /[*?]/;
+
+export interface SshSpec {
+  user?: string;
+  /** As ssh takes it: a name, an address, or an IPv6 address without brackets. */
+  host: string;
+  port?: number;
+  path: string;
+}
+
+function usage(message: string): IspyError {
+  return new IspyError('ISPY_ERR_USAGE', message);
+}
+
+/** Parses and checks `ssh://[user@]host[:port]/path`; throws ISPY_ERR_USAGE naming what is wrong. */
+export function parseSshTarget(spec: string): SshSpec {
+  const rest = spec.slice('ssh://'.length);
+  const slash = rest.indexOf('/');
+  if (slash < 0 || slash === rest.length - 1) throw usage(`bad target ${spec}: expected ssh://[user@]host[:port]/path/to.sock (the socket path on that host)`);
+  const authority = rest.slice(0, slash);
+  const file = rest.slice(slash);
+  const at = authority.lastIndexOf('@');
+  const user = at >= 0 ? authority.slice(0, at) : undefined;
+  const hostPort = at >= 0 ? authority.slice(at + 1) : authority;
+  let host: string;
+  let portText: string | undefined;
+  if (hostPort.startsWith('[')) {
+    const close = hostPort.indexOf(']');
+    host = hostPort.slice(1, close);
+    const after = hostPort.slice(close + 1);
+    if (close < 0 || !IPV6.test(host) || (after !== '' && !after.startsWith(':'))) throw usage(`bad host in ${spec}: an IPv6 address goes in brackets, e.g. ssh://[::1]:2222/tmp/app.sock`);
+    if (after) portText = after.slice(1);
+  } else {
+    const colon = hostPort.indexOf(':');
+    host = colon >= 0 ? hostPort.slice(0, colon) : hostPort;
+    if (colon >= 0) portText = hostPort.slice(colon + 1);
+    if (!HOST.test(host)) throw usage(`bad host in ${spec}: expected a host name or address (letters, digits, . _ -)`);
+  }
+  if (user !== undefined && !USER.test(user)) throw usage(`bad user in ${spec}: expected letters, digits, . _ - (not starting with -)`);
+  let port: number | undefined;
+  if (portText !== undefined) {
+    port = Number(portText);
+    if (!/^\d+$/.test(portText) || port < 1 || port > 65535) throw usage(`bad port in ${spec}: expected a number from 1 to 65535`);
+  }
+  if (!SAFE_PATH.test(file)) {
+    throw usage(`bad socket path in ${spec}: a remote path must be absolute and use only letters, digits, . _ / @ % + = : , ~ - (and * ? in a glob), so it can be passed to the remote shell safely`);
+  }
+  return { ...(user !== undefined ? { user } : {}), host, ...(port !== undefined ? { port } : {}), path: file };
+}
+
+/** `'…'` for a POSIX shell: the one character that cannot appear inside is `'` itself. */
+export function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A glob as one shell word: literal runs quoted, `*` and `?` left for the shell to expand. */
+export function globWord(glob: string): string {
+  return glob
+    .split(/([*?])/)
+    .filter((p) => p !== '')
+    .map((p) => (p === '*' || p === '?' ? p : shellQuote(p)))
+    .join('');
+}
+
+/** The remote command that lists the sockets a glob matches (not symlinks), NUL-separated. */
+export function listCommand(glob: string): string {
+  const script = `for f in ${globWord(glob)}; do if [ -S "$f" ] && [ ! -h "$f" ]; then printf '%s\\0' "$f"; fi; done; exit 0`;
+  // Always through sh: the login shell may be zsh (no-match is an error there) or another.
+  return `sh -c ${shellQuote(script)}`;
+}
+
+export interface RemoteSettings {
+  /** The command run on the remote host, followed by the quoted socket path. */
+  bridge: string;
+  /** Extra arguments for ssh, placed before ispy's defaults (so they override them). */
+  sshOptions: string[];
+  sessionsPerConnection: number;
+}
+
+/**
+ * Settings from the flags and the environment:
+ *   --bridge CMD, else ISPY_REMOTE_BRIDGE, else `ispy bridge`
+ *   ISPY_SSH_OPTIONS   extra ssh arguments, split like a shell line: `-F ~/.ssh/fleet -i key`
+ *   ISPY_SSH_MAX_SESSIONS  channels per ssh connection (default 8; set 1 for MaxSessions 1)
+ */
+export function remoteSettings(env: NodeJS.ProcessEnv, flags: { bridge?: string | undefined } = {}): RemoteSettings {
+  const bridge = (flags.bridge ?? env.ISPY_REMOTE_BRIDGE ?? DEFAULT_BRIDGE).trim();
+  if (bridge === '') throw usage('empty bridge command: --bridge (or ISPY_REMOTE_BRIDGE) names what runs on the remote host, e.g. "node /opt/ispy/bin/ispy.js bridge"');
+  const sshOptions = env.ISPY_SSH_OPTIONS ? tokenize(env.ISPY_SSH_OPTIONS) : [];
+  const sessions = env.ISPY_SSH_MAX_SESSIONS !== undefined ? Number(env.ISPY_SSH_MAX_SESSIONS) : DEFAULT_SESSIONS_PER_CONNECTION;
+  if (!Number.isSafeInteger(sessions) || sessions < 1) throw usage(`ISPY_SSH_MAX_SESSIONS must be a whole number of at least 1, not ${env.ISPY_SSH_MAX_SESSIONS}`);
+  return { bridge, sshOptions, sessionsPerConnection: sessions };
+}
+
+interface Master {
+  ctl: string;
+  inUse: number;
+  dead: boolean;
+}
+
+interface Lease {
+  ctl: string;
+  release(): void;
+}
+
+/** The text a failed ssh left on stderr, cleaned of prefixes, on one line. */
+function stderrText(text: string): string {
+  return text
+    .split('\n')
+    .map((l) => l.trim().replace(/^ispy bridge: /, '').replace(/^ssh: /, ''))
+    .filter((l) => l !== '' && !l.startsWith('Warning: Permanently added'))
+    .join('; ')
+    .slice(0, 500);
+}
+
+function remaining(deadline: number): number {
+  return Math.max(0, deadline - Date.now());
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** Exit of a child we started, or null when it is still running after `ms`. */
+function exitWithin(child: ChildProcess, ms: number): Promise<number | null | 'running'> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve('running'), ms);
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      resolve(code);
+    });
+  });
+}
+
+/** A Duplex over a child's stdio, with the socket methods the WebSocket layer calls. */
+function stdioStream(child: ChildProcess): Duplex {
+  child.stdin!.on('error', () => {});
+  const stream = Duplex.from({ readable: child.stdout!, writable: child.stdin! }) as Duplex & Record<string, unknown>;
+  for (const method of ['setTimeout', 'setNoDelay', 'setKeepAlive', 'ref', 'unref']) stream[method] = () => stream;
+  return stream;
+}
+
+/** One remote host (user, host, port): its masters, its channels, its fate. */
+export class SshHost {
+  /** How the operator reads it in labels and in --json `host`: `web1`, `10.0.0.7:2222`. */
+  readonly display: string;
+  private readonly masters: Master[] = [];
+  private starting: Promise<void> | undefined;
+  /** Set when the host cannot be reached at all: every later target fails with it at once. */
+  private failure: IspyError | undefined;
+  /** A further master was refused while others are up: use those, start no more. */
+  private full = false;
+  private waiters = new Set<() => void>();
+  private readonly children = new Set<ChildProcess>();
+
+  constructor(
+    private readonly owner: RemoteHosts,
+    private readonly spec: Omit<SshSpec, 'path'>,
+    private readonly index: number,
+  ) {
+    const host = spec.host.includes(':') ? `[${spec.host}]` : spec.host;
+    this.display = spec.port !== undefined ? `${host}:${spec.port}` : host;
+  }
+
+  private get destination(): string {
+    return this.spec.user !== undefined ? `${this.spec.user}@${this.spec.host}` : this.spec.host;
+  }
+
+  /** ssh's arguments up to and including the destination. Ours that must hold come first (first value wins in ssh). */
+  private args(ctl: string, master: boolean, timeoutMs: number): string[] {
+    return [
+      '-T',
+      ...(master ? ['-N'] : []),
+      '-o', 'BatchMode=yes',
+      '-o', `ControlMaster=${master ? 'yes' : 'no'}`,
+      '-o', `ControlPath=${ctl}`,
+      ...(master ? ['-o', `ControlPersist=${CONTROL_PERSIST_S}`] : []),
+      ...this.owner.settings.sshOptions,
+      '-o', `ConnectTimeout=${Math.max(1, Math.ceil(timeoutMs / 1000))}`,
+      '-o', 'LogLevel=ERROR',
+      ...(this.spec.port !== undefined ? ['-p', String(this.spec.port)] : []),
+      '--',
+      this.destination,
+    ];
+  }
+
+  private spawnSsh(args: string[], stdio: ('pipe' | 'ignore')[]): ChildProcess {
+    const child = spawn('ssh', args, { stdio: stdio as ['pipe' | 'ignore', 'pipe' | 'ignore', 'pipe' | 'ignore'] });
+    this.children.add(child);
+    child.once('exit', () => this.children.delete(child));
+    child.once('error', () => this.children.delete(child));
+    return child;
+  }
+
+  private reachError(why: string): IspyError {
+    const hint = /Permission denied|Host key verification failed/.test(why)
+      ? ' (ispy runs ssh with BatchMode=yes: it must log in with a key or an agent and a known host key, no prompts)'
+      : '';
+    return new IspyError('ISPY_ERR_CONNECT', `cannot reach ${this.display} over ssh: ${why}${hint}`);
+  }
+
+  /** Starts one more master; resolves when its control socket is up, or throws why not. */
+  private startMaster(deadline: number): Promise<void> {
+    const ctl = path.join(this.owner.controlDir(), `c${this.index}-${this.masters.length}`);
+    const timeoutMs = remaining(deadline);
+    return new Promise<void>((resolve, reject) => {
+      // With ControlPersist, ssh goes to the background once logged in and this process
+      // exits 0; its stderr then points at /dev/null, so our pipe closes with it.
+      const child = this.spawnSsh(this.args(ctl, true, timeoutMs), ['ignore', 'ignore', 'pipe']);
+      let stderr = '';
+      child.stderr!.on('data', (d) => (stderr += d));
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new IspyError('ISPY_ERR_CONNECT', `${this.display} did not answer over ssh within ${timeoutMs} ms`));
+      }, timeoutMs);
+      child.once('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(
+          err.code === 'ENOENT'
+            ? new IspyError('ISPY_ERR_CONNECT', 'no ssh client found on the PATH: ssh:// targets use the system OpenSSH client (install openssh-client)')
+            : this.reachError(err.message),
+        );
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        if (signal === 'SIGKILL') return; // our timer's doing, already reported
+        // stderr may still hold its last bytes for a moment after exit.
+        setImmediate(() => {
+          if (code === 0 && fs.existsSync(ctl)) {
+            this.masters.push({ ctl, inUse: 0, dead: false });
+            resolve();
+          } else reject(this.reachError(stderrText(stderr) || `ssh exited with status ${code}`));
+        });
+      });
+    });
+  }
+
+  private alive(m: Master): boolean {
+    if (!m.dead && !fs.existsSync(m.ctl)) m.dead = true;
+    return !m.dead;
+  }
+
+  private wake(): void {
+    const all = [...this.waiters];
+    this.waiters.clear();
+    for (const w of all) w();
+  }
+
+  /** A channel slot on a live master, starting one if needed; bounded by the deadline. */
+  private async channel(deadline: number): Promise<Lease> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      const free = this.masters.find((m) => m.inUse < this.owner.settings.sessionsPerConnection && this.alive(m));
+      if (free) {
+        free.inUse++;
+        let released = false;
+        return {
+          ctl: free.ctl,
+          release: () => {
+            if (released) return;
+            released = true;
+            free.inUse--;
+            this.wake();
+          },
+        };
+      }
+      if (remaining(deadline) === 0) throw new IspyError('ISPY_ERR_CONNECT', `no free ssh channel to ${this.display} in time (every connection to it is busy)`);
+      const live = this.masters.filter((m) => this.alive(m)).length;
+      if (this.starting) await Promise.race([this.starting.catch(() => {}), sleep(remaining(deadline))]);
+      else if (live === 0 || (!this.full && this.masters.length < MAX_MASTERS_PER_HOST)) {
+        this.starting = this.startMaster(deadline);
+        try {
+          await this.starting;
+        } catch (err) {
+          if (this.masters.some((m) => this.alive(m))) this.full = true;
+          else this.failure = err as IspyError;
+        } finally {
+          this.starting = undefined;
+          this.wake();
+        }
+      } else {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            this.waiters.delete(resolve);
+            resolve();
+          }, remaining(deadline));
+          this.waiters.add(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      }
+    }
+  }
+
+  /** The sockets a glob matches on this host (sockets only, not symlinks), sorted. */
+  async list(glob: string, timeoutMs: number): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    const lease = await this.channel(deadline);
+    try {
+      const child = this.spawnSsh([...this.args(lease.ctl, false, remaining(deadline)), listCommand(glob)], ['ignore', 'pipe', 'pipe']);
+      let out = '';
+      let err = '';
+      child.stdout!.on('data', (d) => (out += d));
+      child.stderr!.on('data', (d) => (err += d));
+      const code = await new Promise<number | null>((resolve, reject) => {
+        const t = setTimeout(() => {
+          child.kill('SIGKILL');
+          reject(new IspyError('ISPY_ERR_CONNECT', `listing ${glob} on ${this.display} took longer than ${timeoutMs} ms`));
+        }, remaining(deadline));
+        child.once('error', (e) => {
+          clearTimeout(t);
+          reject(this.reachError(e.message));
+        });
+        child.once('close', (c) => {
+          clearTimeout(t);
+          resolve(c);
+        });
+      });
+      if (code !== 0) throw new IspyError('ISPY_ERR_CONNECT', `cannot list ${glob} on ${this.display}: ${stderrText(err) || `exit status ${code}`}`);
+      // Only what the glob could have produced; a name that would need quoting is skipped.
+      return [...new Set(out.split('\0').filter((f) => f !== '' && SAFE_PATH.test(f) && !GLOB.test(f)))].sort();
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** Connects a client to one remote socket through `<bridge> '<socket>'` on a channel. */
+  async connect(label: string, socket: string, timeoutMs: number): Promise<Client> {
+    const deadline = Date.now() + timeoutMs;
+    const lease = await this.channel(deadline);
+    const remoteCommand = `${this.owner.settings.bridge} ${shellQuote(socket)}`;
+    const child = this.spawnSsh([...this.args(lease.ctl, false, remaining(deadline)), remoteCommand], ['pipe', 'pipe', 'pipe']);
+    child.once('exit', () => lease.release());
+    let spawnError: Error | undefined;
+    child.once('error', (err) => {
+      spawnError = err;
+      lease.release();
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d) => {
+      if (stderr.length < 4096) stderr += d;
+    });
+    try {
+      return await connect(label, { timeoutMs: Math.max(1, remaining(deadline)), clientName: `ispy-cli/${process.pid}`, createConnection: () => stdioStream(child) });
+    } catch (err) {
+      // The client saw the stream end; ssh or the bridge said why on stderr.
+      const code = await exitWithin(child, Math.min(1000, Math.max(200, remaining(deadline))));
+      if (code === 'running') child.kill('SIGTERM');
+      if (spawnError) throw this.reachError(spawnError.message);
+      const why = stderrText(stderr);
+      if (!why) throw err;
+      if (code === 127 || /(command )?not found/.test(why)) {
+        throw new IspyError(
+          'ISPY_ERR_CONNECT',
+          `the bridge command \`${this.owner.settings.bridge}\` is not available on ${this.display} (${why}); name it with --bridge "node /path/to/ispy/bin/ispy.js bridge" or ISPY_REMOTE_BRIDGE`,
+        );
+      }
+      throw new IspyError('ISPY_ERR_CONNECT', code === 255 ? this.reachError(why).message : why);
+    }
+  }
+
+  /** Ends the bridges still running and every master (`ssh -O exit`). */
+  async close(): Promise<void> {
+    const children = [...this.children];
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => exitWithin(c, CLOSE_WAIT_MS).then((r) => r === 'running' && c.kill('SIGKILL'))));
+    await Promise.all(
+      this.masters.filter((m) => fs.existsSync(m.ctl)).map(async (m) => {
+        const child = spawn('ssh', this.exitArgs(m.ctl), { stdio: 'ignore' });
+        child.on('error', () => {});
+        if ((await exitWithin(child, CLOSE_WAIT_MS)) === 'running') child.kill('SIGKILL');
+        m.dead = true;
+      }),
+    );
+  }
+
+  private exitArgs(ctl: string): string[] {
+    return ['-o', `ControlPath=${ctl}`, ...this.owner.settings.sshOptions, '-o', 'LogLevel=QUIET', '-O', 'exit', '--', this.destination];
+  }
+
+  /** For process exit: no event loop left, so everything synchronously and briefly. */
+  closeSync(): void {
+    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    for (const m of this.masters) {
+      if (m.dead || !fs.existsSync(m.ctl)) continue;
+      spawnSync('ssh', this.exitArgs(m.ctl), { stdio: 'ignore', timeout: 1000 });
+      m.dead = true;
+    }
+  }
+}
+
+/**
+ * Every remote host one command talks to, and the private folder of their control
+ * sockets. Whoever creates it closes it (idempotent); a process exit without close still
+ * ends the masters and removes the folder.
+ */
+export class RemoteHosts {
+  private dir: string | undefined;
+  private readonly hosts = new Map<string, SshHost>();
+  private readonly onExit = () => this.closeSync();
+
+  constructor(readonly settings: RemoteSettings) {}
+
+  host(spec: SshSpec): SshHost {
+    const key = `${spec.user ?? ''}@${spec.host}:${spec.port ?? ''}`;
+    let h = this.hosts.get(key);
+    if (!h) {
+      h = new SshHost(this, spec, this.hosts.size);
+      this.hosts.set(key, h);
+    }
+    return h;
+  }
+
+  /**
+   * Control sockets live here. A UNIX socket path is limited to 104–108 bytes and ssh
+   * adds a random suffix while creating one, so the folder sits in /tmp when the OS temp
+   * dir has a long path (macOS), and the sockets have short names.
+   */
+  controlDir(): string {
+    if (this.dir === undefined) {
+      const base = os.tmpdir().length <= 24 || !fs.existsSync('/tmp') ? os.tmpdir() : '/tmp';
+      this.dir = fs.mkdtempSync(path.join(base, 'ispy-ssh-'));
+      fs.chmodSync(this.dir, 0o700);
+      process.on('exit', this.onExit);
+    }
+    return this.dir;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.hosts.values()].map((h) => h.close()));
+    this.removeDir();
+  }
+
+  private closeSync(): void {
+    for (const h of this.hosts.values()) h.closeSync();
+    this.removeDir();
+  }
+
+  private removeDir(): void {
+    if (this.dir === undefined) return;
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    this.dir = undefined;
+    process.off('exit', this.onExit);
+  }
+}
+
+function remoteSocketTarget(host: SshHost, socket: string): Target {
+  const label = `${host.display}:${socket}`;
+  return { label, host: host.display, connect: ({ timeoutMs }) => host.connect(label, socket, timeoutMs) };
+}
+
+/**
+ * The target an ssh:// spec names: one remote socket, or a glob expanded on the host
+ * when it is run (`expand`). Connecting to a glob connects to its one match.
+ */
+export function sshTarget(spec: string, remote: RemoteHosts): { target: Target; key: string } {
+  const s = parseSshTarget(spec);
+  const host = remote.host(s);
+  const key = `ssh:${s.user ?? ''}@${s.host}:${s.port ?? ''}${s.path}`;
+  if (!GLOB.test(s.path)) return { target: remoteSocketTarget(host, s.path), key };
+  const label = `${host.display}:${s.path}`;
+  const expand = async ({ timeoutMs }: { timeoutMs: number }): Promise<Target[]> => {
+    const files = await host.list(s.path, timeoutMs);
+    if (files.length === 0) throw new IspyError('ISPY_ERR_CONNECT', `no agent sockets match ${s.path} on ${host.display}`);
+    return files.map((f) => remoteSocketTarget(host, f));
+  };
+  return {
+    key,
+    target: {
+      label,
+      host: host.display,
+      expand,
+      async connect(opts) {
+        const found = await expand(opts);
+        if (found.length !== 1) {
+          throw new IspyError('ISPY_ERR_USAGE', `${label} matches ${found.length} sockets (${found.map((t) => t.label).join(', ')}); connect attaches to one, \`ispy run\` reaches many`);
+        }
+        return found[0]!.connect(opts);
+      },
+    },
+  };
+}

@@ -1,0 +1,209 @@
+// `ispy run` across a fleet over ssh, against a real OpenSSH server on loopback (our own
+// sshd process, throwaway keys; see sshd.ts). Behind it: four live agents and one stale
+// socket in one folder. Beside it: a host whose port is closed, and one that accepts TCP
+// and never says a word. The remote `ispy bridge` is this repository's bin/ispy.js, since
+// the "remote" host is this machine.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { globWord, listCommand, parseSshTarget, shellQuote } from '../src/cli/ssh';
+import { BIN, cleanup, runCli, startApp, tempDir, type App } from './helpers';
+import { freePort, sshdMissing, startSshd, type Sshd } from './sshd';
+
+const missing = sshdMissing();
+if (missing && process.env.CI) throw new Error(`cli-ssh tests need OpenSSH in CI: ${missing}`);
+
+const LIVE = 4;
+let sshd: Sshd;
+let dir: string;
+let apps: App[];
+let stale: string;
+let closedPort: number;
+let hung: net.Server;
+let hungPort: number;
+const hungSockets = new Set<net.Socket>();
+let env: Record<string, string>;
+let host: string;
+let glob: string;
+const held: http.ClientRequest[] = [];
+
+const BRIDGE = `${shellQuote(process.execPath)} ${shellQuote(BIN)} bridge`;
+
+beforeAll(async () => {
+  if (missing) return;
+  sshd = await startSshd();
+  dir = tempDir('ispy-ssh-');
+  apps = await Promise.all(Array.from({ length: LIVE }, (_, i) => startApp({ script: 'hold-app.cjs', dir, socket: path.join(dir, `app-${i}.sock`) })));
+  const doomed = await startApp({ script: 'hold-app.cjs', dir, socket: path.join(dir, 'stale.sock') });
+  await doomed.kill('SIGKILL');
+  stale = doomed.socket;
+  expect(fs.existsSync(stale)).toBe(true);
+  closedPort = await freePort();
+  // Accepts the TCP connection, then silence: ssh waits for a banner that never comes.
+  hung = net.createServer((s) => {
+    hungSockets.add(s);
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => hung.listen(0, '127.0.0.1', () => r()));
+  hungPort = (hung.address() as net.AddressInfo).port;
+  // A private TMPDIR for the client, to check it leaves no control folder behind.
+  env = { ISPY_SSH_OPTIONS: sshd.sshOptions, ISPY_REMOTE_BRIDGE: BRIDGE, TMPDIR: tempDir('ispy-ctl-') };
+  host = `127.0.0.1:${sshd.port}`;
+  glob = `ssh://${sshd.user}@127.0.0.1:${sshd.port}${dir}/*.sock`;
+}, 60_000);
+
+afterAll(async () => {
+  for (const r of held) r.destroy();
+  for (const s of hungSockets) s.destroy();
+  hung?.close();
+  await cleanup();
+  await sshd?.stop();
+});
+
+/** Splits human `run` output into blocks keyed by the label in their header. */
+function blocks(stdout: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const block of stdout.split(/^(?=── )/m).filter(Boolean)) {
+    const header = /^── (\S+)/.exec(block);
+    if (header) out.set(header[1]!, block);
+  }
+  return out;
+}
+
+const accepted = () => (sshd.log().match(/Accepted publickey/g) ?? []).length;
+
+describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
+  it('answers from every live agent behind one ssh connection, labels the failures, exits 1 and cleans up', async () => {
+    const before = accepted();
+    const r = await runCli(['run', glob, `ssh://127.0.0.1:${closedPort}/tmp/x.sock`, '-c', 'process info'], { env });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`${LIVE} ok, 2 failed\n`);
+    const b = blocks(r.stdout);
+    expect(b.size).toBe(LIVE + 2);
+    for (const app of apps) {
+      const block = b.get(`${host}:${app.socket}`);
+      expect(block, app.socket).toMatch(new RegExp(`^── ${host}:${app.socket} \\(pid ${app.pid}, .+\\) ──\n`));
+      expect(block).toMatch(new RegExp(`^pid +${app.pid}$`, 'm'));
+    }
+    expect(b.get(`${host}:${stale}`)).toBe(`── ${host}:${stale} ── failed\nerror: stale socket ${stale}: nothing is listening on it (the process that created it is gone)\n`);
+    expect(b.get(`127.0.0.1:${closedPort}:/tmp/x.sock`)).toBe(
+      `── 127.0.0.1:${closedPort}:/tmp/x.sock ── failed\nerror: cannot reach 127.0.0.1:${closedPort} over ssh: connect to host 127.0.0.1 port ${closedPort}: Connection refused\n`,
+    );
+    // The glob listing and five bridges were channels of one TCP connection.
+    expect(accepted() - before).toBe(1);
+    // The master was told to exit and the control folder removed.
+    expect(fs.readdirSync(env.TMPDIR!)).toEqual([]);
+  });
+
+  it('honours --timeout: a host that never speaks fails within it, the others answer first', async () => {
+    const started = Date.now();
+    const r = await runCli(['run', glob, `ssh://127.0.0.1:${hungPort}/tmp/x.sock`, `ssh://127.0.0.1:${hungPort}/tmp/*.sock`, '-c', 'process info', '--timeout', '3s'], { env });
+    const elapsed = Date.now() - started;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`${LIVE} ok, 3 failed\n`);
+    // 3 s for the hung host, plus the client's own start and closing; never 3 s per target.
+    expect(elapsed).toBeLessThan(7000);
+    const b = blocks(r.stdout);
+    for (const label of [`127.0.0.1:${hungPort}:/tmp/x.sock`, `127.0.0.1:${hungPort}:/tmp/*.sock`]) {
+      expect(b.get(label)).toBe(`── ${label} ── failed\nerror: 127.0.0.1:${hungPort} did not answer over ssh within 3000 ms\n`);
+    }
+    const order = [...b.keys()];
+    for (const app of apps) expect(order.indexOf(`${host}:${app.socket}`)).toBeLessThan(order.indexOf(`127.0.0.1:${hungPort}:/tmp/x.sock`));
+  });
+
+  it('--json lines carry host and pid, for answers and failures alike; --targets-file reads targets with comments', async () => {
+    const file = path.join(tempDir('ispy-tf-'), 'fleet.txt');
+    fs.writeFileSync(file, `# the fleet\n${glob}   # four apps and a stale socket\n\nssh://127.0.0.1:${closedPort}/tmp/x.sock\n`);
+    const r = await runCli(['run', '--targets-file', file, '-c', 'process info', '--json'], { env });
+    expect(r.code).toBe(1);
+    const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows.length).toBe(LIVE + 2);
+    for (const app of apps) {
+      expect(rows.find((x) => x.target === `${host}:${app.socket}`)).toMatchObject({ host, pid: app.pid, ok: true, result: { pid: app.pid } });
+    }
+    expect(rows.find((x) => x.target === `${host}:${stale}`)).toMatchObject({ host, pid: null, ok: false, error: { code: 'ISPY_ERR_CONNECT' } });
+    expect(rows.find((x) => x.target === `127.0.0.1:${closedPort}:/tmp/x.sock`)).toMatchObject({ host: `127.0.0.1:${closedPort}`, pid: null, ok: false });
+  });
+
+  it('--merge prints one table per line across the fleet, sorted by the natural key', async () => {
+    // One held request per app, a second apart: the first app's is the oldest in the fleet.
+    const order = [apps[2]!, apps[0]!, apps[3]!, apps[1]!];
+    for (const app of order) {
+      const port = await app.port();
+      const req = http.get({ host: '127.0.0.1', port, path: `/hold?app=${app.pid}`, agent: false });
+      req.on('error', () => {});
+      held.push(req);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const r = await runCli(['run', glob, '-c', 'requests list', '-c', 'process info', '--merge'], { env });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`${LIVE} ok, 1 failed\n`);
+    const b = blocks(r.stdout);
+    // The failure is told in its own block; the answers are in the tables.
+    expect(b.get(`${host}:${stale}`)).toContain('error: stale socket');
+    const [, requests, info] = r.stdout.split(/^── (?:requests list|process info): /m);
+    expect(r.stdout).toContain(`── requests list: ${LIVE} targets merged, by ageMs, descending ──\n`);
+    const reqLines = requests!.trim().split('\n').slice(1);
+    expect(reqLines[0]).toMatch(/^host +pid +id +method +url +ageMs/);
+    const reqRows = reqLines.slice(1);
+    expect(reqRows.length).toBe(LIVE);
+    expect(reqRows.map((l) => Number(l.split(/\s+/)[1]))).toEqual(order.map((a) => a.pid));
+    for (const [i, l] of reqRows.entries()) expect(l).toContain(`/hold?app=${order[i]!.pid}`);
+    expect(reqRows.every((l) => l.startsWith(`${host} `))).toBe(true);
+    expect(r.stdout).toContain(`── process info: ${LIVE} targets merged, by pid, ascending ──\n`);
+    const infoRows = info!.trim().split('\n').slice(2);
+    expect(infoRows.map((l) => Number(l.split(/\s+/)[1]))).toEqual(apps.map((a) => a.pid).sort((x, y) => x - y));
+
+    const j = await runCli(['run', glob, '-c', 'requests list', '--merge', '--json'], { env });
+    const docs = j.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(docs.length).toBe(1);
+    expect(docs[0]).toMatchObject({ line: 'requests list', command: 'requests list', targets: LIVE, failed: [{ target: `${host}:${stale}`, host, pid: null }] });
+    expect(docs[0].rows.map((x: { pid: number }) => x.pid)).toEqual(order.map((a) => a.pid));
+    expect(docs[0].rows[0]).toMatchObject({ host, source: `${host}:${order[0]!.socket}`, method: 'GET', url: expect.stringContaining('/hold') });
+  });
+
+  it('connects a shell to one remote socket, and says so when the bridge is missing on the host', async () => {
+    const one = `ssh://127.0.0.1:${sshd.port}${apps[0]!.socket}`;
+    const c = await runCli(['connect', one], { env, input: 'process info --json\n' });
+    expect(c.code).toBe(0);
+    expect(JSON.parse(c.stdout).pid).toBe(apps[0]!.pid);
+
+    const r = await runCli(['run', one, '-c', 'process info', '--bridge', 'ispy-not-installed bridge'], { env });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(`error: the bridge command \`ispy-not-installed bridge\` is not available on ${host}`);
+    expect(r.stdout).toContain('--bridge "node /path/to/ispy/bin/ispy.js bridge"');
+  });
+
+  it('refuses target strings that could reach a shell as code (exit 2), before contacting anything', async () => {
+    for (const [spec, says] of [
+      [`ssh://127.0.0.1:${sshd.port}/tmp/$(touch pwned)/a.sock`, 'bad socket path'],
+      [`ssh://127.0.0.1:${sshd.port}/tmp/a.sock;id`, 'bad socket path'],
+      ["ssh://127.0.0.1/tmp/a'b.sock", 'bad socket path'],
+      ['ssh://-oProxyCommand=touch%20pwned/tmp/a.sock', 'bad host'],
+      ['ssh://127.0.0.1:99999/tmp/a.sock', 'bad port'],
+      ['ssh://127.0.0.1', 'expected ssh://[user@]host[:port]/path/to.sock'],
+    ] as const) {
+      const r = await runCli(['run', spec, '-c', 'process info'], { env });
+      expect(r.code, spec).toBe(2);
+      expect(r.stderr, spec).toContain(says);
+    }
+  });
+});
+
+describe('ssh target parsing and quoting', () => {
+  it('parses user, host, port and path', () => {
+    expect(parseSshTarget('ssh://web1/tmp/ispy-1000/*.sock')).toEqual({ host: 'web1', path: '/tmp/ispy-1000/*.sock' });
+    expect(parseSshTarget('ssh://app@10.0.0.7:2222/run/a.sock')).toEqual({ user: 'app', host: '10.0.0.7', port: 2222, path: '/run/a.sock' });
+    expect(parseSshTarget('ssh://[::1]:22/run/a.sock')).toEqual({ host: '::1', port: 22, path: '/run/a.sock' });
+  });
+
+  it('quotes everything but the glob characters', () => {
+    expect(shellQuote("it's")).toBe(`'it'\\''s'`);
+    expect(globWord('/tmp/ispy-1000/*.sock')).toBe(`'/tmp/ispy-1000/'*'.sock'`);
+    expect(globWord('/tmp/a?/*')).toBe(`'/tmp/a'?'/'*`);
+    expect(listCommand('/t/*.sock')).toBe(`sh -c 'for f in '\\''/t/'\\''*'\\''.sock'\\''; do if [ -S "$f" ] && [ ! -h "$f" ]; then printf '\\''%s\\0'\\'' "$f"; fi; done; exit 0'`);
+  });
+});
