@@ -9,8 +9,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
 import { globWord, listCommand, parseSshTarget, shellQuote } from '../src/cli/ssh';
-import { BIN, cleanup, runCli, startApp, tempDir, type App } from './helpers';
+import { BIN, cleanup, runCli, startApp, tempDir, waitFor, type App } from './helpers';
 import { freePort, sshdMissing, startSshd, type Sshd } from './sshd';
 
 const missing = sshdMissing();
@@ -175,6 +176,24 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toContain(`error: the bridge command \`ispy-not-installed bridge\` is not available on ${host}`);
     expect(r.stdout).toContain('--bridge "node /path/to/ispy/bin/ispy.js bridge"');
+  });
+
+  it('closes the ssh connection and removes its control folder when interrupted mid-run', async () => {
+    const tmp = tempDir('ispy-int-');
+    const before = (sshd.log().match(/Disconnected from user/g) ?? []).length;
+    const child = spawn(process.execPath, [BIN, 'run', glob, '-c', 'process loop --duration 20s'], { env: { ...process.env, ...env, TMPDIR: tmp }, stdio: 'ignore' });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    try {
+      // The master is up once its control socket is in the run's private folder.
+      await waitFor(() => fs.readdirSync(tmp).some((d) => fs.readdirSync(path.join(tmp, d)).length > 0), 10_000, 'the ssh control socket');
+      await new Promise((r) => setTimeout(r, 500));
+      child.kill('SIGINT');
+      expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 5000))])).toBe('SIGINT');
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(fs.readdirSync(tmp)).toEqual([]);
+    await waitFor(() => (sshd.log().match(/Disconnected from user/g) ?? []).length > before, 5000, 'sshd to see the connection end');
   });
 
   it('refuses target strings that could reach a shell as code (exit 2), before contacting anything', async () => {

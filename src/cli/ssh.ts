@@ -445,6 +445,12 @@ export class RemoteHosts {
   private dir: string | undefined;
   private readonly hosts = new Map<string, SshHost>();
   private readonly onExit = () => this.closeSync();
+  // Ctrl-C or a kill ends the run without an 'exit' event: close first, then die of the
+  // same signal as if we had not been listening.
+  private readonly onSignal = (signal: NodeJS.Signals) => {
+    this.closeSync();
+    process.kill(process.pid, signal);
+  };
 
   constructor(readonly settings: RemoteSettings) {}
 
@@ -469,6 +475,9 @@ export class RemoteHosts {
       this.dir = fs.mkdtempSync(path.join(base, 'ispy-ssh-'));
       fs.chmodSync(this.dir, 0o700);
       process.on('exit', this.onExit);
+      process.once('SIGINT', this.onSignal);
+      process.once('SIGTERM', this.onSignal);
+      process.once('SIGHUP', this.onSignal);
     }
     return this.dir;
   }
@@ -488,6 +497,7 @@ export class RemoteHosts {
     fs.rmSync(this.dir, { recursive: true, force: true });
     this.dir = undefined;
     process.off('exit', this.onExit);
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, this.onSignal);
   }
 }
 
