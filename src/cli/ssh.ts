@@ -162,10 +162,6 @@ function remaining(deadline: number): number {
   return Math.max(0, deadline - Date.now());
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
-}
-
 /** Exit of a child we started, or null when it is still running after `ms`. */
 function exitWithin(child: ChildProcess, ms: number): Promise<number | null | 'running'> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
@@ -191,7 +187,11 @@ export class SshHost {
   /** How the operator reads it in labels and in --json `host`: `web1`, `10.0.0.7:2222`. */
   readonly display: string;
   private readonly masters: Master[] = [];
-  private starting: Promise<void> | undefined;
+  /** Masters being started now, and how many were ever started (for their names). */
+  private startingCount = 0;
+  private startedCount = 0;
+  /** Callers waiting for a channel: how many masters are worth starting at once. */
+  private demand = 0;
   /** Set when the host cannot be reached at all: every later target fails with it at once. */
   private failure: IspyError | undefined;
   /** A further master was refused while others are up: use those, start no more. */
@@ -247,7 +247,7 @@ export class SshHost {
 
   /** Starts one more master; resolves when its control socket is up, or throws why not. */
   private startMaster(deadline: number): Promise<void> {
-    const ctl = path.join(this.owner.controlDir(), `c${this.index}-${this.masters.length}`);
+    const ctl = path.join(this.owner.controlDir(), `c${this.index}-${this.startedCount++}`);
     const timeoutMs = remaining(deadline);
     return new Promise<void>((resolve, reject) => {
       // With ControlPersist, ssh goes to the background once logged in and this process
@@ -292,50 +292,64 @@ export class SshHost {
     for (const w of all) w();
   }
 
-  /** A channel slot on a live master, starting one if needed; bounded by the deadline. */
+  /**
+   * A channel slot on a live master, starting masters as needed; bounded by the deadline.
+   * Until one master has logged in, only one is tried (a host that is down costs one
+   * attempt, and every target on it gets that answer); after that, as many start at once
+   * as the callers waiting need.
+   */
   private async channel(deadline: number): Promise<Lease> {
-    for (;;) {
-      if (this.failure) throw this.failure;
-      const free = this.masters.find((m) => m.inUse < this.owner.settings.sessionsPerConnection && this.alive(m));
-      if (free) {
-        free.inUse++;
-        let released = false;
-        return {
-          ctl: free.ctl,
-          release: () => {
-            if (released) return;
-            released = true;
-            free.inUse--;
-            this.wake();
-          },
-        };
-      }
-      if (remaining(deadline) === 0) throw new IspyError('ISPY_ERR_CONNECT', `no free ssh channel to ${this.display} in time (every connection to it is busy)`);
-      const live = this.masters.filter((m) => this.alive(m)).length;
-      if (this.starting) await Promise.race([this.starting.catch(() => {}), sleep(remaining(deadline))]);
-      else if (live === 0 || (!this.full && this.masters.length < MAX_MASTERS_PER_HOST)) {
-        this.starting = this.startMaster(deadline);
-        try {
-          await this.starting;
-        } catch (err) {
-          if (this.masters.some((m) => this.alive(m))) this.full = true;
-          else this.failure = err as IspyError;
-        } finally {
-          this.starting = undefined;
-          this.wake();
+    const limit = this.owner.settings.sessionsPerConnection;
+    this.demand++;
+    try {
+      for (;;) {
+        if (this.failure) throw this.failure;
+        const free = this.masters.find((m) => m.inUse < limit && this.alive(m));
+        if (free) {
+          free.inUse++;
+          let released = false;
+          return {
+            ctl: free.ctl,
+            release: () => {
+              if (released) return;
+              released = true;
+              free.inUse--;
+              this.wake();
+            },
+          };
         }
-      } else {
+        if (remaining(deadline) === 0) throw new IspyError('ISPY_ERR_CONNECT', `no free ssh channel to ${this.display} in time (every connection to it is busy)`);
+        const live = this.masters.filter((m) => this.alive(m)).length;
+        const proven = this.masters.length > 0;
+        const worthStarting = proven ? this.demand > this.startingCount * limit : this.startingCount === 0;
+        if (!this.full && worthStarting && live + this.startingCount < MAX_MASTERS_PER_HOST) {
+          this.startingCount++;
+          try {
+            await this.startMaster(deadline);
+          } catch (err) {
+            // Refused while others work (sshd's MaxStartups, say): make do with those.
+            if (live > 0 || this.startingCount > 1) this.full = true;
+            else this.failure = err as IspyError;
+          } finally {
+            this.startingCount--;
+            this.wake();
+          }
+          continue;
+        }
         await new Promise<void>((resolve) => {
-          const t = setTimeout(() => {
-            this.waiters.delete(resolve);
-            resolve();
-          }, remaining(deadline));
-          this.waiters.add(() => {
+          const wake = () => {
             clearTimeout(t);
             resolve();
-          });
+          };
+          const t = setTimeout(() => {
+            this.waiters.delete(wake);
+            resolve();
+          }, remaining(deadline));
+          this.waiters.add(wake);
         });
       }
+    } finally {
+      this.demand--;
     }
   }
 

@@ -1,0 +1,290 @@
+'use strict';
+// `ispy run` over 50 agents through one ssh host, end to end: the wall time of
+//
+//   node bin/ispy.js run 'ssh://<user>@127.0.0.1:<port>/<dir>/*.sock' -c "process info"
+//
+// from spawn to exit: the client's start-up, the ssh ControlMaster(s) to the host (one per
+// 8 channels in flight), the glob listed on the host, one ssh channel per agent running
+// the remote `ispy bridge` (here `node bin/ispy.js bridge`, a Node process per agent),
+// 50 hello/welcome exchanges and calls, the printed blocks, and closing the masters.
+//
+// The "host" is this machine: our own sshd on 127.0.0.1 (a private process with a
+// throwaway host key and user key in a temp folder; never the system service), so the
+// figure has no network latency in it but all of ssh's and the bridges' CPU, on the same
+// two cores as the agents and the client. Baseline, measured interleaved in the same run:
+// the same `ispy run` over the same 50 sockets locally (no ssh). No target was set for
+// this one; the figure is recorded as it is.
+//
+//   npm run build && node bench/run-ssh.js [--agents 50] [--runs 5] [--no-write]
+//
+// Needs /usr/sbin/sshd, ssh and ssh-keygen (`apt-get install openssh-server openssh-client`).
+// Rewrites the section "## ispy run over 50 agents through one ssh host" of
+// bench/RESULTS.md; every other section is kept as it is.
+
+const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const ROOT = path.resolve(__dirname, '..');
+const REGISTER = path.join(ROOT, 'dist', 'src', 'register.js');
+const BIN = path.join(ROOT, 'bin', 'ispy.js');
+const APP = path.join(__dirname, 'apps', 'hello-server.js');
+const RESULTS = path.join(__dirname, 'RESULTS.md');
+const SECTION = '## ispy run over 50 agents through one ssh host';
+const SSHD = '/usr/sbin/sshd';
+
+function option(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const AGENTS = option('agents', 50);
+const RUNS = option('runs', 5);
+const WRITE = !process.argv.includes('--no-write');
+
+const children = new Set();
+const dirs = [];
+
+// Whatever ends the benchmark, the processes it started end with it, and its folders go.
+function killAll() {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const shq = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function tempDir(prefix) {
+  const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), prefix)));
+  dirs.push(dir);
+  return dir;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Our own sshd on loopback; resolves with what the client needs to reach it. */
+async function startSshd() {
+  const dir = tempDir('ispy-bsshd-');
+  const hostKey = path.join(dir, 'host_key');
+  const userKey = path.join(dir, 'user_key');
+  for (const key of [hostKey, userKey]) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key], { stdio: 'ignore' });
+  if (process.getuid?.() === 0 && !fs.existsSync('/run/sshd')) fs.mkdirSync('/run/sshd', { mode: 0o755 });
+  const port = await freePort();
+  const config = path.join(dir, 'sshd_config');
+  fs.writeFileSync(
+    config,
+    [
+      'ListenAddress 127.0.0.1',
+      `Port ${port}`,
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${userKey}.pub`,
+      `PidFile ${path.join(dir, 'sshd.pid')}`,
+      'StrictModes no',
+      'UsePAM no',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'PermitRootLogin prohibit-password',
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  let log = '';
+  child.stderr.on('data', (d) => (log += d));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`sshd exited with ${child.exitCode}: ${log}`);
+    if (log.includes('Server listening')) break;
+    if (Date.now() > deadline) throw new Error(`sshd did not start within 10 s: ${log}`);
+    await sleep(50);
+  }
+  const sshOptions = ['-F', '/dev/null', '-i', userKey, '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${path.join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=no'].join(' ');
+  return { port, sshOptions, log: () => log };
+}
+
+async function startAgents() {
+  // 0700 by mkdtemp, short so socket paths stay far under the 107-byte limit.
+  const dir = tempDir('ispy-bssh-');
+  const env = { ...process.env, ISPY_SOCKET: path.join(dir, '{pid}.sock') };
+  delete env.ISPY_CONFIG;
+  delete env.NODE_OPTIONS;
+  const started = Date.now();
+  const mine = [];
+  for (let i = 0; i < AGENTS; i++) {
+    const child = spawn(process.execPath, ['-r', REGISTER, APP], { cwd: dir, env, stdio: 'ignore' });
+    children.add(child);
+    mine.push(child);
+  }
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const up = fs.readdirSync(dir).filter((n) => n.endsWith('.sock')).length;
+    if (up === AGENTS) break;
+    const dead = mine.filter((c) => c.exitCode !== null || c.signalCode !== null);
+    if (dead.length) throw new Error(`${dead.length} agents exited while starting`);
+    if (Date.now() > deadline) throw new Error(`only ${up} of ${AGENTS} agents started within 120 s`);
+    await sleep(100);
+  }
+  return { dir, startMs: Date.now() - started };
+}
+
+function timed(args, env = {}, command = process.execPath) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      children.delete(child);
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      const errors = out.split('\n').filter((l) => l.startsWith('error:'));
+      if (code !== 0) reject(new Error(`${args.join(' ')} exited ${code}: ${err.trim()}\n${[...new Set(errors)].join('\n')}`));
+      else resolve({ ms, out, err });
+    });
+  });
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const fmt = (ms) => `${Math.round(ms)} ms`;
+
+function commit() {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Replaces our section (heading to the next `## ` heading or the end), keeping every other. */
+function writeSection(body) {
+  const text = fs.existsSync(RESULTS) ? fs.readFileSync(RESULTS, 'utf8') : '# Benchmark results\n';
+  const section = `${SECTION}\n\n${body.trim()}\n`;
+  const start = text.indexOf(`${SECTION}\n`);
+  let next;
+  if (start < 0) next = `${text.trimEnd()}\n\n${section}`;
+  else {
+    const after = text.indexOf('\n## ', start + SECTION.length);
+    next = `${text.slice(0, start)}${section}${after < 0 ? '' : `\n${text.slice(after + 1)}`}`;
+  }
+  fs.writeFileSync(RESULTS, next.endsWith('\n') ? next : `${next}\n`);
+}
+
+const accepted = (log) => (log.match(/Accepted publickey/g) ?? []).length;
+
+async function main() {
+  if (!fs.existsSync(REGISTER)) throw new Error('no build: run `npm run build` first');
+  if (!fs.existsSync(SSHD)) throw new Error(`${SSHD} is missing: apt-get install openssh-server openssh-client`);
+  const sshd = await startSshd();
+  console.log(`sshd on 127.0.0.1:${sshd.port}`);
+  console.log(`starting ${AGENTS} agents (${path.basename(APP)})…`);
+  const { dir, startMs } = await startAgents();
+  console.log(`  all up in ${fmt(startMs)}; socket folder ${dir}`);
+  // Fifty fresh processes keep both cores busy for a while after their sockets appear.
+  await sleep(3000);
+  const user = os.userInfo().username;
+  const env = { ISPY_SSH_OPTIONS: sshd.sshOptions, ISPY_REMOTE_BRIDGE: `${shq(process.execPath)} ${shq(BIN)} bridge` };
+  const sshArgs = [BIN, 'run', `ssh://${user}@127.0.0.1:${sshd.port}${dir}/*.sock`, '-c', 'process info'];
+  const localArgs = [BIN, 'run', `${dir}/*.sock`, '-c', 'process info'];
+  const check = (r, what) => {
+    if (!r.err.includes(`${AGENTS} ok, 0 failed`)) throw new Error(`${what} did not reach every agent: ${r.err}`);
+    if ((r.out.match(/^── /gm) ?? []).length !== AGENTS) throw new Error(`${what} printed the wrong number of blocks`);
+  };
+  // One unmeasured run of each warms the file cache and every agent's first-call paths.
+  check(await timed(sshArgs, env), 'warm-up over ssh');
+  check(await timed(localArgs), 'warm-up, local');
+  const viaSsh = [];
+  const local = [];
+  const connections = [];
+  const bridgeFloor = [];
+  for (let i = 0; i < RUNS; i++) {
+    // Interleaved, order alternating, so drift in the machine's speed hits both alike.
+    const pair = i % 2 === 0 ? ['ssh', 'local'] : ['local', 'ssh'];
+    for (const which of pair) {
+      if (which === 'local') {
+        const r = await timed(localArgs);
+        check(r, `local run ${i + 1}`);
+        local.push(r.ms);
+      } else {
+        const before = accepted(sshd.log());
+        const r = await timed(sshArgs, env);
+        check(r, `ssh run ${i + 1}`);
+        viaSsh.push(r.ms);
+        connections.push(accepted(sshd.log()) - before);
+      }
+    }
+    // What one remote bridge costs before it does anything: a Node start and ispy's CLI.
+    bridgeFloor.push((await timed([BIN, '--version'])).ms);
+  }
+  // One bare ssh channel on an open master, running `true`: what sshd, the login shell
+  // (with its rc files) and the mux client cost per agent before any bridge starts.
+  const sshBase = [...sshd.sshOptions.split(' '), '-o', 'BatchMode=yes', '-p', String(sshd.port), '-T'];
+  const ctl = path.join(tempDir('ispy-bctl-'), 'cm');
+  await timed([...sshBase, '-o', 'ControlMaster=yes', '-o', `ControlPath=${ctl}`, '-o', 'ControlPersist=30', '-N', `${user}@127.0.0.1`], {}, 'ssh');
+  const channel = [];
+  for (let i = 0; i < RUNS; i++) channel.push((await timed([...sshBase, '-o', `ControlPath=${ctl}`, `${user}@127.0.0.1`, 'true'], {}, 'ssh')).ms);
+  await timed([...sshBase, '-o', `ControlPath=${ctl}`, '-O', 'exit', `${user}@127.0.0.1`], {}, 'ssh').catch(() => {});
+  const shell = process.env.SHELL ? path.basename(process.env.SHELL) : 'sh';
+  const med = median(viaSsh);
+  const base = median(local);
+  const floor = median(bridgeFloor);
+  console.log(`ispy run over ${AGENTS} agents through ssh: median ${fmt(med)} (runs: ${viaSsh.map(fmt).join(', ')})`);
+  console.log(`same agents, local: median ${fmt(base)}; ratio ${(med / base).toFixed(1)}x; ssh cost per agent ${((med - base) / AGENTS).toFixed(1)} ms`);
+  console.log(`ssh connections per run: ${connections.join(', ')}; one bridge's start (node bin/ispy.js --version): ${fmt(floor)}; one bare channel (ssh -S … true): ${fmt(median(channel))}`);
+  if (!WRITE) return;
+  const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown cpu';
+  writeSection(
+    [
+      `\`node bin/ispy.js run 'ssh://<user>@127.0.0.1:<port>/<dir>/*.sock' -c "process info"\` over ${AGENTS} agents (copies of \`bench/apps/hello-server.js\` with \`-r dist/src/register.js\`) behind one ssh host: our own \`sshd\` on loopback, the remote bridge \`node bin/ispy.js bridge\` (ISPY_REMOTE_BRIDGE). Wall time from spawn to exit: client start-up, ssh masters, the glob listed on the host, ${AGENTS} ssh channels each starting a Node bridge, ${AGENTS} connections and calls, output, masters closed. ${RUNS} runs after one warm-up, interleaved with the baseline: the same run over the same sockets locally. No target was set; this is the figure as measured. Written by \`node bench/run-ssh.js\`.`,
+      '',
+      '| metric | value |',
+      '|---|---|',
+      `| median wall time, ${AGENTS} agents through ssh | ${fmt(med)} |`,
+      `| runs | ${viaSsh.map(fmt).join(', ')} |`,
+      `| baseline: same run, local sockets (median) | ${fmt(base)} |`,
+      `| ratio to baseline | ${(med / base).toFixed(1)}x |`,
+      `| ssh cost per agent beyond the baseline | ${((med - base) / AGENTS).toFixed(1)} ms |`,
+      `| TCP connections to the host per run (sshd's "Accepted publickey") | ${[...new Set(connections)].join(', ')} (concurrency 32, 8 channels per connection) |`,
+      `| one remote bridge's start, \`node bin/ispy.js --version\` (median) | ${fmt(floor)} |`,
+      `| one bare ssh channel on an open master, \`ssh -S … host true\` (median, sequential) | ${fmt(median(channel))} |`,
+      '',
+      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${commit()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
+      '',
+      `Where the time goes: every agent costs one ssh channel (sshd forks a session and runs the login shell, here ${shell} with the user's rc files, before the command) and a remote Node process (the bridge) that starts, loads the CLI, and pipes bytes: ${AGENTS} × (${fmt(median(channel))} + ${fmt(floor)}) on ${os.cpus().length} cores, which here are also running sshd, the client and the ${AGENTS} agents, is most of the difference from the local run. A remote host with \`ispy\` installed pays the same. A lighter bridge (a small program that copies stdin/stdout to a UNIX socket, given with \`--bridge\`) would cost less per agent; not measured here.`,
+    ].join('\n'),
+  );
+  console.log(`wrote "${SECTION}" in ${path.relative(process.cwd(), RESULTS)}`);
+}
+
+main().then(
+  () => killAll(),
+  (err) => {
+    console.error(`run-ssh: ${err.message}`);
+    process.exitCode = 1;
+    killAll();
+  },
+);
