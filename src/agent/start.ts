@@ -57,6 +57,8 @@ class Agent implements AgentHandle {
   private bound: BoundSocket | undefined;
   private stopping: Promise<void> | undefined;
   private workerGone: Promise<void> = Promise.resolve();
+  /** What globalThis[AGENT_MARKER] holds while this agent runs. */
+  private marker: { socket: string; version: string; pid: number } | undefined;
   /**
    * The socket goes on 'exit': a normal end, process.exit(), and an app's own SIGINT or
    * SIGTERM handler that exits. No signal listener of ours: a JavaScript listener only
@@ -65,7 +67,6 @@ class Agent implements AgentHandle {
    * which clients report as stale, the next agent sweeps from the default folder, and
    * `ispy ps --clean` removes.
    */
-  private marker: { socket: string; version: string; pid: number } | undefined;
   private readonly onExit = () => this.removeSocketNow();
 
   async start(options: AgentOptions): Promise<void> {

@@ -3,6 +3,7 @@
 //   ispy connect <target>          shell on one process (piped stdin: run lines, exit)
 //   ispy run <target…> -c <line>   the same lines on many processes at once
 //   ispy ps [dir]                  live agents on this host
+//   ispy attach <pid>              load the agent into a process started without it
 //   ispy bridge <socket>           stdio ↔ socket, for ssh and kubectl exec
 //
 // Errors: a known IspyError is one line on stderr and an exit status (2 for usage, 1 for
@@ -117,6 +118,11 @@ async function psAction(dir: string | undefined, flags: { all?: boolean; clean?:
   );
 }
 
+async function attachAction(pid: string, flags: { socket?: string; config?: string; timeout: number; json?: boolean }): Promise<void> {
+  const { attachCommand } = await import('./attach.js');
+  setStatus(await attachCommand(pid, flags, io()));
+}
+
 async function bridgeAction(socket: string): Promise<void> {
   const { bridge } = await import('./bridge.js');
   setStatus(await bridge(socket, { input: process.stdin, output: process.stdout, error: process.stderr }));
@@ -173,6 +179,20 @@ export function buildProgram(): Command {
     .option('--json', 'one JSON object per agent')
     .addOption(new Option('--timeout <duration>', 'how long to wait for each agent').argParser(durationOption).default(1000, '1s'))
     .action(psAction);
+
+  program
+    .command('attach')
+    .summary('load the agent into a running Node process started without it (Linux)')
+    .description(
+      'Open the process\'s inspector with SIGUSR1, load the agent through it on 127.0.0.1, and close the inspector again. While it is open (reported; typically 40-130 ms), any local user could connect to that port. Refuses a process that is not Node.js, already has an agent or an open inspector, belongs to another user, or whose inspector port is held by another process. See docs/attach.md.',
+    )
+    .argument('<pid>', 'the process id')
+    .option('--socket <path>', 'socket path for the agent ({pid} allowed; default: its config, else <tmpdir>/ispy-<uid>/<pid>.sock)')
+    .option('--config <file>', 'ispy.config.json for the agent (default: the one the process would read: $ISPY_CONFIG, else its cwd)')
+    .addOption(new Option('--timeout <duration>', 'longest wait for each step (the agent\'s start-up gets at least 15s)').argParser(durationOption).default(5000, '5s'))
+    .option('--json', 'one JSON object: {pid, socket, inspector: {host, port, openMs, closed}, timings, plugins, failedPlugins, connect}')
+    .action(attachAction)
+    .addHelpText('after', '\nExamples:\n  ispy attach 4242\n  ispy attach 4242 --socket /tmp/ispy-debug/{pid}.sock && ispy connect /tmp/ispy-debug/4242.sock');
 
   program
     .command('bridge')

@@ -1,0 +1,68 @@
+// The safety net of `ispy attach`, run detached (its own session, so the terminal's Ctrl-C
+// does not reach it) just before the target is signalled. It idles while `ispy attach`
+// holds its stdin open, then:
+//
+//   stdin says "closed"             ispy saw the inspector port closed: exit
+//   stdin says "late", or just ends  ispy gave up, or died (SIGKILL, a crash): close any
+//                                    inspector the target has open or opens, after checking
+//                                    its pid through the session, then exit
+//
+// The second case covers a target whose main thread was blocked in native code when
+// SIGUSR1 came: Node opens the inspector only when the thread returns, after ispy has gone.
+// Bounded: it exits after <watch ms>, or when the target exits (or its pid is reused). Its
+// only output is `ready` on stdout once it is listening; stderr is ignored.
+//
+//   node attach-watch.js <pid> <pid as the target sees itself> <start time> <watch ms> <ports to ignore,…>
+
+import { isIspyError } from '../protocol/errors';
+import { closeInspector, isInspector, openVerifiedSession, sleep } from './inspector-client';
+import { isAlive, listeningSockets, startTimeOf } from './procfs';
+
+/**
+ * The watcher's active loop (attach-watch.ts): until `untilMs` (epoch ms), or until the
+ * process is gone or is no longer the one we signalled (pid reused), close any inspector it
+ * has open on a port not in `before`. Returns once it closed one.
+ */
+async function watchLateInspector(pid: number, expectedPid: number, startTime: string, untilMs: number, before: Set<number>): Promise<'closed' | 'gone' | 'expired'> {
+  const ignored = new Set(before);
+  while (Date.now() < untilMs) {
+    if (!isAlive(pid) || (startTime && startTimeOf(pid) !== startTime)) return 'gone';
+    for (const s of listeningSockets(pid)) {
+      if (ignored.has(s.port)) continue;
+      if (!(await isInspector(s.host, s.port, 1000))) {
+        ignored.add(s.port);
+        continue;
+      }
+      try {
+        const conn = await openVerifiedSession(pid, expectedPid, s.host, s.port, 5000);
+        if (await closeInspector(pid, s.port, conn, 5000)) return 'closed';
+      } catch (err) {
+        // Another process behind it: never act on it. Anything else: try again.
+        if (isIspyError(err) && err.details?.otherProcess !== undefined) ignored.add(s.port);
+      }
+    }
+    await sleep(50);
+  }
+  return 'expired';
+}
+
+const [pid, innerPid, startTime, watchMs, before] = process.argv.slice(2);
+let said = '';
+// Loaded and listening: ispy attach waits for this before it signals the target.
+process.stdout.on('error', () => {});
+process.stdout.write('ready\n');
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d: string) => (said += d));
+process.stdin.on('error', () => {});
+process.stdin.on('close', () => {
+  if (said.split('\n').includes('closed')) return;
+  void watchLateInspector(
+    Number(pid),
+    Number(innerPid),
+    startTime ?? '',
+    Date.now() + Number(watchMs),
+    new Set((before ?? '').split(',').filter(Boolean).map(Number)),
+  ).catch(() => {
+    // nothing to report to: ispy attach has already exited
+  });
+});
