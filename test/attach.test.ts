@@ -10,9 +10,10 @@
 // NODE_OPTIONS, which ispy honours.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
@@ -395,6 +396,8 @@ describe('ispy attach: the safety net closes an inspector that outlives ispy', (
     for (let attempt = 1; ; attempt++) {
       const app = await plainApp('attach-app.cjs', INSPECT_ANY);
       const before = listeningPorts(app.pid);
+      const reportDirs = () => readdirSync(os.tmpdir()).filter((n) => n.startsWith('ispy-attach-'));
+      const dirsBefore = new Set(reportDirs());
       const ispy = spawn(process.execPath, [BIN, 'attach', String(app.pid), '--socket', path.join(app.dir, 'killed.sock')], { stdio: 'ignore' });
       ours.add(ispy);
       let port: number | undefined;
@@ -413,6 +416,8 @@ describe('ispy attach: the safety net closes an inspector that outlives ispy', (
       await waitFor(() => !listeningPorts(app.pid).includes(port!), 15_000, `the watcher to close port ${port}`);
       expect(await accepts(port!)).toBe(false);
       expect(alive(app.pid)).toBe(true);
+      // The watcher also removed the dead ispy's private report folder.
+      await waitFor(() => reportDirs().every((n) => dirsBefore.has(n)), 10_000, 'the report folder to be removed');
       return;
     }
   });

@@ -12,8 +12,13 @@
 // Bounded: it exits after <watch ms>, or when the target exits (or its pid is reused). Its
 // only output is `ready` on stdout once it is listening; stderr is ignored.
 //
-//   node attach-watch.js <pid> <pid as the target sees itself> <start time> <watch ms> <ports to ignore,…>
+// If ispy died, the watcher also removes ispy's private report folder (<tmpdir>/ispy-attach-*).
+//
+//   node attach-watch.js <pid> <pid as the target sees itself> <start time> <watch ms> <ports to ignore,…> [report folder]
 
+import { rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { isIspyError } from '../protocol/errors';
 import { closeInspector, isInspector, openVerifiedSession, sleep } from './inspector-client';
 import { isAlive, listeningSockets, startTimeOf } from './procfs';
@@ -46,7 +51,18 @@ async function watchLateInspector(pid: number, expectedPid: number, startTime: s
   return 'expired';
 }
 
-const [pid, innerPid, startTime, watchMs, before] = process.argv.slice(2);
+const [pid, innerPid, startTime, watchMs, before, reportDir] = process.argv.slice(2);
+
+/** ispy's report folder, left behind if ispy died; only ever one of ours under the temp dir. */
+function removeReportDir(): void {
+  if (!reportDir || path.dirname(reportDir) !== os.tmpdir() || !path.basename(reportDir).startsWith('ispy-attach-')) return;
+  try {
+    rmSync(reportDir, { recursive: true, force: true });
+  } catch {
+    // best effort
+  }
+}
+
 let said = '';
 // Loaded and listening: ispy attach waits for this before it signals the target.
 process.stdout.on('error', () => {});
@@ -55,7 +71,10 @@ process.stdin.setEncoding('utf8');
 process.stdin.on('data', (d: string) => (said += d));
 process.stdin.on('error', () => {});
 process.stdin.on('close', () => {
-  if (said.split('\n').includes('closed')) return;
+  const words = said.split('\n');
+  if (words.includes('closed')) return;
+  // "late": ispy is alive and removes its folder itself; nothing at all: ispy died.
+  if (!words.includes('late')) removeReportDir();
   void watchLateInspector(
     Number(pid),
     Number(innerPid),

@@ -235,12 +235,12 @@ interface Watcher {
  * not compete with the target for CPU while the port is open. A watcher that cannot start
  * leaves us without the net, not without the attach: the error paths say so.
  */
-async function startWatcher(pid: number, expectedPid: number, before: Set<number>, timeoutMs: number): Promise<Watcher> {
+async function startWatcher(pid: number, expectedPid: number, before: Set<number>, timeoutMs: number, reportDir: string): Promise<Watcher> {
   let child: ReturnType<typeof spawn> | undefined;
   try {
     const script = path.join(__dirname, 'attach-watch.js');
     if (existsSync(script)) {
-      child = spawn(process.execPath, [script, String(pid), String(expectedPid), String(startTimeOf(pid) ?? ''), String(LATE_WATCH_MS), [...before].join(',')], {
+      child = spawn(process.execPath, [script, String(pid), String(expectedPid), String(startTimeOf(pid) ?? ''), String(LATE_WATCH_MS), [...before].join(','), reportDir], {
         detached: true,
         stdio: ['pipe', 'pipe', 'ignore'],
       });
@@ -366,7 +366,7 @@ export async function attach(pid: number, opts: AttachOptions = {}): Promise<Att
   const resultFile = path.join(reportDir, 'started.json');
 
   const before = new Set(listeningPorts(pid));
-  const watcher = await startWatcher(pid, target.innerPid, before, timeoutMs);
+  const watcher = await startWatcher(pid, target.innerPid, before, timeoutMs, reportDir);
   let released = false;
   const signalled = performance.now();
   let found: ListeningSocket | undefined;

@@ -195,7 +195,7 @@ export function environOf(pid: number): Record<string, string> {
 }
 
 /** Who holds a listening socket, best effort: scans /proc/*\/fd (bounded). */
-export function ownerOfInode(inode: string, budgetMs = 300): number | undefined {
+export function ownerOfInode(inode: string, budgetMs = 2000): number | undefined {
   const until = Date.now() + budgetMs;
   let pids: string[] = [];
   try {
