@@ -11,6 +11,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { globWord, listCommand, parseSshTarget, shellQuote } from '../src/cli/ssh';
+import { mergeResults } from '../src/cli/merge';
 import { BIN, cleanup, runCli, startApp, tempDir, waitFor, type App } from './helpers';
 import { freePort, sshdMissing, startSshd, type Sshd } from './sshd';
 
@@ -101,15 +102,16 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
 
   it('honours --timeout: a host that never speaks fails within it, the others answer first', async () => {
     const started = Date.now();
-    const r = await runCli(['run', glob, `ssh://127.0.0.1:${hungPort}/tmp/x.sock`, `ssh://127.0.0.1:${hungPort}/tmp/*.sock`, '-c', 'process info', '--timeout', '3s'], { env });
+    const r = await runCli(['run', glob, `ssh://127.0.0.1:${hungPort}/tmp/x.sock`, `ssh://127.0.0.1:${hungPort}/tmp/*.sock`, '-c', 'process info', '--timeout', '5s'], { env });
     const elapsed = Date.now() - started;
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`${LIVE} ok, 3 failed\n`);
-    // 3 s for the hung host, plus the client's own start and closing; never 3 s per target.
-    expect(elapsed).toBeLessThan(7000);
+    // 5 s for the hung host (generous: the live ones must answer well inside it on a busy
+    // machine), plus the client's own start and closing; never 5 s per target.
+    expect(elapsed).toBeLessThan(10_000);
     const b = blocks(r.stdout);
     for (const label of [`127.0.0.1:${hungPort}:/tmp/x.sock`, `127.0.0.1:${hungPort}:/tmp/*.sock`]) {
-      expect(b.get(label)).toBe(`── ${label} ── failed\nerror: 127.0.0.1:${hungPort} did not answer over ssh within 3000 ms\n`);
+      expect(b.get(label)).toBe(`── ${label} ── failed\nerror: 127.0.0.1:${hungPort} did not answer over ssh within 5000 ms\n`);
     }
     const order = [...b.keys()];
     for (const app of apps) expect(order.indexOf(`${host}:${app.socket}`)).toBeLessThan(order.indexOf(`127.0.0.1:${hungPort}:/tmp/x.sock`));
@@ -164,6 +166,15 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
     expect(docs[0]).toMatchObject({ line: 'requests list', command: 'requests list', targets: LIVE, failed: [{ target: `${host}:${stale}`, host, pid: null }] });
     expect(docs[0].rows.map((x: { pid: number }) => x.pid)).toEqual(order.map((a) => a.pid));
     expect(docs[0].rows[0]).toMatchObject({ host, source: `${host}:${order[0]!.socket}`, method: 'GET', url: expect.stringContaining('/hold') });
+  });
+
+  it('saves one artefact per remote target with -o, host and pid in the name', async () => {
+    const out = tempDir('ispy-ssh-o-');
+    const r = await runCli(['run', ...apps.slice(0, 2).map((a) => `ssh://127.0.0.1:${sshd.port}${a.socket}`), '-c', `process report -o ${out}/report.json`], { env });
+    expect(r.code).toBe(0);
+    const tag = host.replace(/[^A-Za-z0-9._-]/g, '_');
+    expect(fs.readdirSync(out).sort()).toEqual(apps.slice(0, 2).map((a) => `report-${tag}-${a.pid}.json`).sort());
+    for (const a of apps.slice(0, 2)) expect(JSON.parse(fs.readFileSync(path.join(out, `report-${tag}-${a.pid}.json`), 'utf8')).header.processId).toBe(a.pid);
   });
 
   it('connects a shell to one remote socket, and says so when the bridge is missing on the host', async () => {
@@ -224,5 +235,56 @@ describe('ssh target parsing and quoting', () => {
     expect(globWord('/tmp/ispy-1000/*.sock')).toBe(`'/tmp/ispy-1000/'*'.sock'`);
     expect(globWord('/tmp/a?/*')).toBe(`'/tmp/a'?'/'*`);
     expect(listCommand('/t/*.sock')).toBe(`sh -c 'for f in '\\''/t/'\\''*'\\''.sock'\\''; do if [ -S "$f" ] && [ ! -h "$f" ]; then printf '\\''%s\\0'\\'' "$f"; fi; done; exit 0'`);
+  });
+});
+
+describe('merged views', () => {
+  const at = (host: string, pid: number, value: unknown, answeredAt?: number) => ({ host, pid, source: `${host}:/s/${pid}.sock`, value, ...(answeredAt !== undefined ? { answeredAt } : {}) });
+
+  it('sorts requests by age as of one moment, across targets that answered at different times', () => {
+    const m = mergeResults(
+      'requests list',
+      [
+        at('web1', 1, { total: 2, requests: [{ id: 1, url: '/a', ageMs: 900 }, { id: 2, url: '/b', ageMs: 100 }] }, 10_000),
+        // Answered 500 ms later: its 1200 ms-old request started 300 ms after /a.
+        at('web2', 2, { total: 1, requests: [{ id: 7, url: '/c', ageMs: 1200 }] }, 10_500),
+      ],
+      11_000,
+    );
+    expect(m.order).toBe('ageMs, descending');
+    expect(m.table).toEqual([
+      { host: 'web1', pid: 1, id: 1, url: '/a', ageMs: 1900 },
+      { host: 'web2', pid: 2, id: 7, url: '/c', ageMs: 1700 },
+      { host: 'web1', pid: 1, id: 2, url: '/b', ageMs: 1100 },
+    ]);
+    expect(m.rows[0]).toEqual({ host: 'web1', pid: 1, source: 'web1:/s/1.sock', id: 1, url: '/a', ageMs: 1900 });
+  });
+
+  it("merges any plugin's list by shape: the first array-of-objects property, unsorted rows by host and pid", () => {
+    const m = mergeResults('mine things', [
+      at('b', 2, { count: 1, note: 'x', things: [{ name: 'z', pid: 99 }] }),
+      at('a', 3, { count: 2, note: 'y', things: [{ name: 'q' }, { name: 'r', size: { kb: 4 } }] }),
+    ]);
+    expect(m.order).toBeUndefined();
+    expect(m.table).toEqual([
+      { host: 'a', pid: 3, name: 'q' },
+      { host: 'a', pid: 3, name: 'r', 'size.kb': 4 },
+      // An item's own pid is kept beside the process's.
+      { host: 'b', pid: 2, name: 'z', 'item.pid': 99 },
+    ]);
+  });
+
+  it('makes records one row per target, with the chosen columns, sorted by the natural key', () => {
+    const info = (pid: number, rss: number) => ({ pid, title: 'node', versions: { node: '20.1.0' }, uptimeSeconds: 5, memory: { processRssMB: rss, mainThread: { heapUsedMB: 3 } }, cpu: { averagePercent: 1 }, mainThread: 'event loop turning', argv: ['node'] });
+    const m = mergeResults('process info', [at('h', 30, info(30, 50)), at('h', 4, info(4, 60))]);
+    expect(m.table).toEqual([
+      { host: 'h', pid: 4, title: 'node', node: '20.1.0', uptimeSeconds: 5, rssMB: 60, heapUsedMB: 3, cpuPercent: 1, mainThread: 'event loop turning' },
+      { host: 'h', pid: 30, title: 'node', node: '20.1.0', uptimeSeconds: 5, rssMB: 50, heapUsedMB: 3, cpuPercent: 1, mainThread: 'event loop turning' },
+    ]);
+    const heap = mergeResults('heap stats', [at('h', 1, { usedMB: 5, spaces: [{ space: 'new' }] }), at('h', 2, { usedMB: 9, spaces: [] })]);
+    expect(heap.table).toEqual([{ host: 'h', pid: 2, usedMB: 9 }, { host: 'h', pid: 1, usedMB: 5 }]);
+    expect(heap.rows[0]).toMatchObject({ usedMB: 9, spaces: [] });
+    // A scalar answer is a row of its own.
+    expect(mergeResults(undefined, [at('h', 1, 'ok')]).table).toEqual([{ host: 'h', pid: 1, value: 'ok' }]);
   });
 });

@@ -19,13 +19,18 @@ export interface MergeRule {
   columns?: Readonly<Record<string, string>>;
   /** Record rows: properties left out of the default columns. */
   omit?: readonly string[];
-  /** The natural order: a dotted path into each row (the item, or the record) and a direction. */
-  sort?: { key: string; order: 'asc' | 'desc' };
+  /**
+   * The natural order: a dotted path into each row (the item, or the record) and a
+   * direction. `age`: the key is a duration in ms measured when the target answered;
+   * targets answer at different moments, so it is advanced to one moment (the merge's)
+   * before rows are compared, and shown that way.
+   */
+  sort?: { key: string; order: 'asc' | 'desc'; age?: boolean };
 }
 
 /** Keyed by `<plugin> <command>` as the agent names them. */
 export const MERGE_RULES: Readonly<Record<string, MergeRule>> = {
-  'requests list': { list: 'requests', sort: { key: 'ageMs', order: 'desc' } },
+  'requests list': { list: 'requests', sort: { key: 'ageMs', order: 'desc', age: true } },
   'requests slow': { list: 'requests', sort: { key: 'durationMs', order: 'desc' } },
   'trace list': { list: 'traces', sort: { key: 'id', order: 'asc' } },
   'profile gates': { list: 'gates', sort: { key: 'id', order: 'asc' } },
@@ -54,6 +59,8 @@ export interface MergeInput {
   /** The target's label (socket path, or host:path for a remote one). */
   source: string;
   value: unknown;
+  /** When the answer arrived (ms since the epoch), for `age` keys. */
+  answeredAt?: number;
 }
 
 export interface Merged {
@@ -127,7 +134,7 @@ function compare(a: unknown, b: unknown): number {
 }
 
 /** Merges one line's answers from every target that gave one. `command` is `<plugin> <command>`. */
-export function mergeResults(command: string | undefined, inputs: readonly MergeInput[]): Merged {
+export function mergeResults(command: string | undefined, inputs: readonly MergeInput[], now = Date.now()): Merged {
   const rule = command !== undefined ? MERGE_RULES[command] : undefined;
   const answered = inputs.filter((i) => i.value !== undefined && i.value !== null);
   const list = listProperty(
@@ -139,8 +146,12 @@ export function mergeResults(command: string | undefined, inputs: readonly Merge
     const identity: Plain = { host: input.host, pid: input.pid, source: input.source };
     const items: unknown[] =
       list === null ? [input.value] : list === '' ? (input.value as unknown[]) : Array.isArray(at(input.value, list)) ? (at(input.value, list) as unknown[]) : [];
+    const ageKey = rule?.sort?.age && !rule.sort.key.includes('.') && input.answeredAt !== undefined ? rule.sort.key : undefined;
     for (const raw of items) {
-      const item: Plain = isPlain(raw) ? raw : { value: raw };
+      let item: Plain = isPlain(raw) ? raw : { value: raw };
+      if (ageKey !== undefined && typeof item[ageKey] === 'number') {
+        item = { ...item, [ageKey]: Math.round(((item[ageKey] as number) + Math.max(0, now - input.answeredAt!)) * 10) / 10 };
+      }
       const shown: Plain =
         list === null && rule?.columns ? Object.fromEntries(Object.entries(rule.columns).map(([name, p]) => [name, at(item, p)])) : flatten(item, list === null ? rule?.omit : []);
       entries.push({ item, row: withIdentity(item, identity), cells: withIdentity(shown, { host: input.host, pid: input.pid }), n: entries.length });

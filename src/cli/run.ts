@@ -51,6 +51,8 @@ interface LineResult {
   line: string;
   /** `<plugin> <command>` when the line was a command call. */
   command?: string;
+  /** When the result arrived (ms since the epoch). */
+  answeredAt?: number;
   ok: boolean;
   /** The line was rejected against this target's catalogue before being sent. */
   usage?: boolean;
@@ -142,7 +144,7 @@ async function runLines(client: Client, lines: readonly string[], opts: RunOptio
           ...(parsed.output !== undefined ? { outputFile: insertBeforeExtension(parsed.output, tag) } : {}),
           onData: (item) => data.push(item),
         });
-        if (outcome.ok) results.push({ line: text, command, ok: true, value: outcome.value, data, artefacts: outcome.artefacts });
+        if (outcome.ok) results.push({ line: text, command, answeredAt: Date.now(), ok: true, value: outcome.value, data, artefacts: outcome.artefacts });
         else {
           const error = outcome.error.code === 'ISPY_ERR_DISCONNECTED' || !client.isOpen ? new IspyError('ISPY_ERR_DISCONNECTED', goneMessage(client)) : outcome.error;
           results.push({ line: text, command, ok: false, usage: outcome.error.code === 'ISPY_ERR_USAGE', error, data, artefacts: outcome.artefacts });
@@ -230,7 +232,7 @@ function mergedOutput(done: readonly TargetResult[], lines: readonly string[], j
     if (answers.every((a) => a.x!.value === null || a.x!.value === undefined) && !json) return;
     const merged = mergeResults(
       command,
-      answers.map(({ r, x }) => ({ host: r.host, pid: r.pid, source: r.label, value: x!.value })),
+      answers.map(({ r, x }) => ({ host: r.host, pid: r.pid, source: r.label, value: x!.value, ...(x!.answeredAt !== undefined ? { answeredAt: x!.answeredAt } : {}) })),
     );
     if (json) {
       const failed = done

@@ -222,7 +222,8 @@ export class SshHost {
       '-o', `ControlPath=${ctl}`,
       ...(master ? ['-o', `ControlPersist=${CONTROL_PERSIST_S}`] : []),
       ...this.owner.settings.sshOptions,
-      '-o', `ConnectTimeout=${Math.max(1, Math.ceil(timeoutMs / 1000))}`,
+      // A second beyond our own timer, which then always speaks first, in one wording.
+      '-o', `ConnectTimeout=${Math.ceil(timeoutMs / 1000) + 1}`,
       '-o', 'LogLevel=ERROR',
       ...(this.spec.port !== undefined ? ['-p', String(this.spec.port)] : []),
       '--',
@@ -298,7 +299,7 @@ export class SshHost {
    * attempt, and every target on it gets that answer); after that, as many start at once
    * as the callers waiting need.
    */
-  private async channel(deadline: number): Promise<Lease> {
+  private async channel(deadline: number, timeoutMs: number): Promise<Lease> {
     const limit = this.owner.settings.sessionsPerConnection;
     this.demand++;
     try {
@@ -318,9 +319,15 @@ export class SshHost {
             },
           };
         }
-        if (remaining(deadline) === 0) throw new IspyError('ISPY_ERR_CONNECT', `no free ssh channel to ${this.display} in time (every connection to it is busy)`);
-        const live = this.masters.filter((m) => this.alive(m)).length;
         const proven = this.masters.length > 0;
+        if (remaining(deadline) === 0) {
+          // Still waiting for the first login (another target is trying it): the host is slow, not busy.
+          throw new IspyError(
+            'ISPY_ERR_CONNECT',
+            proven ? `no free ssh channel to ${this.display} in time (every connection to it is busy)` : `${this.display} did not answer over ssh within ${timeoutMs} ms`,
+          );
+        }
+        const live = this.masters.filter((m) => this.alive(m)).length;
         const worthStarting = proven ? this.demand > this.startingCount * limit : this.startingCount === 0;
         if (!this.full && worthStarting && live + this.startingCount < MAX_MASTERS_PER_HOST) {
           this.startingCount++;
@@ -356,7 +363,7 @@ export class SshHost {
   /** The sockets a glob matches on this host (sockets only, not symlinks), sorted. */
   async list(glob: string, timeoutMs: number): Promise<string[]> {
     const deadline = Date.now() + timeoutMs;
-    const lease = await this.channel(deadline);
+    const lease = await this.channel(deadline, timeoutMs);
     try {
       const child = this.spawnSsh([...this.args(lease.ctl, false, remaining(deadline)), listCommand(glob)], ['ignore', 'pipe', 'pipe']);
       let out = '';
@@ -388,7 +395,7 @@ export class SshHost {
   /** Connects a client to one remote socket through `<bridge> '<socket>'` on a channel. */
   async connect(label: string, socket: string, timeoutMs: number): Promise<Client> {
     const deadline = Date.now() + timeoutMs;
-    const lease = await this.channel(deadline);
+    const lease = await this.channel(deadline, timeoutMs);
     const remoteCommand = `${this.owner.settings.bridge} ${shellQuote(socket)}`;
     const child = this.spawnSsh([...this.args(lease.ctl, false, remaining(deadline)), remoteCommand], ['pipe', 'pipe', 'pipe']);
     child.once('exit', () => lease.release());
