@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { coerceArgs, parseDuration, formatDuration, parseWords, tokenize, usageLine, type ArgInfo } from '../src/protocol/args';
 import { parseClientMessage, toJsonSafe } from '../src/protocol/index';
+import { redactUrl, secretMatcher } from '../src/plugin/redact';
 
 const specs: ArgInfo[] = [
   { name: 'id', type: 'string', summary: 'request id', positional: true, required: true },
@@ -83,5 +84,15 @@ describe('frames', () => {
     const shared = { x: 1 };
     expect(toJsonSafe([shared, shared])).toEqual([{ x: 1 }, { x: 1 }]);
     expect(toJsonSafe(NaN)).toBe('NaN');
+  });
+});
+
+describe('redactUrl', () => {
+  it('hides passwords and secret-looking query values, and nothing else', () => {
+    const secret = secretMatcher([]);
+    expect(redactUrl('/export?token=abc&page=2#top', secret)).toBe('/export?token=***&page=2#top');
+    expect(redactUrl('https://u:pw@h/x?api_key=k&q=1', secret)).toBe('https://u:***@h/x?api_key=***&q=1');
+    expect(redactUrl('/plain', secret)).toBe('/plain');
+    expect(redactUrl('/a?flag&x=1', secret)).toBe('/a?flag&x=1');
   });
 });

@@ -180,7 +180,7 @@ describe('config-time traces', () => {
     const app = await startApp({
       script: 'trace-app.mjs',
       preload: 'import',
-      config: { traces: [{ target: `${ESM}:double`, args: true, result: true }, { target: `${ESM}:tripler` }, { target: `${ESM}:Greeter.prototype.hello` }] },
+      config: { traces: [{ target: `${ESM}:double`, args: true, result: true }, { target: `${ESM}:tripler` }, { target: `${ESM}:Greeter.prototype.hello` }, { target: `${ESM}:default` }] },
     });
     await app.port();
     const client = await connect(app.socket);
@@ -190,6 +190,9 @@ describe('config-time traces', () => {
       expect(byTarget.double).toMatchObject({ state: 'active', emitted: 1 });
       expect(byTarget.tripler).toMatchObject({ state: 'removed', ended: expect.stringMatching(/const binding/) });
       expect(byTarget['Greeter.prototype.hello']).toMatchObject({ state: 'active' });
+      // A default export has no local name to assign: refused, and the app runs on.
+      expect(byTarget.default).toMatchObject({ state: 'removed', ended: expect.stringMatching(/cannot be traced from the config/) });
+      expect((await app.get('/greet')).body).toBe('hello ada');
       const events: any[] = [];
       await client.call('trace', 'watch', { replay: true, limit: 1 }, { onData: (e) => events.push(e) });
       expect(events[0]).toMatchObject({ args: ['21'], result: '42' });
@@ -197,6 +200,8 @@ describe('config-time traces', () => {
       expect((await identity(app)).double).toBe(false);
       await client.call('trace', 'remove', { id: String(byTarget.double.id) });
       expect((await identity(app)).double).toBe(true);
+      // Only live traces are removed by `all`; the refused ones were never in place.
+      expect(await client.call('trace', 'remove', { id: 'all' })).toEqual({ removed: [byTarget['Greeter.prototype.hello'].id] });
       expect((await app.get('/double?x=5')).body).toBe('10');
     } finally {
       await client.close();
@@ -227,7 +232,8 @@ describe('eval', () => {
       expect(await client.call('eval', 'eval', { expression: 'const x = 6; return x * 7;' })).toMatchObject({ value: '42' });
       expect(await client.call('eval', 'eval', { expression: 'require("./targets/lib.cjs") === undefined', timeout: '1s' }).catch((e) => e)).toBeDefined();
       expect(await client.call('eval', 'eval', { expression: 'null.x' })).toMatchObject({ threw: true, name: 'TypeError' });
-      await expect(client.call('eval', 'eval', { expression: 'while (true) {}', timeout: '100ms' })).rejects.toMatchObject({ code: 'ISPY_ERR_BAD_ARGS', message: expect.stringMatching(/timed out/) });
+      await expect(client.call('eval', 'eval', { expression: 'while (true) {}', timeout: '100ms' })).rejects.toMatchObject({ code: 'ISPY_ERR_TIMEOUT', message: expect.stringMatching(/ran for more than 100 ms and was stopped/) });
+      await expect(client.call('eval', 'eval', { expression: 'this is not javascript' })).rejects.toMatchObject({ code: 'ISPY_ERR_BAD_ARGS' });
       expect((await app.get('/')).body).toBe('ok');
       expect(app.stderr()).toMatch(/\[eval\] client tester \(#\d+\) evaluated: 1 \+ 1/);
     } finally {

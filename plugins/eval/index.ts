@@ -30,7 +30,7 @@ export default definePlugin({
       summary: 'Evaluate an expression (await allowed) in the main context and show the result',
       thread: 'main',
       args: {
-        expression: arg.string({ summary: 'JavaScript; `require` resolves from the app folder', positional: true, required: true }),
+        expression: arg.string({ summary: "JavaScript; `require` resolves from the app's working directory", positional: true, required: true }),
         timeout: arg.duration({ summary: 'how long the synchronous part may run before it is stopped; also how long to wait for a promise', default: '5s', min: '10ms', max: '5m' }),
         depth: arg.integer({ summary: 'how deep to show nested objects', default: 3, min: 0, max: 10 }),
       },
@@ -51,7 +51,11 @@ export default definePlugin({
           // The synchronous part runs under vm's timeout: a runaway loop is stopped.
           pending = vm.runInThisContext(code, { filename: 'ispy-eval', timeout: args.timeout, displayErrors: false }) as Promise<unknown>;
         } catch (err) {
-          throw new IspyError('ISPY_ERR_BAD_ARGS', `the expression did not run: ${(err as Error)?.message ?? err}`);
+          const e = err as Error & { code?: string };
+          if (e?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') {
+            throw new IspyError('ISPY_ERR_TIMEOUT', `the expression ran for more than ${args.timeout} ms and was stopped (--timeout)`);
+          }
+          throw new IspyError('ISPY_ERR_BAD_ARGS', `the expression did not run: ${e?.message ?? err}`);
         } finally {
           delete g[REQUIRE_KEY];
         }

@@ -49,6 +49,7 @@ export class Gate {
   private inCall = false;
   private lastAt = -Infinity;
   private readonly created = performance.now();
+  private ended: number | undefined;
   private readonly waiters = new Set<() => void>();
   onSample: ((taken: number) => void) | undefined;
 
@@ -131,6 +132,7 @@ export class Gate {
   close(state: 'done' | 'removed'): void {
     if (this.state !== 'armed') return;
     this.state = state;
+    this.ended = performance.now();
     this.handle?.unwrap();
     if (this.session) {
       try {
@@ -159,7 +161,7 @@ export class Gate {
       taken: this.profiles.length,
       of: this.opts.want,
       everyMs: this.opts.everyMs,
-      ageSeconds: Math.round((performance.now() - this.created) / 100) / 10,
+      ageSeconds: Math.round(((this.ended ?? performance.now()) - this.created) / 100) / 10,
       state: this.state,
     };
     if (this.file) s.file = this.file;

@@ -1,6 +1,8 @@
 // Turning V8 stack text into the app's own frames: what an operator wants to see is
 // where in *their* code a wait began, not the Node internals and libraries underneath.
 
+import * as path from 'node:path';
+
 export interface Frame {
   function: string;
   file: string;
@@ -29,8 +31,12 @@ export function parseStack(stack: string | undefined): Frame[] {
   return frames;
 }
 
-/** Not Node's own code and not a dependency's: the frames an app developer wrote. */
+/** ispy's own build (dist/), wherever it is installed: a clone, npm link, a workspace. */
+const OWN_DIR = `${path.resolve(__dirname, '..', '..')}${path.sep}`;
+
+/** Not Node's own code, not a dependency's, not ispy's: the frames an app developer wrote. */
 export function isAppFile(file: string): boolean {
+  if (file.startsWith(OWN_DIR)) return false;
   return !file.startsWith('node:') && !file.startsWith('internal/') && !file.includes('/node_modules/') && file !== 'native';
 }
 

@@ -33,7 +33,7 @@ async function readTable(ctx: CommandContext, call: string): Promise<{ value: un
   const age = ctx.mainThread.heartbeatAgeMs();
   let value: unknown;
   try {
-    value = await ctx.mainThread.evaluate(`${API} ? ${API}.${call} : { unavailable: true }`, { timeoutMs: 1000 });
+    value = await ctx.mainThread.evaluate(`${API} ? ${API}.${call} : { unavailable: true }`, { timeoutMs: ctx.settings.limits.inspectorTimeoutMs ?? 1000 });
   } catch (err) {
     if (err instanceof IspyError && err.code === 'ISPY_ERR_MAIN_BLOCKED') {
       throw new IspyError('ISPY_ERR_MAIN_BLOCKED', `${err.message}; the request table lives on the main thread and cannot be read until it returns (try \`process stack\` again later)`);

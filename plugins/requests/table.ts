@@ -8,7 +8,7 @@
 
 import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
 import { executionAsyncId, triggerAsyncId } from 'node:async_hooks';
-import { redactedValue, secretMatcher } from 'ispy/plugin';
+import { redactedValue, redactUrl, secretMatcher } from 'ispy/plugin';
 import type { Tracker } from './tracker';
 
 export interface LiveRequest {
@@ -95,11 +95,11 @@ class History {
     return this.count;
   }
 
-  read(i: number): FinishedRequest {
+  read(i: number, redact: (url: string) => string): FinishedRequest {
     const out: FinishedRequest = {
       id: this.ids[i]!,
       method: this.methods[i] ?? '?',
-      url: this.urls[i] ?? '?',
+      url: redact(this.urls[i] ?? '?'),
       status: this.statuses[i]! < 0 ? null : this.statuses[i]!,
       durationMs: round(this.durations[i]!),
       finishedAt: new Date(performance.timeOrigin + this.ends[i]!).toISOString(),
@@ -157,11 +157,15 @@ export class RequestTable {
   private readonly watchers = new Set<Watcher>();
   tracker: Tracker | undefined;
 
+  /** URLs as shown: a password in them, and secret-looking query parameters, hidden. */
+  private readonly hideUrl: (url: string) => string;
+
   constructor(
     historySize: number,
     private readonly redact: (key: string) => boolean,
   ) {
     this.history = new History(historySize);
+    this.hideUrl = (url) => redactUrl(url, redact);
   }
 
   // ── feeding (channel subscribers; must be cheap and never throw) ─────────────
@@ -197,7 +201,7 @@ export class RequestTable {
     const slot = this.history.add(entry.id, entry.req.method, urlOf(entry.req), routeOf(entry), res.headersSent ? res.statusCode : -1, end - entry.start, end, !res.writableFinished);
     if (this.tracker) this.tracker.onRequestEnd(entry.id);
     if (this.watchers.size) {
-      const done = this.history.read(slot);
+      const done = this.history.read(slot, this.hideUrl);
       for (const w of this.watchers) w(done);
     }
   }
@@ -278,7 +282,7 @@ export class RequestTable {
       const row: Record<string, unknown> = {
         id: e.id,
         method: e.req?.method,
-        url: e.req ? urlOf(e.req) : undefined,
+        url: e.req ? this.hideUrl(urlOf(e.req) ?? '?') : undefined,
         ageMs: round(age),
       };
       const route = routeOf(e);
@@ -307,10 +311,10 @@ export class RequestTable {
     }
     const outbound = [...this.outbound.values()]
       .filter((o) => o.owner === id)
-      .map((o) => ({ kind: o.kind, method: o.method, url: o.url, ageMs: round(now - o.start) }));
+      .map((o) => ({ kind: o.kind, method: o.method, url: this.hideUrl(o.url), ageMs: round(now - o.start) }));
     const out: Record<string, unknown> = {
       id,
-      request: `${req.method} ${urlOf(req)} HTTP/${req.httpVersion}`,
+      request: `${req.method} ${this.hideUrl(urlOf(req) ?? '?')} HTTP/${req.httpVersion}`,
       ageMs: round(now - e.start),
       startedAt: new Date(performance.timeOrigin + e.start).toISOString(),
     };
@@ -332,7 +336,7 @@ export class RequestTable {
   slow(limit: number): Record<string, unknown> {
     const rows = this.history
       .slots()
-      .map((i) => this.history.read(i))
+      .map((i) => this.history.read(i, this.hideUrl))
       .sort((a, b) => b.durationMs - a.durationMs)
       .slice(0, limit);
     return { kept: this.history.size, capacity: this.history.capacity, requests: rows };

@@ -14,11 +14,18 @@ export function initialize(data: { targets: { url: string; targets: HookTarget[]
   targets = new Map(data.targets.map((t) => [t.url, t.targets]));
 }
 
-const IDENT = /^[A-Za-z_$][\w$]*$/;
+/** A name the appended code can assign to: an identifier, not a reserved word (`default`). */
+export function assignableName(name: string): boolean {
+  return /^[A-Za-z_$][\w$]*$/.test(name) && !RESERVED.has(name);
+}
+
+const RESERVED = new Set(
+  'await break case catch class const continue debugger default delete do else enum export extends false finally for function if implements import in instanceof interface let new null package private protected public return static super switch this throw true try typeof var void while with yield arguments eval'.split(' '),
+);
 
 function appended(t: HookTarget): string {
   const name = t.exportPath[0]!;
-  if (!IDENT.test(name)) return '';
+  if (!assignableName(name)) return '';
   const spec = JSON.stringify(t.spec);
   const api = 'globalThis[Symbol.for("ispy.trace")]';
   const take = t.exportPath.length === 1 ? `${name} = __ispy.configTrace(${spec}, ${name}, (v) => { ${name} = v; });` : `__ispy.configTrace(${spec}, ${name});`;

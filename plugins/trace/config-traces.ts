@@ -19,6 +19,7 @@ import { parseTarget, type ConfigTrace, type SetupContext } from 'ispy/plugin';
 import type { TraceRegistry } from './registry';
 import { wrapBinding } from './registry';
 import type { Trace, TraceOptions } from './tracer';
+import { assignableName } from './config-hooks';
 
 /** What the appended code of an ES module calls, under this global symbol. */
 export const GLOBAL_KEY = 'ispy.trace';
@@ -76,6 +77,9 @@ export function installConfigTraces(ctx: SetupContext, registry: TraceRegistry, 
     try {
       const { module, exportPath } = parseTarget(t.target);
       const file = resolveFile(module);
+      if (isEsm(file) && !assignableName(exportPath[0]!)) {
+        throw new Error(`"${exportPath[0]}" cannot be traced from the config: the appended code reaches an export through its local name, and "${exportPath[0]}" is not one (a default export, or a reserved word); export the function under a name`);
+      }
       (isEsm(file) ? esm : cjs).push({ spec: t.target, file, exportPath, trace });
     } catch (err) {
       trace.remove(`not installed: ${(err as Error).message}`);
@@ -131,7 +135,12 @@ export function installConfigTraces(ctx: SetupContext, registry: TraceRegistry, 
     },
     configTraceFailed(spec: string, err: unknown): void {
       const p = esm.find((x) => x.spec === spec);
-      const why = err instanceof TypeError && /constant/.test(err.message) ? `its export is a const binding (declare it with function, or trace a method on an object)` : (err as Error)?.message;
+      const why =
+        err instanceof TypeError && /constant/.test(err.message)
+          ? 'its export is a const binding (declare it with function, or trace a method on an object)'
+          : err instanceof ReferenceError
+            ? `${(err as Error).message}: the export's local name differs from its exported name (export { a as b }); list the local name`
+            : (err as Error)?.message;
       p?.trace.remove(`not installed: ${why}`);
       ctx.log(`config trace ${spec} not installed: ${why}`);
     },

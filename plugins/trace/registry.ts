@@ -29,7 +29,12 @@ export class TraceRegistry {
       trace.state = 'removed';
       trace.reason = reason;
       expiry.clear();
-      undo();
+      try {
+        undo();
+      } catch {
+        // An undo that fails (a binding that would not take its original back) must not
+        // leave the trace half-removed: it is gone from the list either way.
+      }
       this.traces.delete(trace.id);
       this.ended.push(trace);
       if (this.ended.length > 20) this.ended.shift();
@@ -88,7 +93,11 @@ export function wrapBinding(trace: Trace, name: string, fn: unknown, restore: (o
   const wrapped = holder[name];
   trace.activate(() => {
     handle.unwrap();
-    restore(fn);
+    try {
+      restore(fn);
+    } catch {
+      // The binding never took the wrapper (a const export): nothing to put back.
+    }
   });
   return wrapped;
 }

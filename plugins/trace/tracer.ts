@@ -70,7 +70,7 @@ export class Trace {
     this.inWindow++;
     const seq = ++this.emitted;
     // The last call the limit allows: take the wrapper off now; this call still reports.
-    if (seq >= this.opts.limit) this.remove(`limit of ${this.opts.limit} calls reached`);
+    if (seq >= this.opts.limit) this.remove(`limit of ${this.opts.limit} call${this.opts.limit === 1 ? '' : 's'} reached`);
     const event: TraceEvent = { trace: this.id, seq, at: new Date().toISOString(), durationMs: 0 };
     if (call.newTarget) event.construct = true;
     if (this.opts.args) event.args = call.args.map(render);
@@ -107,9 +107,9 @@ export class Trace {
       emitted: this.emitted,
       dropped: this.dropped,
       limit: this.opts.limit,
-      leftSeconds: Math.max(0, Math.round((this.created + this.opts.durationMs - Date.now()) / 1000)),
       origin: this.origin,
     };
+    if (this.state !== 'removed') s.leftSeconds = Math.max(0, Math.round((this.created + this.opts.durationMs - Date.now()) / 1000));
     if (this.reason) s.ended = this.reason;
     return s;
   }

@@ -247,19 +247,18 @@ export class SshHost {
   }
 
   /** Starts one more master; resolves when its control socket is up, or throws why not. */
-  private startMaster(deadline: number): Promise<void> {
+  private startMaster(deadline: number, timeoutMs: number): Promise<void> {
     const ctl = path.join(this.owner.controlDir(), `c${this.index}-${this.startedCount++}`);
-    const timeoutMs = remaining(deadline);
     return new Promise<void>((resolve, reject) => {
       // With ControlPersist, ssh goes to the background once logged in and this process
       // exits 0; its stderr then points at /dev/null, so our pipe closes with it.
-      const child = this.spawnSsh(this.args(ctl, true, timeoutMs), ['ignore', 'ignore', 'pipe']);
+      const child = this.spawnSsh(this.args(ctl, true, remaining(deadline)), ['ignore', 'ignore', 'pipe']);
       let stderr = '';
       child.stderr!.on('data', (d) => (stderr += d));
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
         reject(new IspyError('ISPY_ERR_CONNECT', `${this.display} did not answer over ssh within ${timeoutMs} ms`));
-      }, timeoutMs);
+      }, remaining(deadline));
       child.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         reject(
@@ -332,7 +331,7 @@ export class SshHost {
         if (!this.full && worthStarting && live + this.startingCount < MAX_MASTERS_PER_HOST) {
           this.startingCount++;
           try {
-            await this.startMaster(deadline);
+            await this.startMaster(deadline, timeoutMs);
           } catch (err) {
             // Refused while others work (sshd's MaxStartups, say): make do with those.
             if (live > 0 || this.startingCount > 1) this.full = true;

@@ -7,7 +7,7 @@ export { IspyError, isIspyError, ERROR_CODES } from '../protocol/errors';
 export type { ErrorCode } from '../protocol/errors';
 export { parseDuration, formatDuration } from '../protocol/args';
 export { loadForTest, runCommand } from './testing';
-export { DEFAULT_SECRET_KEY, secretMatcher, redactedValue, redactUrlPassword } from './redact';
+export { DEFAULT_SECRET_KEY, secretMatcher, redactedValue, redactUrlPassword, redactUrl } from './redact';
 export type { TestHarness, TestHarnessOptions } from './testing';
 export { wrapFunction, unwrapped, isWrapped, replaceProblem } from './wrap';
 export type { Interceptor, Invocation, WrapHandle } from './wrap';

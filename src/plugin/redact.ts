@@ -19,3 +19,29 @@ export function redactedValue(value: string): string {
 export function redactUrlPassword(value: string): string {
   return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*):([^@\s]+)@/i, '$1:***@');
 }
+
+/**
+ * A URL with its secrets hidden: the password of `user:pw@`, and the values of query
+ * parameters whose names look secret (`?token=…`, `&api_key=…`). Works on a path with a
+ * query (`/export?token=x`) as on a full URL. Cheap when there is nothing to hide.
+ */
+export function redactUrl(url: string, isSecret: (key: string) => boolean): string {
+  let out = redactUrlPassword(url);
+  const q = out.indexOf('?');
+  if (q === -1) return out;
+  const hash = out.indexOf('#', q);
+  const query = out.slice(q + 1, hash === -1 ? undefined : hash);
+  const parts = query.split('&').map((pair) => {
+    const eq = pair.indexOf('=');
+    if (eq === -1) return pair;
+    let key = pair.slice(0, eq);
+    try {
+      key = decodeURIComponent(key);
+    } catch {
+      // keep it as written
+    }
+    return isSecret(key) ? `${pair.slice(0, eq)}=***` : pair;
+  });
+  out = `${out.slice(0, q + 1)}${parts.join('&')}${hash === -1 ? '' : out.slice(hash)}`;
+  return out;
+}
