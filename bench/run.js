@@ -9,6 +9,12 @@
 //   node bench/run.js --only rss,info-latency
 //   node bench/run.js --quick          fewer rounds/calls (a smoke test; figures not written)
 //   node bench/run.js --no-write       run, print, leave RESULTS.md alone
+//
+// The plugin benchmarks of issues 4–6 (requests-overhead, snapshot, profile-overhead,
+// trace-cost, wrap-breakdown; ~15 min together) form a second group, run with `--group plugins` (or
+// `--group all`, or named in --only). Each writes its own generated block inside its own
+// section ("## requests plugin (issue 4)", "## profile and heap (issue 5)", "## trace
+// (issue 6)"), also on a partial run; notes outside the blocks are kept.
 
 const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -27,7 +33,14 @@ const BENCHMARKS = [
   { name: 'stack-spinning', timeoutMs: 120_000, quick: ['--calls', '100', '--spin', '8000'] },
   { name: 'rss', timeoutMs: 240_000, quick: ['--starts', '2', '--settle', '1500'] },
   { name: 'idle-overhead', timeoutMs: 900_000, quick: ['--rounds', '1', '--pairs', '6'] },
+  // Issues 4–6: each renders its own block (its module's `markdown(result)`) in its section.
+  { name: 'requests-overhead', group: 'plugins', section: '## requests plugin (issue 4)', timeoutMs: 1_200_000, quick: ['--rounds', '1', '--pairs', '3', '--profile-seconds', '2'] },
+  { name: 'snapshot', group: 'plugins', section: '## profile and heap (issue 5)', timeoutMs: 1_200_000, quick: ['--rounds', '1', '--heap-mb', '20'] },
+  { name: 'profile-overhead', group: 'plugins', section: '## profile and heap (issue 5)', timeoutMs: 1_200_000, quick: ['--rounds', '1', '--pairs', '3', '--cycles', '1', '--count', '4', '--no-rebuild'] },
+  { name: 'trace-cost', group: 'plugins', section: '## trace (issue 6)', timeoutMs: 900_000, quick: ['--cycles', '1', '--count', '4'] },
+  { name: 'wrap-breakdown', group: 'plugins', section: '## trace (issue 6)', timeoutMs: 300_000, quick: ['--rounds', '3'] },
 ];
+const groupOf = (b) => b.group ?? 'agent';
 
 function runOne(bench, extraArgs) {
   return new Promise((resolve) => {
@@ -225,12 +238,52 @@ function updateResults(text, file = RESULTS) {
   fs.writeFileSync(file, doc);
 }
 
+/**
+ * Rewrites the generated block of one plugin benchmark inside its section of RESULTS.md:
+ * the text between `<!-- bench/<name>.js: generated, begin -->` and its end marker. A
+ * missing block is added at the end of its section (before any notes is not attempted:
+ * notes are written after the blocks), a missing section at the end of the file.
+ */
+function updateBlock(sectionTitle, name, text, file = RESULTS) {
+  const begin = `<!-- bench/${name}.js: generated, begin -->`;
+  const end = `<!-- bench/${name}.js: generated, end -->`;
+  const block = `${begin}\n\n${text.trim()}\n\n${end}`;
+  let doc = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
+  let start = doc.indexOf(`\n${sectionTitle}\n`);
+  if (start < 0) {
+    doc = `${doc.replace(/\s*$/, '')}\n\n${sectionTitle}\n\n${block}\n`;
+    fs.writeFileSync(file, doc);
+    return;
+  }
+  start += 1;
+  const next = doc.slice(start + sectionTitle.length).search(/\n## /);
+  const stop = next < 0 ? doc.length : start + sectionTitle.length + next + 1;
+  let sec = doc.slice(start, stop);
+  const b = sec.indexOf(begin);
+  const e = sec.indexOf(end);
+  if (b >= 0 && e > b) sec = sec.slice(0, b) + block + sec.slice(e + end.length);
+  else {
+    // After the last generated block of the section, or after the heading.
+    const lastEnd = sec.lastIndexOf(': generated, end -->');
+    const at = lastEnd >= 0 ? lastEnd + ': generated, end -->'.length : sectionTitle.length;
+    sec = `${sec.slice(0, at)}\n\n${block}${sec.slice(at).replace(/^\s*/, '\n\n')}`;
+  }
+  doc = doc.slice(0, start) + sec.replace(/\s*$/, '\n') + (next < 0 ? '' : '\n') + doc.slice(stop);
+  fs.writeFileSync(file, doc);
+}
+
+function runLine(meta) {
+  const dirty = meta.code.dirtyFiles ? `, with ${meta.code.dirtyFiles} uncommitted change(s) under src/ and plugins/ built and measured as they stood` : ', clean working tree';
+  return `Run ${meta.date} · Node ${meta.node} · ${meta.machine.nproc} CPUs, ${meta.machine.model} · load average ${meta.loadBefore} before, ${meta.loadAfter} after · ${Math.round(meta.seconds)} s · commit \`${meta.code.commit}\`${dirty}.`;
+}
+
 async function main() {
   const opts = parseArgs();
   const only = typeof opts.only === 'string' ? opts.only.split(',') : undefined;
   const quick = opts.quick === true;
   const write = !quick && opts['no-write'] !== true;
-  const chosen = BENCHMARKS.filter((b) => !only || only.includes(b.name));
+  const group = typeof opts.group === 'string' ? opts.group : 'agent';
+  const chosen = BENCHMARKS.filter((b) => (only ? only.includes(b.name) : group === 'all' || groupOf(b) === group));
   if (only && chosen.length !== only.length) {
     console.error(`unknown benchmark in --only; known: ${BENCHMARKS.map((b) => b.name).join(', ')}`);
     process.exitCode = 2;
@@ -239,9 +292,36 @@ async function main() {
   const started = Date.now();
   const loadBefore = os.loadavg().map((x) => x.toFixed(2)).join(' ');
   const results = [];
+  const plugins = [];
   for (const b of chosen) {
     console.log(`\n▶ ${b.name}`);
-    results.push(await runOne(b, quick ? b.quick : []));
+    const t0 = Date.now();
+    const before = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+    const r = await runOne(b, quick ? b.quick : []);
+    if (groupOf(b) === 'agent') results.push(r);
+    else plugins.push({ bench: b, result: r, meta: { date: new Date(t0).toISOString().replace(/\.\d+Z$/, 'Z'), node: process.version, machine: machine(), loadBefore: before, loadAfter: os.loadavg().map((x) => x.toFixed(2)).join(' '), seconds: (Date.now() - t0) / 1000, code: codeState() } });
+  }
+  for (const { bench, result, meta } of plugins) {
+    fs.mkdirSync(OUT_DIR, { recursive: true });
+    const outFile = path.join(OUT_DIR, `${bench.name}-${meta.date.replace(/[:]/g, '-')}.json`);
+    fs.writeFileSync(outFile, `${JSON.stringify({ meta, result }, null, 2)}\n`);
+    console.log(`\n${bench.name}: full results in ${path.relative(process.cwd(), outFile)}`);
+    if (!write) continue;
+    let text;
+    if (result.error) text = `**Did not finish:** ${result.error}`;
+    else {
+      try {
+        text = require(`./${bench.name}`).markdown(result);
+      } catch (err) {
+        text = `**Could not render the result:** ${err.message}`;
+      }
+    }
+    updateBlock(bench.section, bench.name, `${runLine(meta)} Written by \`node bench/run.js --only ${bench.name}\` (or \`--group plugins\`).\n\n${text}`);
+    console.log(`updated ${path.relative(process.cwd(), RESULTS)} (${bench.section}, block of ${bench.name})`);
+  }
+  if (results.length === 0) {
+    if (plugins.some((p) => p.result.error)) process.exitCode = 1;
+    return;
   }
   const meta = {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
@@ -267,7 +347,7 @@ async function main() {
   if (results.some((r) => r.error)) process.exitCode = 1;
 }
 
-module.exports = { updateResults, section };
+module.exports = { updateResults, section, updateBlock };
 
 if (require.main === module) {
   main().catch((err) => {

@@ -4,13 +4,14 @@
 // holds a fixed number of connections, each driven by a request-after-request loop
 // (closed loop: concurrency is exactly `connections`). A window: run for `warmup` ms
 // uncounted, print START, count the requests completed during `duration` ms, print one
-// JSON line {"requests", "windowMs", "rps", "errors", "non200"}.
+// JSON line {"requests", "windowMs", "rps", "errors", "non200"}. Requests go to `path`
+// (default "/").
 //
 // Two ways to drive it:
 //   node bench/lib/loadgen.js --port 8080 [--connections 8] [--warmup 1000] [--duration 3000]
 //       one window, then exit;
 //   node bench/lib/loadgen.js            (idle-overhead.js does this)
-//       windows on demand: each stdin line {"port", "connections", "warmup", "duration"}
+//       windows on demand: each stdin line {"port", "connections", "warmup", "duration", "path"?}
 //       runs one window against that port; the connections to every port stay open, so
 //       windows can alternate between two servers many times in quick succession.
 
@@ -28,7 +29,7 @@ function agentFor(port, connections) {
   return a;
 }
 
-function runWindow({ port, connections = 8, warmup = 1000, duration = 3000 }) {
+function runWindow({ port, connections = 8, warmup = 1000, duration = 3000, path = '/' }) {
   return new Promise((resolve) => {
     const agent = agentFor(port, connections);
     let counting = false;
@@ -40,7 +41,7 @@ function runWindow({ port, connections = 8, warmup = 1000, duration = 3000 }) {
 
     const loop = () => {
       if (stopped) return;
-      const req = http.request({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+      const req = http.request({ host: '127.0.0.1', port, path, agent }, (res) => {
         if (res.statusCode !== 200) non200++;
         res.on('data', () => {});
         res.on('end', () => {
