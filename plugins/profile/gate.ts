@@ -47,7 +47,9 @@ export class Gate {
   handle: WrapHandle | undefined;
   private session: Session | undefined;
   private inCall = false;
-  private lastAt = -Infinity;
+  /** True while a call may be profiled: closed by each sample, reopened by a timer after `every`. */
+  private open = true;
+  private reopen: NodeJS.Timeout | undefined;
   private readonly created = performance.now();
   private ended: number | undefined;
   private readonly waiters = new Set<() => void>();
@@ -60,11 +62,12 @@ export class Gate {
 
   /** The interceptor handed to ctx.wrap. */
   readonly intercept = (_call: unknown, proceed: () => unknown): unknown => {
-    const now = performance.now();
-    if (this.state !== 'armed' || this.inCall || now - this.lastAt < this.opts.everyMs || this.profiles.length >= this.opts.want) return proceed();
+    // The hot path of a waiting gate: one flag, no clock read.
+    if (!this.open) return proceed();
     if (!this.startProfiler()) return proceed();
+    this.open = false;
     this.inCall = true;
-    this.lastAt = now;
+    const now = performance.now();
     // Starting the profiler takes a few ms (V8 logs the code it knows); the samples kept
     // are only those between entry and exit of the call itself, on the profiler's clock.
     const entryUs = microseconds();
@@ -120,18 +123,29 @@ export class Gate {
     } catch {
       // the session went away (gate removed mid-call): nothing to record
     }
-    if (!profile || this.state !== 'armed') return;
+    if (!profile || this.state !== 'armed') {
+      if (this.state === 'armed') this.open = true;
+      return;
+    }
     this.profiles.push(trimProfile(profile, entryUs, exitUs));
     this.sampleTimes.push(startedAt);
     this.callDurations.push((exitUs - entryUs) / 1000);
     this.onSample?.(this.profiles.length);
-    if (this.profiles.length >= this.opts.want) this.close('done');
+    if (this.profiles.length >= this.opts.want) {
+      this.close('done');
+      return;
+    }
+    // The next call may be profiled `every` ms after this one began.
+    this.reopen = setTimeout(() => (this.open = this.state === 'armed'), Math.max(0, this.opts.everyMs - (performance.now() - startedAt)));
+    this.reopen.unref();
   }
 
   /** Takes the wrapper off, closes the session, wakes whoever waits. Idempotent. */
   close(state: 'done' | 'removed'): void {
     if (this.state !== 'armed') return;
     this.state = state;
+    this.open = false;
+    clearTimeout(this.reopen);
     this.ended = performance.now();
     this.handle?.unwrap();
     if (this.session) {

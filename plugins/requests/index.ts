@@ -61,6 +61,8 @@ export default definePlugin({
       const t = new RequestTable(opts.history ?? HISTORY, secretMatcher(ctx.settings.redact));
       table = t;
       ctx.subscribe('http.server.request.start', (m) => t.onServerStart(m as never));
+      ctx.subscribe('http.server.response.finish', (m) => t.onServerFinish(m as never));
+      ctx.setInterval(() => t.sweep(), 1000);
       ctx.subscribe('http.client.request.start', (m) => t.onClientStart(m as never));
       ctx.subscribe('undici:request:create', (m) => t.onUndiciCreate(m as never));
       ctx.subscribe('undici:request:trailers', (m) => t.onUndiciDone(m as never));

@@ -46,8 +46,6 @@ export interface Outbound {
 
 type Watcher = (done: FinishedRequest) => void;
 
-/** Where a response carries its table entry, for the shared 'close' listener. */
-const ENTRY = Symbol('ispy.requests.entry');
 
 /**
  * The history of finished requests, in columns: a finished request costs a few stores
@@ -151,7 +149,8 @@ function remoteOf(req: IncomingMessage): string | undefined {
 export class RequestTable {
   private nextId = 1;
   private nextOutbound = 1;
-  readonly live = new Map<number, LiveRequest>();
+  /** In flight, keyed by response; a Map keeps insertion order, so iteration is oldest first. */
+  readonly live = new Map<ServerResponse, LiveRequest>();
   readonly outbound = new Map<object, Outbound>();
   private readonly history: History;
   private readonly watchers = new Set<Watcher>();
@@ -178,24 +177,28 @@ export class RequestTable {
       res: msg.response,
       rootAsyncId: executionAsyncId(),
     };
-    this.live.set(entry.id, entry);
+    this.live.set(msg.response, entry);
     if (this.tracker) this.tracker.onRequestStart(entry);
-    // 'close' comes for finished and aborted responses alike. One shared listener and the
-    // entry on the response itself: no closure allocated per request.
-    (msg.response as ServerResponse & { [ENTRY]?: LiveRequest })[ENTRY] = entry;
-    msg.response.on('close', this.onResponseClose);
   }
 
-  private readonly onResponseClose = (function (this: RequestTable) {
-    const table = this;
-    return function (this: ServerResponse & { [ENTRY]?: LiveRequest }) {
-      const entry = this[ENTRY];
-      if (entry) table.onClose(entry);
-    };
-  }).call(this);
+  /** A response finished (http.server.response.finish): nothing attached to the response per request. */
+  onServerFinish(msg: { response: ServerResponse }): void {
+    const entry = this.live.get(msg.response);
+    if (entry) this.onClose(entry);
+  }
+
+  /**
+   * Requests whose connection went away without a finished response (the client gave
+   * up): found by a sweep, once a second, instead of a listener on every response.
+   */
+  sweep(): void {
+    for (const entry of this.live.values()) {
+      if (entry.res.destroyed || entry.req.socket?.destroyed) this.onClose(entry);
+    }
+  }
 
   private onClose(entry: LiveRequest): void {
-    if (!this.live.delete(entry.id)) return;
+    if (!this.live.delete(entry.res)) return;
     const res = entry.res;
     const end = performance.now();
     const slot = this.history.add(entry.id, entry.req.method, urlOf(entry.req), routeOf(entry), res.headersSent ? res.statusCode : -1, end - entry.start, end, !res.writableFinished);
@@ -300,7 +303,8 @@ export class RequestTable {
   }
 
   show(id: number): Record<string, unknown> | undefined {
-    const e = this.live.get(id);
+    let e: LiveRequest | undefined;
+    for (const x of this.live.values()) if (x.id === id) e = x;
     if (!e) return undefined;
     const now = performance.now();
     const req = e.req;

@@ -144,7 +144,10 @@ export default definePlugin({
           if (mine(e)) events.push(e as TraceEvent);
         });
         try {
-          yield* events.drain();
+          for await (const item of events.drain()) {
+            const e = item as TraceEvent;
+            yield typeof e.at === 'number' ? { ...e, at: new Date(e.at).toISOString() } : item;
+          }
         } finally {
           stop();
         }

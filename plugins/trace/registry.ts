@@ -23,12 +23,14 @@ export class TraceRegistry {
     const trace = new Trace(this.nextId++, target, opts, (e) => this.publish(e), origin);
     this.traces.set(trace.id, trace);
     const expiry = this.lifetime.setTimeout(() => trace.remove(`its ${Math.round(opts.durationMs / 1000)}s were up`), opts.durationMs);
+    const window = this.lifetime.setInterval(() => (trace.inWindow = 0), 1000);
     let undo: () => void = () => {};
     trace.remove = (reason) => {
       if (trace.state === 'removed') return;
       trace.state = 'removed';
       trace.reason = reason;
       expiry.clear();
+      window.clear();
       try {
         undo();
       } catch {

@@ -23,7 +23,8 @@ export interface TraceOptions {
 export interface TraceEvent {
   trace: number;
   seq: number;
-  at: string;
+  /** When the call began: ms since the epoch here, an ISO string once sent (formatting costs more than the call). */
+  at: number | string;
   durationMs: number;
   async?: boolean;
   construct?: boolean;
@@ -39,8 +40,8 @@ export class Trace {
   dropped = 0;
   state: 'waiting' | 'active' | 'removed' = 'waiting';
   reason: string | undefined;
-  private windowStart = 0;
-  private inWindow = 0;
+  /** Events recorded in the current second; reset by the registry's one-second timer, so a call reads no clock. */
+  inWindow = 0;
   private readonly created = Date.now();
   /** Set by the registry: removes the wrapper and forgets the trace. */
   remove: (reason: string) => void = () => {};
@@ -58,11 +59,6 @@ export class Trace {
   readonly intercept: Interceptor = (call: Invocation, proceed: () => unknown): unknown => {
     if (this.state !== 'active') return proceed();
     this.calls++;
-    const now = performance.now();
-    if (now - this.windowStart >= 1000) {
-      this.windowStart = now;
-      this.inWindow = 0;
-    }
     if (this.inWindow >= this.opts.perSecond) {
       this.dropped++;
       return proceed();
@@ -71,7 +67,8 @@ export class Trace {
     const seq = ++this.emitted;
     // The last call the limit allows: take the wrapper off now; this call still reports.
     if (seq >= this.opts.limit) this.remove(`limit of ${this.opts.limit} call${this.opts.limit === 1 ? '' : 's'} reached`);
-    const event: TraceEvent = { trace: this.id, seq, at: new Date().toISOString(), durationMs: 0 };
+    const now = performance.now();
+    const event: TraceEvent = { trace: this.id, seq, at: Date.now(), durationMs: 0 };
     if (call.newTarget) event.construct = true;
     if (this.opts.args) event.args = call.args.map(render);
     if (this.opts.stack) event.stack = frames(new Error().stack, 8, true);

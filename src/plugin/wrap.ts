@@ -33,7 +33,8 @@ interface Chain {
   proxy: Function;
   /** The property as it was: own descriptor, or undefined when inherited. */
   descriptor: PropertyDescriptor | undefined;
-  interceptors: Interceptor[];
+  /** Replaced, never mutated: a call in progress keeps the list it started with, at no per-call copy. */
+  interceptors: readonly Interceptor[];
 }
 
 const chains = new WeakMap<Function, Chain>();
@@ -86,11 +87,11 @@ export function wrapFunction(owner: object, key: PropertyKey, interceptor: Inter
     newChain.proxy = new Proxy(original, {
       apply(_target, thisArg, args) {
         const list = newChain.interceptors;
-        return list.length ? run(newChain, list.slice(), 0, { thisArg, args }) : Reflect.apply(original, thisArg, args);
+        return list.length ? run(newChain, list, 0, { thisArg, args }) : Reflect.apply(original, thisArg, args);
       },
       construct(_target, args, newTarget) {
         const list = newChain.interceptors;
-        return (list.length ? run(newChain, list.slice(), 0, { thisArg: undefined, args, newTarget }) : Reflect.construct(original, args, newTarget)) as object;
+        return (list.length ? run(newChain, list, 0, { thisArg: undefined, args, newTarget }) : Reflect.construct(original, args, newTarget)) as object;
       },
     });
     const d = newChain.descriptor;
@@ -102,15 +103,14 @@ export function wrapFunction(owner: object, key: PropertyKey, interceptor: Inter
     chain = newChain;
   }
   const c = chain;
-  c.interceptors.push(interceptor);
+  c.interceptors = [...c.interceptors, interceptor];
   let done = false;
   return {
     original: c.original,
     unwrap() {
       if (done) return;
       done = true;
-      const i = c.interceptors.indexOf(interceptor);
-      if (i !== -1) c.interceptors.splice(i, 1);
+      c.interceptors = c.interceptors.filter((x) => x !== interceptor);
       if (c.interceptors.length) return;
       // Last one out: put the property back exactly as it was, if nobody wrapped over us.
       if ((c.owner as Record<PropertyKey, unknown>)[c.key] === c.proxy) {
