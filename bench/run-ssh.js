@@ -249,6 +249,14 @@ async function main() {
   for (let i = 0; i < RUNS; i++) channel.push((await timed([...sshBase, '-o', `ControlPath=${ctl}`, `${user}@127.0.0.1`, 'true'], {}, 'ssh')).ms);
   await timed([...sshBase, '-o', `ControlPath=${ctl}`, '-O', 'exit', `${user}@127.0.0.1`], {}, 'ssh').catch(() => {});
   const shell = process.env.SHELL ? path.basename(process.env.SHELL) : 'sh';
+  // What the login shell's rc file costs on its own (bash reads ~/.bashrc for ssh commands).
+  let rcNote = '';
+  const bashrc = path.join(os.homedir(), '.bashrc');
+  if (shell === 'bash' && fs.existsSync(bashrc)) {
+    const rc = [];
+    for (let i = 0; i < RUNS; i++) rc.push((await timed(['-c', `. ${shq(bashrc)}; true`], {}, 'bash')).ms);
+    rcNote = `Sourcing this machine's \`~/.bashrc\` on its own, which bash does for every ssh command, takes ${fmt(median(rc))}${/pyenv init/.test(fs.readFileSync(bashrc, 'utf8')) ? ' (it runs `pyenv init`)' : ''}: most of a channel's ${fmt(median(channel))} is the login shell's rc file, and a lighter one makes every channel cheaper. `;
+  }
   const med = median(viaSsh);
   const base = median(local);
   const floor = median(bridgeFloor);
@@ -268,13 +276,13 @@ async function main() {
       `| baseline: same run, local sockets (median) | ${fmt(base)} |`,
       `| ratio to baseline | ${(med / base).toFixed(1)}x |`,
       `| ssh cost per agent beyond the baseline | ${((med - base) / AGENTS).toFixed(1)} ms |`,
-      `| TCP connections to the host per run (sshd's "Accepted publickey") | ${[...new Set(connections)].join(', ')} (concurrency 32, 8 channels per connection) |`,
+      `| TCP connections to the host per run (sshd's "Accepted publickey") | ${[...new Set(connections)].join(', ')} (32 targets in flight, 8 channels per connection: 4, and a fifth when a finished target's channel is still closing as the next one opens) |`,
       `| one remote bridge's start, \`node bin/ispy.js --version\` (median) | ${fmt(floor)} |`,
       `| one bare ssh channel on an open master, \`ssh -S … host true\` (median, sequential) | ${fmt(median(channel))} |`,
       '',
       `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${commit()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
       '',
-      `Where the time goes: every agent costs one ssh channel (sshd forks a session and runs the login shell, here ${shell} with the user's rc files, before the command) and a remote Node process (the bridge) that starts, loads the CLI, and pipes bytes: ${AGENTS} × (${fmt(median(channel))} + ${fmt(floor)}) on ${os.cpus().length} cores, which here are also running sshd, the client and the ${AGENTS} agents, is most of the difference from the local run. A remote host with \`ispy\` installed pays the same. A lighter bridge (a small program that copies stdin/stdout to a UNIX socket, given with \`--bridge\`) would cost less per agent; not measured here.`,
+      `Where the time goes: every agent costs one ssh channel (sshd forks a session and runs the login shell, here ${shell} with the user's rc files, before the command) and a remote Node process (the bridge) that starts, loads the CLI, and pipes bytes: ${AGENTS} × (${fmt(median(channel))} + ${fmt(floor)}) on ${os.cpus().length} cores, which here are also running sshd, the client and the ${AGENTS} agents, is most of the difference from the local run: the run is CPU-bound on the "remote" host, not waiting on ssh. ${rcNote}A remote host with \`ispy\` installed pays the same Node start per agent. What would remove most of it, not built: one bridge process per host carrying all of that host's sockets over one channel, or a lighter bridge (a small program that copies stdin/stdout to a UNIX socket, given with \`--bridge\`).`,
     ].join('\n'),
   );
   console.log(`wrote "${SECTION}" in ${path.relative(process.cwd(), RESULTS)}`);
