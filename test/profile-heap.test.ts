@@ -57,8 +57,9 @@ describe('profile and heap', () => {
   });
 
   it('profile cpu taken while the main thread spins names the spinning function', async () => {
-    const spinning = app.get('/spin?ms=1500');
-    await new Promise((r) => setTimeout(r, 200));
+    const spinning = app.get('/spin?ms=2500');
+    // Start once the agent sees the loop stuck (its heartbeat missed a few beats).
+    await waitFor(async () => /not turning/.test(((await client.call('process', 'info')) as any).mainThread), 5000, 'the loop to be stuck');
     const result = (await client.call('profile', 'cpu', { duration: '500ms', format: 'collapsed' })) as any;
     // V8 attributes samples of a loop optimized before the profiler started to its caller,
     // so the result also carries the stack at the start, which names the looping function.
