@@ -140,8 +140,8 @@ describe('a main thread blocked in native code', () => {
     await app.port();
     const client = await connect(app.socket);
     try {
-      const blocked = app.get('/native?ms=2500');
-      await new Promise((r) => setTimeout(r, 500));
+      const blocked = app.get('/native?ms=4000');
+      await waitFor(async () => /not turning/.test(((await client.call('process', 'info')) as Record<string, any>).mainThread), 5000, 'the loop to be blocked');
       const t0 = performance.now();
       const stack = (await client.call('process', 'stack')) as Record<string, any>;
       expect(performance.now() - t0).toBeLessThan(1500);

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as net from 'node:net';
 import WebSocket from 'ws';
-import { cleanup, startApp, type App } from './helpers';
+import { cleanup, startApp, waitFor, type App } from './helpers';
 import { connect, type Client } from '../dist/src/client/index.js';
 import { PROTOCOL_VERSION } from '../dist/src/protocol/index.js';
 
@@ -134,17 +134,19 @@ describe('protocol checks', () => {
       if (seen.length === 3) break;
     }
     expect(seen).toEqual([{ n: 0 }, { n: 1 }, { n: 2 }]);
-    await new Promise((r) => setTimeout(r, 100));
+    await waitFor(async () => ((await client.call('misc', 'state')) as any).streamsFinished === 1, 5000, 'the stream to end');
     expect(await client.call('misc', 'state')).toEqual({ streamsFinished: 1, timersLeft: 0 });
   });
 
   it('cancels the calls of a client that disconnects', async () => {
     const other = await connect(app.socket);
-    const running = other.call('misc', 'ticks', {}, { onData: () => {} }).catch((e) => e);
-    await new Promise((r) => setTimeout(r, 100));
+    let started!: () => void;
+    const first = new Promise<void>((r) => (started = r));
+    const running = other.call('misc', 'ticks', {}, { onData: () => started() }).catch((e) => e);
+    await first;
     await other.close();
     expect((await running).code).toBe('ISPY_ERR_DISCONNECTED');
-    await new Promise((r) => setTimeout(r, 100));
+    await waitFor(async () => ((await client.call('misc', 'state')) as any).streamsFinished === 2, 5000, 'the stream to end');
     expect(await client.call('misc', 'state')).toEqual({ streamsFinished: 2, timersLeft: 0 });
   });
 
@@ -161,7 +163,7 @@ describe('protocol checks', () => {
   it('times out a call on the client side and cancels it on the agent', async () => {
     const err = await client.call('misc', 'ticks', {}, { timeoutMs: 100, onData: () => {} }).catch((e) => e);
     expect(err.code).toBe('ISPY_ERR_TIMEOUT');
-    await new Promise((r) => setTimeout(r, 100));
+    await waitFor(async () => ((await client.call('misc', 'state')) as any).streamsFinished === 3, 5000, 'the stream to end');
     expect(await client.call('misc', 'state')).toEqual({ streamsFinished: 3, timersLeft: 0 });
   });
 });

@@ -195,14 +195,18 @@ describe('requests in a raw http app', () => {
   it('still lists requests while a handler spins, naming the spinning one and the stack', async () => {
     const waiting = fire(port, '/timer?ms=3000');
     await waitFor(async () => (await rows(client)).total === 1, 5000, 'the waiting request');
-    const spinning = fire(port, '/spin?ms=2000');
-    await new Promise((r) => setTimeout(r, 500));
-    const t0 = performance.now();
-    const list = await rows(client);
-    expect(performance.now() - t0).toBeLessThan(1500);
+    const spinning = fire(port, '/spin?ms=3000');
+    let elapsed = 0;
+    const list = await waitFor(async () => {
+      const t0 = performance.now();
+      const l = await rows(client);
+      elapsed = performance.now() - t0;
+      return l.mainThread?.stack?.length ? l : undefined;
+    }, 5000, 'the list to see the spinning handler');
+    expect(elapsed).toBeLessThan(1500);
     expect(list.mainThread.busyForMs).toBeGreaterThan(250);
     expect(list.mainThread.stack[0]).toMatch(new RegExp(`^spinHere \\(${APP_FILE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+\\)$`));
-    const spin = list.requests.find((r) => r.url === '/spin?ms=2000');
+    const spin = list.requests.find((r) => r.url === '/spin?ms=3000');
     expect(spin?.executing).toBe(true);
     expect(list.requests.find((r) => r.url === '/timer?ms=3000')?.executing).toBeUndefined();
     await Promise.all([spinning.done, waiting.done]);

@@ -17,8 +17,8 @@ async function identity(app: App): Promise<Record<string, boolean>> {
 async function collect(client: Client, args: Record<string, unknown>, until: (events: any[]) => boolean, trigger: () => Promise<unknown>): Promise<any[]> {
   const events: any[] = [];
   const controller = new AbortController();
-  const watching = client.call('trace', 'watch', args, { signal: controller.signal, onData: (e) => events.push(e) }).catch((e) => e);
-  await new Promise((r) => setTimeout(r, 100));
+  // --replay: events that happen before the watch is in place on a loaded machine still arrive.
+  const watching = client.call('trace', 'watch', { replay: true, ...args }, { signal: controller.signal, onData: (e) => events.push(e) }).catch((e) => e);
   await trigger();
   await waitFor(() => until(events), 5000, 'trace events');
   controller.abort();
@@ -70,7 +70,7 @@ describe('trace in a CommonJS app', () => {
   it('times async functions until their promise settles, and keeps `new` working', async () => {
     const later = (await client.call('trace', 'add', { target: `${LIB}:later`, result: true })) as any;
     const store = (await client.call('trace', 'add', { target: `${LIB}:Store` })) as any;
-    const events = await collect(client, {}, (e) => e.length >= 2, async () => {
+    const events = await collect(client, {}, (e) => e.some((x) => x.trace === later.id) && e.some((x) => x.trace === store.id), async () => {
       expect((await app.get('/later')).body).toBe('42');
       expect(JSON.parse((await app.get('/store')).body)).toEqual({ value: 'shop:k', isStore: true });
     });
