@@ -62,6 +62,11 @@ function child() {
       t.unref();
       return { clear: () => clearTimeout(t) };
     },
+    setInterval(fn, ms) {
+      const t = setInterval(fn, ms);
+      t.unref();
+      return { clear: () => clearInterval(t) };
+    },
     wrap: (o, k, i) => wrapFunction(o, k, i),
   };
   const traceOpts = (extra) => ({ args: false, result: false, stack: false, limit: 1e9, durationMs: 3600_000, perSecond: 1e9, detached: true, ...extra });

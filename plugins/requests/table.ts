@@ -46,6 +46,9 @@ export interface Outbound {
 
 type Watcher = (done: FinishedRequest) => void;
 
+/** The table id of a response's request, carried on the response for the finish channel. */
+const ENTRY_ID = Symbol('ispy.requests.id');
+
 
 /**
  * The history of finished requests, in columns: a finished request costs a few stores
@@ -149,8 +152,8 @@ function remoteOf(req: IncomingMessage): string | undefined {
 export class RequestTable {
   private nextId = 1;
   private nextOutbound = 1;
-  /** In flight, keyed by response; a Map keeps insertion order, so iteration is oldest first. */
-  readonly live = new Map<ServerResponse, LiveRequest>();
+  /** In flight, by id; a Map keeps insertion order, so iteration is oldest first. */
+  readonly live = new Map<number, LiveRequest>();
   readonly outbound = new Map<object, Outbound>();
   private readonly history: History;
   private readonly watchers = new Set<Watcher>();
@@ -177,13 +180,18 @@ export class RequestTable {
       res: msg.response,
       rootAsyncId: executionAsyncId(),
     };
-    this.live.set(msg.response, entry);
+    this.live.set(entry.id, entry);
+    // The id rides on the response (a small integer: every response gets the same field,
+    // one shape for all), so the finish channel finds the entry without a Map keyed by
+    // objects, which would make V8 give each response an identity hash.
+    (msg.response as ServerResponse & { [ENTRY_ID]?: number })[ENTRY_ID] = entry.id;
     if (this.tracker) this.tracker.onRequestStart(entry);
   }
 
-  /** A response finished (http.server.response.finish): nothing attached to the response per request. */
-  onServerFinish(msg: { response: ServerResponse }): void {
-    const entry = this.live.get(msg.response);
+  /** A response finished (http.server.response.finish): no listener attached per request. */
+  onServerFinish(msg: { response: ServerResponse & { [ENTRY_ID]?: number } }): void {
+    const id = msg.response[ENTRY_ID];
+    const entry = id === undefined ? undefined : this.live.get(id);
     if (entry) this.onClose(entry);
   }
 
@@ -198,7 +206,7 @@ export class RequestTable {
   }
 
   private onClose(entry: LiveRequest): void {
-    if (!this.live.delete(entry.res)) return;
+    if (!this.live.delete(entry.id)) return;
     const res = entry.res;
     const end = performance.now();
     const slot = this.history.add(entry.id, entry.req.method, urlOf(entry.req), routeOf(entry), res.headersSent ? res.statusCode : -1, end - entry.start, end, !res.writableFinished);
@@ -303,8 +311,7 @@ export class RequestTable {
   }
 
   show(id: number): Record<string, unknown> | undefined {
-    let e: LiveRequest | undefined;
-    for (const x of this.live.values()) if (x.id === id) e = x;
+    const e = this.live.get(id);
     if (!e) return undefined;
     const now = performance.now();
     const req = e.req;
