@@ -3,7 +3,7 @@
 // command to try, and stays until Ctrl-C, then stops every copy and removes the folder.
 //
 //   node examples/fleet.js [N]
-//   ispy run '/tmp/ispy-fleet-XXXX/*.sock' -c "process info"
+//   ispy run '/tmp/ispy-fleet-<random>/*.sock' -c "process info"
 //
 // Prints `FLEET <dir>` once every socket is up (the example test reads it).
 'use strict';
