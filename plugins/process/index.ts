@@ -62,7 +62,7 @@ export default definePlugin({
           versions: { node: process.versions.node, v8: process.versions.v8, uv: process.versions.uv, openssl: process.versions.openssl },
           uptimeSeconds: round(uptime, 1),
           agentUptimeSeconds: round((Date.now() - ctx.app.agentStartedAt) / 1000, 1),
-          mainThread: heartbeat > 250 ? `not turning its event loop for ${heartbeat} ms` : 'event loop turning',
+          mainThread: ctx.mainThread.stuck() ? `not turning its event loop for ${heartbeat} ms` : 'event loop turning',
           memory: { processRssMB: mb(process.memoryUsage.rss()), mainThread: await mainMemory(ctx) },
           cpu: {
             userSeconds: round(cpu.user / 1e6),
@@ -99,7 +99,7 @@ export default definePlugin({
           .map((f) => ({ function: f.functionName, file: f.file, line: f.line, column: f.column, app: isAppFrame(f.file) }));
         return {
           state: 'running',
-          busyForMs: ctx.mainThread.heartbeatAgeMs() > 250 ? ctx.mainThread.heartbeatAgeMs() : 0,
+          busyForMs: ctx.mainThread.stuck() ? ctx.mainThread.heartbeatAgeMs() : 0,
           capturedInMs: stack.capturedInMs,
           frames,
         };

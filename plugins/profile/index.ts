@@ -14,6 +14,7 @@ import {
   mergeProfiles,
   resolveTarget,
   topFunctions,
+  formatFrame,
   type CommandContext,
   type CpuProfile,
 } from 'ispy/plugin';
@@ -50,6 +51,32 @@ async function countdown(ctx: CommandContext, ms: number, what: string): Promise
     ctx.signal.addEventListener('abort', onAbort, { once: true });
     tick();
   });
+}
+
+/**
+ * One whole-process sampling run (CPU or allocations) through the worker's inspector:
+ * one of each kind at a time, the domain on only for the run, and the sampler always
+ * stopped — on cancel and disconnect too, returning what was sampled so far.
+ */
+async function sample<T>(
+  ctx: CommandContext,
+  run: { kind: keyof typeof running; domain: string; start: [string, Record<string, unknown>][]; stop: string; durationMs: number; label: string },
+): Promise<T> {
+  const release = claim(run.kind, run.kind === 'cpu' ? 'a CPU profile' : 'an allocation profile');
+  try {
+    return await ctx.inspector.withDomains([run.domain], async () => {
+      for (const [method, params] of run.start) await ctx.inspector.post(method, params);
+      let stopped: { profile: T } | undefined;
+      try {
+        await countdown(ctx, run.durationMs, run.label);
+      } finally {
+        stopped = await ctx.inspector.post<{ profile: T }>(run.stop, {}, { timeoutMs: 10_000 });
+      }
+      return stopped.profile;
+    });
+  } finally {
+    release();
+  }
 }
 
 function claim(kind: keyof typeof running, what: string): () => void {
@@ -99,39 +126,32 @@ export default definePlugin({
         top: arg.integer({ summary: 'how many top functions to show', default: 15, min: 1, max: 200 }),
       },
       async run(args, ctx) {
-        const release = claim('cpu', 'a CPU profile');
-        try {
-          // Code V8 optimized on the stack (a hot loop) before the profiler started is not in
-          // the profiler's code map, so its samples land on the caller. When the thread is
-          // already busy, say where it is, so the operator sees the looping function anyway.
+        // Code V8 optimized on the stack (a hot loop) before the profiler started is not in
+        // the profiler's code map, so its samples land on the caller. When the thread is
+        // already stuck, say where it is, so the operator sees the looping function anyway.
+        let busyAtStart: Record<string, unknown> | undefined;
+        if (ctx.mainThread.stuck()) {
           const busyForMs = ctx.mainThread.heartbeatAgeMs();
-          let busyAtStart: Record<string, unknown> | undefined;
-          if (busyForMs > 250) {
-            const stack = await ctx.mainThread.captureStack();
-            busyAtStart = {
-              busyForMs,
-              stack: stack.state === 'running' ? stack.frames.slice(0, 8).map((f) => `${f.functionName} (${f.file}:${f.line}:${f.column})`) : [],
-              note: 'the main thread was already busy when profiling began: samples in a loop optimized before the start are attributed to its caller; this stack shows the function that was running',
-            };
-          }
-          const profile = await ctx.inspector.withDomains(['Profiler'], async () => {
-            await ctx.inspector.post('Profiler.setSamplingInterval', { interval: Math.max(100, Math.round(args.interval * 1000)) });
-            await ctx.inspector.post('Profiler.start');
-            let stopped: { profile: CpuProfile } | undefined;
-            try {
-              await countdown(ctx, args.duration, 'profiling');
-            } finally {
-              // Cancel and disconnect land here too: the profiler always stops, and what was
-              // sampled so far is still returned.
-              stopped = await ctx.inspector.post<{ profile: CpuProfile }>('Profiler.stop', {}, { timeoutMs: 10_000 });
-            }
-            return stopped.profile;
-          });
-          const file = await saveCpuProfile(ctx, profile, 'cpu', args.format);
-          return { file, cancelled: ctx.signal.aborted, ...(busyAtStart ? { busyAtStart } : {}), ...topFunctions(profile, args.top) };
-        } finally {
-          release();
+          const stack = await ctx.mainThread.captureStack();
+          busyAtStart = {
+            busyForMs,
+            stack: stack.state === 'running' ? stack.frames.slice(0, 8).map(formatFrame) : [],
+            note: 'the main thread was already busy when profiling began: samples in a loop optimized before the start are attributed to its caller; this stack shows the function that was running',
+          };
         }
+        const profile = await sample<CpuProfile>(ctx, {
+          kind: 'cpu',
+          domain: 'Profiler',
+          start: [
+            ['Profiler.setSamplingInterval', { interval: Math.max(100, Math.round(args.interval * 1000)) }],
+            ['Profiler.start', {}],
+          ],
+          stop: 'Profiler.stop',
+          durationMs: args.duration,
+          label: 'profiling',
+        });
+        const file = await saveCpuProfile(ctx, profile, 'cpu', args.format);
+        return { file, cancelled: ctx.signal.aborted, ...(busyAtStart ? { busyAtStart } : {}), ...topFunctions(profile, args.top) };
       },
     }),
 
@@ -229,28 +249,17 @@ export default definePlugin({
         top: arg.integer({ summary: 'how many top sites to show', default: 15, min: 1, max: 200 }),
       },
       async run(args, ctx) {
-        const release = claim('alloc', 'an allocation profile');
-        try {
-          const profile = await ctx.inspector.withDomains(['HeapProfiler'], async () => {
-            // Count what was allocated, not only what is still alive when sampling stops.
-            await ctx.inspector.post('HeapProfiler.startSampling', {
-              samplingInterval: args.interval,
-              includeObjectsCollectedByMajorGC: true,
-              includeObjectsCollectedByMinorGC: true,
-            });
-            let stopped: { profile: SamplingHeapProfile } | undefined;
-            try {
-              await countdown(ctx, args.duration, 'sampling allocations');
-            } finally {
-              stopped = await ctx.inspector.post<{ profile: SamplingHeapProfile }>('HeapProfiler.stopSampling', {}, { timeoutMs: 10_000 });
-            }
-            return stopped.profile;
-          });
-          const file = await ctx.artefacts.writeFile('alloc.heapprofile', JSON.stringify(profile));
-          return { file, cancelled: ctx.signal.aborted, ...topAllocations(profile, args.top) };
-        } finally {
-          release();
-        }
+        const profile = await sample<SamplingHeapProfile>(ctx, {
+          kind: 'alloc',
+          domain: 'HeapProfiler',
+          // Count what was allocated, not only what is still alive when sampling stops.
+          start: [['HeapProfiler.startSampling', { samplingInterval: args.interval, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }]],
+          stop: 'HeapProfiler.stopSampling',
+          durationMs: args.duration,
+          label: 'sampling allocations',
+        });
+        const file = await ctx.artefacts.writeFile('alloc.heapprofile', JSON.stringify(profile));
+        return { file, cancelled: ctx.signal.aborted, ...topAllocations(profile, args.top) };
       },
     }),
   },

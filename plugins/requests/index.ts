@@ -9,7 +9,7 @@
 // V8 runs even inside a busy JavaScript loop: when a handler spins, the operator still
 // sees the requests, which one is executing, and the main thread's stack.
 
-import { arg, command, definePlugin, EventQueue, IspyError, secretMatcher, type CommandContext, type MainThreadStack } from 'ispy/plugin';
+import { arg, command, definePlugin, EventQueue, formatFrame, IspyError, secretMatcher, type CommandContext, type MainThreadStack } from 'ispy/plugin';
 import { RequestTable, type FinishedRequest } from './table';
 import { Tracker } from './tracker';
 
@@ -43,11 +43,11 @@ async function readTable(ctx: CommandContext, call: string): Promise<{ value: un
   if (value && typeof value === 'object' && (value as { unavailable?: boolean }).unavailable) {
     throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the requests table is not loaded on the main thread');
   }
-  if (age <= 250) return { value };
+  if (!ctx.mainThread.stuck()) return { value };
   // The loop is stuck: say so, and show where.
   const stack: MainThreadStack = await ctx.mainThread.captureStack();
   const mainThread: Record<string, unknown> = { busyForMs: age };
-  if (stack.state === 'running') mainThread.stack = stack.frames.slice(0, 8).map((f) => `${f.functionName} (${f.file}:${f.line}:${f.column})`);
+  if (stack.state === 'running') mainThread.stack = stack.frames.slice(0, 8).map(formatFrame);
   else mainThread.state = stack.state;
   return { value, mainThread };
 }

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
 import { parseDuration } from '../protocol/args';
+import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/index';
 import { checkSchema, parseBytes, type Schema } from './schema';
 import { packageRoot } from './paths';
 import type { ConfigTrace } from '../plugin/define';
@@ -64,7 +65,7 @@ export interface ResolvedConfig {
 }
 
 export const DEFAULT_LIMITS: Limits = {
-  maxFrameBytes: 1024 * 1024,
+  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
   maxConnections: 32,
   mainThreadTimeoutMs: 2000,
   inspectorTimeoutMs: 1000,

@@ -298,8 +298,4 @@ export class MainThreadInspector implements InspectorAccess {
     this.disconnect();
   }
 
-  /** Whether a session to the main thread is open right now (tests assert it is not, when idle). */
-  get connected(): boolean {
-    return this.session !== undefined;
-  }
 }

@@ -93,6 +93,7 @@ export class Registry {
   private mainThreadFor(pluginName: string, client: ClientRef): MainThreadAccess {
     return {
       heartbeatAgeMs: () => this.heartbeat.ageMs(),
+      stuck: () => this.heartbeat.stale(),
       captureStack: () => this.inspector.captureStack(),
       evaluate: (expression, o) => this.inspector.evaluate(expression, o),
       call: (command, args = {}) => this.bridge.call(pluginName, command, args, { data() {}, progress() {}, artefact() {} }, client),

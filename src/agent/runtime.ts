@@ -38,10 +38,6 @@ export class Lifetime implements LifetimeApi {
 
   constructor(private readonly label: string) {}
 
-  get size(): number {
-    return this.undos.length;
-  }
-
   onUnload(undo: Undo): void {
     if (this.closed) {
       // Registered after close: undo at once so nothing outlives the plugin.

@@ -162,6 +162,11 @@ export interface StackFrame {
   column: number;
 }
 
+/** `fn (file:line:column)`, the way Node prints a stack frame. */
+export function formatFrame(f: StackFrame): string {
+  return `${f.functionName} (${f.file}:${f.line}:${f.column})`;
+}
+
 export type MainThreadStack =
   | { state: 'running'; frames: StackFrame[]; capturedInMs: number }
   | { state: 'idle'; heartbeatAgeMs: number }
@@ -171,6 +176,8 @@ export type MainThreadStack =
 export interface MainThreadAccess {
   /** How long since the main thread's event loop last turned (its heartbeat), in ms. */
   heartbeatAgeMs(): number;
+  /** True when the loop has missed its last beats: the main thread is busy or blocked right now. */
+  stuck(): boolean;
   /** Its JavaScript stack right now, taken through the inspector; works while it spins. */
   captureStack(): Promise<MainThreadStack>;
   /** Evaluates an expression in the main thread's global scope via the inspector and returns its JSON value. */

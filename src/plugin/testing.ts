@@ -118,6 +118,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
     progress.length = 0;
     const mainThread: MainThreadAccess = {
       heartbeatAgeMs: () => 0,
+      stuck: () => false,
       captureStack: async () => ({ state: 'idle', heartbeatAgeMs: 0 }),
       evaluate: async (expression) => {
         inspector ??= sameThreadInspector(2000);
