@@ -14,14 +14,13 @@
 //
 // Rewrites the section "## ispy attach" of bench/RESULTS.md; every other section is kept.
 
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { ROOT, requireBuilt, startApp, percentile, median } = require('./lib/common');
+const { ROOT, requireBuilt, startApp, percentile, median, gitCommit, writeResultsSection } = require('./lib/common');
 
 const BIN = path.join(ROOT, 'bin', 'ispy.js');
-const RESULTS = path.join(__dirname, 'RESULTS.md');
 const SECTION = '## ispy attach';
 const i = process.argv.indexOf('--runs');
 const RUNS = i >= 0 ? Number(process.argv[i + 1]) : 20;
@@ -46,26 +45,7 @@ function attachJson(pid) {
   });
 }
 
-function commit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
 
-function writeSection(body) {
-  const text = fs.existsSync(RESULTS) ? fs.readFileSync(RESULTS, 'utf8') : '# Benchmark results\n';
-  const section = `${SECTION}\n\n${body.trim()}\n`;
-  const start = text.indexOf(`${SECTION}\n`);
-  let next;
-  if (start < 0) next = `${text.trimEnd()}\n\n${section}`;
-  else {
-    const after = text.indexOf('\n## ', start + SECTION.length);
-    next = `${text.slice(0, start)}${section}${after < 0 ? '' : `\n${text.slice(after + 1)}`}`;
-  }
-  fs.writeFileSync(RESULTS, next.endsWith('\n') ? next : `${next}\n`);
-}
 
 async function main() {
   requireBuilt();
@@ -91,7 +71,7 @@ async function main() {
   console.log(`window (signal to closed): median ${f(median(col('openMs')))}, p90 ${f(percentile(col('openMs'), 90))}, max ${f(Math.max(...col('openMs')))}`);
   if (!WRITE) return;
   const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown cpu';
-  writeSection(
+  writeResultsSection(SECTION, 
     [
       `\`node bin/ispy.js attach <pid> --json\` on a fresh \`bench/apps/hello-server.js\` (no agent, default inspector port 9229) each run, ${RUNS} runs; every run checked from /proc that the app listened on its own port only afterwards. Milliseconds from SIGUSR1. Written by \`node bench/attach-window.js\`.`,
       '',
@@ -103,10 +83,10 @@ async function main() {
       `| of which the port was seen listening | ${f(median(exposed))} / ${f(percentile(exposed, 90))} / ${f(Math.max(...exposed))} |`,
       `| agent ready (after the port closed) | ${stats('agentReady')} |`,
       '',
-      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${commit()}, load average ${load.map((l) => l.toFixed(1)).join(' → ')} (start → end). The machine is a shared VM, busy with other people's runs; expect tens of percent of drift.`,
+      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${gitCommit()}, load average ${load.map((l) => l.toFixed(1)).join(' → ')} (start → end). The machine is a shared VM, busy with other people's runs; expect tens of percent of drift.`,
     ].join('\n'),
   );
-  console.log(`wrote "${SECTION}" in ${path.relative(process.cwd(), RESULTS)}`);
+  console.log(`wrote "${SECTION}" in bench/RESULTS.md`);
 }
 
 main().then(

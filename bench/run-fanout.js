@@ -14,16 +14,16 @@
 // Rewrites the section "## ispy run over 50 local agents" of bench/RESULTS.md (creating
 // the file if needed); every other section is kept as it is.
 
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { median, gitCommit, writeResultsSection } = require('./lib/common');
 
 const ROOT = path.resolve(__dirname, '..');
 const REGISTER = path.join(ROOT, 'dist', 'src', 'register.js');
 const BIN = path.join(ROOT, 'bin', 'ispy.js');
 const APP = path.join(__dirname, 'apps', 'hello-server.js');
-const RESULTS = path.join(__dirname, 'RESULTS.md');
 const SECTION = '## ispy run over 50 local agents';
 const TARGET_MS = 1500;
 
@@ -95,34 +95,9 @@ function timed(args) {
   });
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const fmt = (ms) => `${Math.round(ms)} ms`;
 
-function commit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
 
-/** Replaces our section (heading to the next `## ` heading or the end), keeping every other. */
-function writeSection(body) {
-  const text = fs.existsSync(RESULTS) ? fs.readFileSync(RESULTS, 'utf8') : '# Benchmark results\n';
-  const section = `${SECTION}\n\n${body.trim()}\n`;
-  const start = text.indexOf(`${SECTION}\n`);
-  let next;
-  if (start < 0) next = `${text.trimEnd()}\n\n${section}`;
-  else {
-    const after = text.indexOf('\n## ', start + SECTION.length);
-    next = `${text.slice(0, start)}${section}${after < 0 ? '' : `\n${text.slice(after + 1)}`}`;
-  }
-  fs.writeFileSync(RESULTS, next.endsWith('\n') ? next : `${next}\n`);
-}
 
 async function main() {
   if (!fs.existsSync(REGISTER)) throw new Error('no build: run `npm run build` first');
@@ -159,7 +134,7 @@ async function main() {
   console.log(`target < ${fmt(TARGET_MS)}: ${pass ? 'met' : 'MISSED'}`);
   if (!WRITE) return;
   const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown cpu';
-  writeSection(
+  writeResultsSection(SECTION, 
     [
       `\`node bin/ispy.js run '<dir>/*.sock' -c "process info"\` over ${AGENTS} local agents (copies of \`bench/apps/hello-server.js\` with \`-r dist/src/register.js\`), wall time from spawn to exit: client start-up, glob, ${AGENTS} connections and calls, output. ${RUNS} runs after one warm-up, interleaved with the baseline \`node -e 0\`. Written by \`node bench/run-fanout.js\`.`,
       '',
@@ -172,10 +147,10 @@ async function main() {
       `| per agent beyond the baseline | ${((med - base) / AGENTS).toFixed(1)} ms | | |`,
       `| concurrency | ${CONCURRENCY ?? 'default (32)'} | | |`,
       '',
-      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${commit()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
+      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${gitCommit()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
     ].join('\n'),
   );
-  console.log(`wrote "${SECTION}" in ${path.relative(process.cwd(), RESULTS)}`);
+  console.log(`wrote "${SECTION}" in bench/RESULTS.md`);
 }
 
 main().then(

@@ -26,12 +26,12 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const { median, gitCommit, writeResultsSection } = require('./lib/common');
 
 const ROOT = path.resolve(__dirname, '..');
 const REGISTER = path.join(ROOT, 'dist', 'src', 'register.js');
 const BIN = path.join(ROOT, 'bin', 'ispy.js');
 const APP = path.join(__dirname, 'apps', 'hello-server.js');
-const RESULTS = path.join(__dirname, 'RESULTS.md');
 const SECTION = '## ispy run over 50 agents through one ssh host';
 const SSHD = '/usr/sbin/sshd';
 
@@ -165,34 +165,9 @@ function timed(args, env = {}, command = process.execPath) {
   });
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const fmt = (ms) => `${Math.round(ms)} ms`;
 
-function commit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
 
-/** Replaces our section (heading to the next `## ` heading or the end), keeping every other. */
-function writeSection(body) {
-  const text = fs.existsSync(RESULTS) ? fs.readFileSync(RESULTS, 'utf8') : '# Benchmark results\n';
-  const section = `${SECTION}\n\n${body.trim()}\n`;
-  const start = text.indexOf(`${SECTION}\n`);
-  let next;
-  if (start < 0) next = `${text.trimEnd()}\n\n${section}`;
-  else {
-    const after = text.indexOf('\n## ', start + SECTION.length);
-    next = `${text.slice(0, start)}${section}${after < 0 ? '' : `\n${text.slice(after + 1)}`}`;
-  }
-  fs.writeFileSync(RESULTS, next.endsWith('\n') ? next : `${next}\n`);
-}
 
 const accepted = (log) => (log.match(/Accepted publickey/g) ?? []).length;
 
@@ -265,7 +240,7 @@ async function main() {
   console.log(`ssh connections per run: ${connections.join(', ')}; one bridge's start (node bin/ispy.js --version): ${fmt(floor)}; one bare channel (ssh -S … true): ${fmt(median(channel))}`);
   if (!WRITE) return;
   const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown cpu';
-  writeSection(
+  writeResultsSection(SECTION, 
     [
       `\`node bin/ispy.js run 'ssh://<user>@127.0.0.1:<port>/<dir>/*.sock' -c "process info"\` over ${AGENTS} agents (copies of \`bench/apps/hello-server.js\` with \`-r dist/src/register.js\`) behind one ssh host: our own \`sshd\` on loopback, the remote bridge \`node bin/ispy.js bridge\` (ISPY_REMOTE_BRIDGE). Wall time from spawn to exit: client start-up, ssh masters, the glob listed on the host, ${AGENTS} ssh channels each starting a Node bridge, ${AGENTS} connections and calls, output, masters closed. ${RUNS} runs after one warm-up, interleaved with the baseline: the same run over the same sockets locally. No target was set; this is the figure as measured. Written by \`node bench/run-ssh.js\`.`,
       '',
@@ -280,12 +255,12 @@ async function main() {
       `| one remote bridge's start, \`node bin/ispy.js --version\` (median) | ${fmt(floor)} |`,
       `| one bare ssh channel on an open master, \`ssh -S … host true\` (median, sequential) | ${fmt(median(channel))} |`,
       '',
-      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${commit()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
+      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${gitCommit()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
       '',
       `Where the time goes: every agent costs one ssh channel (sshd forks a session and runs the login shell, here ${shell} with the user's rc files, before the command) and a remote Node process (the bridge) that starts, loads the CLI, and pipes bytes: ${AGENTS} × (${fmt(median(channel))} + ${fmt(floor)}) on ${os.cpus().length} cores, which here are also running sshd, the client and the ${AGENTS} agents, is most of the difference from the local run: the run is CPU-bound on the "remote" host, not waiting on ssh. ${rcNote}A remote host with \`ispy\` installed pays the same Node start per agent. What would remove most of it, not built: one bridge process per host carrying all of that host's sockets over one channel, or a lighter bridge (a small program that copies stdin/stdout to a UNIX socket, given with \`--bridge\`).`,
     ].join('\n'),
   );
-  console.log(`wrote "${SECTION}" in ${path.relative(process.cwd(), RESULTS)}`);
+  console.log(`wrote "${SECTION}" in bench/RESULTS.md`);
 }
 
 main().then(

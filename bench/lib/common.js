@@ -301,6 +301,33 @@ function mainIfDirect(mod, run) {
   );
 }
 
+/** The short commit of the working tree, for the figures' provenance. */
+function gitCommit() {
+  try {
+    return require('node:child_process').execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * Replaces one `## ` section of bench/RESULTS.md (its heading up to the next `## ` heading
+ * or the end) with `body`, keeping every other section; appends it when missing.
+ */
+function writeResultsSection(heading, body) {
+  const results = path.join(__dirname, '..', 'RESULTS.md');
+  const text = fs.existsSync(results) ? fs.readFileSync(results, 'utf8') : '# Benchmark results\n';
+  const section = `${heading}\n\n${body.trim()}\n`;
+  const start = text.indexOf(`${heading}\n`);
+  let next;
+  if (start < 0) next = `${text.trimEnd()}\n\n${section}`;
+  else {
+    const after = text.indexOf('\n## ', start + heading.length);
+    next = `${text.slice(0, start)}${section}${after < 0 ? '' : `\n${text.slice(after + 1)}`}`;
+  }
+  fs.writeFileSync(results, next.endsWith('\n') ? next : `${next}\n`);
+}
+
 module.exports = {
   ROOT,
   REGISTER,
@@ -323,5 +350,7 @@ module.exports = {
   parseArgs,
   num,
   mainIfDirect,
+  gitCommit,
+  writeResultsSection,
   killAll,
 };
