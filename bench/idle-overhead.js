@@ -25,12 +25,11 @@
 //
 //   node bench/idle-overhead.js [--rounds 5] [--pairs 15] [--connections 8] [--warmup 150] [--duration 500] [--no-core]
 
-const { spawn } = require('node:child_process');
 const path = require('node:path');
 const c = require('./lib/common');
+const { LoadGen, spread, ratiosAgainstBaseline, baselineNoise } = require('./lib/windows');
 
 const TARGET_OVERHEAD_PCT = 1;
-const LOADGEN = path.join(__dirname, 'lib', 'loadgen.js');
 
 /** Names of the built-in plugins, so the "core" server can disable them all. */
 function builtinPlugins() {
@@ -41,111 +40,8 @@ function builtinPlugins() {
   }
 }
 
-/**
- * The load generator of one round: one long-lived process (bench/lib/loadgen.js) that runs
- * windows on demand, alternating between the servers while keeping its keep-alive
- * connections to each open. Around each counted window we read the target server's CPU time.
- */
-class LoadGen {
-  constructor() {
-    this.proc = spawn(process.execPath, [LOADGEN], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.err = '';
-    this.buf = '';
-    this.waiter = undefined;
-    this.proc.stderr.on('data', (d) => (this.err += d));
-    this.proc.stdout.on('data', (d) => {
-      this.buf += d;
-      let nl;
-      while ((nl = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        this.waiter?.(line);
-      }
-    });
-    this.proc.on('exit', (code) => this.waiter?.(undefined, new Error(`load generator exited with ${code} (stderr: ${this.err})`)));
-  }
-
-  /** One window against app; resolves with requests/s and the server's CPU time per request. */
-  window(app, { connections, warmup, duration }) {
-    return new Promise((resolve, reject) => {
-      let cpu0;
-      const timer = setTimeout(() => done(undefined, new Error(`load window did not finish within ${warmup + duration + 10000} ms (stderr: ${this.err})`)), warmup + duration + 10000);
-      const done = (line, err) => {
-        if (err) {
-          this.waiter = undefined;
-          clearTimeout(timer);
-          return reject(err);
-        }
-        if (line === 'START') {
-          cpu0 = c.readCpuMs(app.pid);
-          return;
-        }
-        const cpu1 = c.readCpuMs(app.pid);
-        this.waiter = undefined;
-        clearTimeout(timer);
-        try {
-          const r = JSON.parse(line);
-          if (r.errors || r.non200) throw new Error(`load generator saw ${r.errors} errors and ${r.non200} non-200 answers from ${app.label}`);
-          resolve({ rps: r.rps, requests: r.requests, cpuUsPerRequest: ((cpu1 - cpu0) * 1000) / r.requests, serverCpuUtilisation: (cpu1 - cpu0) / r.windowMs });
-        } catch (e) {
-          reject(e);
-        }
-      };
-      this.waiter = done;
-      this.proc.stdin.write(`${JSON.stringify({ port: app.port, connections, warmup, duration })}\n`);
-    });
-  }
-
-  close() {
-    this.proc.stdin.end();
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 2000);
-    return new Promise((resolve) => {
-      if (this.proc.exitCode !== null || this.proc.signalCode !== null) return resolve();
-      this.proc.once('exit', () => resolve());
-    }).finally(() => clearTimeout(t));
-  }
-}
-
-function spread(xs) {
-  const [lo, hi] = c.medianCI(xs);
-  return {
-    median: c.round(c.median(xs), 4),
-    ci95: [c.round(lo, 4), c.round(hi, 4)],
-    p25: c.round(c.percentile(xs, 25), 4),
-    p75: c.round(c.percentile(xs, 75), 4),
-    min: c.round(Math.min(...xs), 4),
-    max: c.round(Math.max(...xs), 4),
-    n: xs.length,
-  };
-}
-
-/**
- * For every window of `variant` in the sequence, its value over the "without" level
- * interpolated (by position) between the nearest "without" windows on either side.
- */
-function ratiosAgainstBaseline(seq, variant, key) {
-  const out = [];
-  for (let j = 0; j < seq.length; j++) {
-    if (seq[j].variant !== variant) continue;
-    let before = j - 1;
-    while (before >= 0 && seq[before].variant !== 'without') before--;
-    let after = j + 1;
-    while (after < seq.length && seq[after].variant !== 'without') after++;
-    if (before < 0 || after >= seq.length) continue;
-    const f = (j - before) / (after - before);
-    const base = seq[before][key] + f * (seq[after][key] - seq[before][key]);
-    out.push(seq[j][key] / base);
-  }
-  return out;
-}
-
-/** "without" against the next "without" window: what no difference looks like here. */
-function baselineNoise(seq, key) {
-  const base = seq.filter((x) => x.variant === 'without');
-  const out = [];
-  for (let i = 0; i + 1 < base.length; i++) out.push(Math.abs(1 - base[i + 1][key] / base[i][key]));
-  return out;
-}
+// The load generator, spread, ratiosAgainstBaseline and baselineNoise are shared with the
+// plugin benchmarks (bench/lib/windows.js).
 
 async function run(opts = {}) {
   const rounds = c.num(opts.rounds, 5);
