@@ -31,14 +31,6 @@ const { LoadGen, spread, ratiosAgainstBaseline, baselineNoise } = require('./lib
 
 const TARGET_OVERHEAD_PCT = 1;
 
-/** Names of the built-in plugins, so the "core" server can disable them all. */
-function builtinPlugins() {
-  try {
-    return [...require(path.join(c.ROOT, 'dist', 'src', 'agent', 'main-host.js')).BUILTIN_PLUGINS];
-  } catch {
-    return ['process'];
-  }
-}
 
 // The load generator, spread, ratiosAgainstBaseline and baselineNoise are shared with the
 // plugin benchmarks (bench/lib/windows.js).
@@ -49,7 +41,7 @@ async function run(opts = {}) {
   const withCore = !opts['no-core'];
   const load = { connections: c.num(opts.connections, 8), warmup: c.num(opts.warmup, 150), duration: c.num(opts.duration, 500) };
   c.requireBuilt();
-  const builtins = builtinPlugins();
+  const builtins = c.builtinPlugins();
   const variants = withCore ? ['without', 'with', 'core'] : ['without', 'with'];
   const acc = {};
   for (const v of variants) acc[v] = { rps: [], cpuUs: [], util: [], ratio: [], cpuRatio: [] };

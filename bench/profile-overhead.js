@@ -33,9 +33,6 @@ const { HOT_TARGET, measureState, sameWithinNoise } = require('./lib/hot');
 
 const INTERVAL_US = 1000;
 
-function builtinPlugins() {
-  return [...require(path.join(c.ROOT, 'dist', 'src', 'agent', 'main-host.js')).BUILTIN_PLUGINS];
-}
 
 async function connectTo(app) {
   const { connect } = c.requireBuilt();
@@ -164,7 +161,7 @@ async function run(opts = {}) {
   const load = { connections: c.num(opts.connections, 8), warmup: c.num(opts.warmup, 150), duration: c.num(opts.duration, 500) };
   c.requireBuilt();
   const install = ensurePeers();
-  const builtins = builtinPlugins();
+  const builtins = c.builtinPlugins();
   const onlyProfile = { disable: builtins.filter((b) => b !== 'profile') };
   const result = { benchmark: 'profile-overhead', intervalUs: INTERVAL_US, peers: { installedNow: install.installed, installMs: install.ms, v8ProfilerNext: peerVersion('v8-profiler-next'), heapdump: peerVersion('heapdump') } };
 

@@ -35,9 +35,6 @@ const TARGET_PCT = 3;
 const OTEL_PRELOAD = path.join(__dirname, 'apps', 'otel-preload.js');
 const EXIT_ON_SIGNAL = path.join(__dirname, 'apps', 'exit-on-signal.js');
 
-function builtinPlugins() {
-  return [...require(path.join(c.ROOT, 'dist', 'src', 'agent', 'main-host.js')).BUILTIN_PLUGINS];
-}
 
 async function withClient(app, fn) {
   const { connect } = c.requireBuilt();
@@ -231,7 +228,7 @@ async function run(opts = {}) {
   const load = { connections: c.num(opts.connections, 8), warmup: c.num(opts.warmup, 150), duration: c.num(opts.duration, 500) };
   c.requireBuilt();
   const install = ensurePeers();
-  const builtins = builtinPlugins();
+  const builtins = c.builtinPlugins();
   const onlyRequests = { disable: builtins.filter((b) => b !== 'requests'), limits: { trackMaxDuration: '30m' } };
   const spanCounts = new Map();
 

@@ -20,19 +20,12 @@ const c = require('./lib/common');
 const TARGET_MIB = 15;
 const mib = (kB) => c.round(kB / 1024, 1);
 
-function builtinPlugins() {
-  try {
-    return [...require(path.join(c.ROOT, 'dist', 'src', 'agent', 'main-host.js')).BUILTIN_PLUGINS];
-  } catch {
-    return ['process'];
-  }
-}
 
 async function run(opts = {}) {
   const starts = c.num(opts.starts, 5);
   const settleMs = c.num(opts.settle, 3000);
   const { connect } = c.requireBuilt();
-  const builtins = builtinPlugins();
+  const builtins = c.builtinPlugins();
   const variants = [
     { label: 'without', agent: false },
     { label: 'with', agent: true },

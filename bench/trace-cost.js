@@ -30,9 +30,6 @@ const N = 2_000_000;
 const EMIT_N = 1000;
 const CAPPED_N = 200_000;
 
-function builtinPlugins() {
-  return [...require(path.join(c.ROOT, 'dist', 'src', 'agent', 'main-host.js')).BUILTIN_PLUGINS];
-}
 
 async function connectTo(app) {
   const { connect } = c.requireBuilt();
@@ -107,7 +104,7 @@ async function run(opts = {}) {
   const cycles = c.num(opts.cycles, 2);
   const count = c.num(opts.count, 10);
   c.requireBuilt();
-  const onlyTrace = { disable: builtinPlugins().filter((b) => b !== 'trace') };
+  const onlyTrace = { disable: c.builtinPlugins().filter((b) => b !== 'trace') };
   console.log(`trace-cost: ${cycles} cycles (fresh processes each), ${count} interleaved measurements per state`);
   const all = [];
   for (let k = 0; k < cycles; k++) all.push(await cycle(k, count, onlyTrace));

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cleanup, runCli, startApp, tempDir, waitFor, type App } from './helpers';
+import { cleanup, runBlocks, runCli, startApp, tempDir, waitFor, type App } from './helpers';
 
 const LIVE = 11;
 let dir: string;
@@ -26,22 +26,13 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(cleanup);
 
-/** Splits human `run` output into blocks keyed by the socket in their header. */
-function blocks(stdout: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const block of stdout.split(/^(?=── )/m).filter(Boolean)) {
-    const header = /^── (\S+)/.exec(block);
-    if (header) out.set(header[1]!, block);
-  }
-  return out;
-}
 
 describe('ispy run', () => {
   it('runs a line on every agent a glob matches and exits 0 when all answer', async () => {
     const r = await runCli(['run', `${dir}/app-*.sock`, '-c', 'process info']);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe(`${LIVE} ok, 0 failed\n`);
-    const b = blocks(r.stdout);
+    const b = runBlocks(r.stdout);
     expect(b.size).toBe(LIVE);
     for (const app of apps) {
       const block = b.get(app.socket);
@@ -77,7 +68,7 @@ describe('ispy run', () => {
     const r = await run;
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`${LIVE - 1} ok, 2 failed\n`);
-    const b = blocks(r.stdout);
+    const b = runBlocks(r.stdout);
     expect(b.size).toBe(LIVE + 1);
     expect(b.get(staleSocket)).toBe(`── ${staleSocket} ── failed\nerror: stale socket ${staleSocket}: nothing is listening on it (the process that created it is gone)\n`);
     const died = b.get(victim.socket)!;
@@ -148,9 +139,9 @@ describe('ispy run', () => {
       expect(Date.now() - started).toBeLessThan(6000);
       expect(r.code).toBe(1);
       expect(r.stderr).toBe('1 ok, 1 failed\n');
-      const order = [...blocks(r.stdout).keys()];
+      const order = [...runBlocks(r.stdout).keys()];
       expect(order).toEqual([healthy.socket, hung.socket]);
-      expect(blocks(r.stdout).get(hung.socket)).toContain(`error: agent at ${hung.socket} did not answer within 1000 ms`);
+      expect(runBlocks(r.stdout).get(hung.socket)).toContain(`error: agent at ${hung.socket} did not answer within 1000 ms`);
     } finally {
       hung.child.kill('SIGCONT');
     }

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { globWord, listCommand, parseSshTarget, shellQuote } from '../src/cli/ssh';
 import { mergeResults } from '../src/cli/merge';
-import { BIN, cleanup, runCli, startApp, tempDir, waitFor, type App } from './helpers';
+import { BIN, cleanup, runBlocks, runCli, startApp, tempDir, waitFor, type App } from './helpers';
 import { freePort, sshdMissing, startSshd, type Sshd } from './sshd';
 
 const missing = sshdMissing();
@@ -65,15 +65,6 @@ afterAll(async () => {
   await sshd?.stop();
 });
 
-/** Splits human `run` output into blocks keyed by the label in their header. */
-function blocks(stdout: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const block of stdout.split(/^(?=── )/m).filter(Boolean)) {
-    const header = /^── (\S+)/.exec(block);
-    if (header) out.set(header[1]!, block);
-  }
-  return out;
-}
 
 const accepted = () => (sshd.log().match(/Accepted publickey/g) ?? []).length;
 
@@ -83,7 +74,7 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
     const r = await runCli(['run', glob, `ssh://127.0.0.1:${closedPort}/tmp/x.sock`, '-c', 'process info'], { env });
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`${LIVE} ok, 2 failed\n`);
-    const b = blocks(r.stdout);
+    const b = runBlocks(r.stdout);
     expect(b.size).toBe(LIVE + 2);
     for (const app of apps) {
       const block = b.get(`${host}:${app.socket}`);
@@ -109,7 +100,7 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
     // 5 s for the hung host (generous: the live ones must answer well inside it on a busy
     // machine), plus the client's own start and closing; never 5 s per target.
     expect(elapsed).toBeLessThan(10_000);
-    const b = blocks(r.stdout);
+    const b = runBlocks(r.stdout);
     for (const label of [`127.0.0.1:${hungPort}:/tmp/x.sock`, `127.0.0.1:${hungPort}:/tmp/*.sock`]) {
       expect(b.get(label)).toBe(`── ${label} ── failed\nerror: 127.0.0.1:${hungPort} did not answer over ssh within 5000 ms\n`);
     }
@@ -144,7 +135,7 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
     const r = await runCli(['run', glob, '-c', 'requests list', '-c', 'process info', '--merge'], { env });
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`${LIVE} ok, 1 failed\n`);
-    const b = blocks(r.stdout);
+    const b = runBlocks(r.stdout);
     // The failure is told in its own block; the answers are in the tables.
     expect(b.get(`${host}:${stale}`)).toContain('error: stale socket');
     const [, requests, info] = r.stdout.split(/^── (?:requests list|process info): /m);

@@ -167,3 +167,13 @@ export function writeFile(dir: string, name: string, content: string): string {
   writeFileSync(file, content);
   return file;
 }
+
+/** Splits human `ispy run` output into blocks keyed by the label in their `── label` header. */
+export function runBlocks(stdout: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const block of stdout.split(/^(?=── )/m).filter(Boolean)) {
+    const header = /^── (\S+)/.exec(block);
+    if (header) out.set(header[1]!, block);
+  }
+  return out;
+}

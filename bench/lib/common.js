@@ -301,6 +301,15 @@ function mainIfDirect(mod, run) {
   );
 }
 
+/** Names of the built-in plugins (from the build), so a "core" server can disable them all. */
+function builtinPlugins() {
+  try {
+    return [...require(path.join(ROOT, 'dist', 'src', 'agent', 'main-host.js')).BUILTIN_PLUGINS];
+  } catch {
+    return ['process'];
+  }
+}
+
 /** The short commit of the working tree, for the figures' provenance. */
 function gitCommit() {
   try {
@@ -352,5 +361,6 @@ module.exports = {
   mainIfDirect,
   gitCommit,
   writeResultsSection,
+  builtinPlugins,
   killAll,
 };
