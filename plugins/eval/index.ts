@@ -6,16 +6,20 @@
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { inspect } from 'node:util';
-import * as vm from 'node:vm';
+import type * as Vm from 'node:vm';
 import { arg, command, definePlugin, IspyError } from 'ispy/plugin';
+
+/** node:vm is loaded by the first eval, not at start-up in every app. */
+const vm = (): typeof Vm => require('node:vm');
 
 const REQUIRE_KEY = Symbol.for('ispy.eval.require');
 
 /** Compiles as an expression if it is one (so `1 + 1` returns 2), else as statements. */
 function compile(expression: string): string {
   const asExpression = `(async (require) => (\n${expression}\n))(globalThis[Symbol.for('ispy.eval.require')])`;
+  const { Script } = vm();
   try {
-    new vm.Script(asExpression);
+    new Script(asExpression);
     return asExpression;
   } catch {
     return `(async (require) => {\n${expression}\n})(globalThis[Symbol.for('ispy.eval.require')])`;
@@ -49,7 +53,7 @@ export default definePlugin({
         const started = performance.now();
         try {
           // The synchronous part runs under vm's timeout: a runaway loop is stopped.
-          pending = vm.runInThisContext(code, { filename: 'ispy-eval', timeout: args.timeout, displayErrors: false }) as Promise<unknown>;
+          pending = vm().runInThisContext(code, { filename: 'ispy-eval', timeout: args.timeout, displayErrors: false }) as Promise<unknown>;
         } catch (err) {
           const e = err as Error & { code?: string };
           if (e?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') {

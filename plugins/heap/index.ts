@@ -6,7 +6,6 @@
 // memory actually available and refuses (unless --force) when it would not fit.
 
 import * as os from 'node:os';
-import * as v8 from 'node:v8';
 import { arg, command, definePlugin, IspyError, type CommandContext } from 'ispy/plugin';
 import { availableMemory, mb } from './memory';
 
@@ -38,7 +37,11 @@ export default definePlugin({
     main(ctx) {
       // Read by the worker through Runtime.evaluate (answers even while the thread spins).
       const api = {
-        stats: () => ({ heap: v8.getHeapStatistics(), spaces: v8.getHeapSpaceStatistics() }),
+        // node:v8 is loaded by the first call, not at start-up in every app.
+        stats: () => {
+          const v8 = require('node:v8') as typeof import('node:v8');
+          return { heap: v8.getHeapStatistics(), spaces: v8.getHeapSpaceStatistics() };
+        },
       };
       const key = Symbol.for(GLOBAL_KEY);
       Object.defineProperty(globalThis, key, { value: api, configurable: true, enumerable: false });

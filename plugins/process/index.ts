@@ -8,7 +8,6 @@
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as os from 'node:os';
 import { arg, command, definePlugin, IspyError, redactedValue, redactUrlPassword, secretMatcher, type CommandContext } from 'ispy/plugin';
-import { classify, summarisePackages } from './modules';
 import { GcRecorder } from './gc';
 
 // One per thread that loads this module; only the main thread's is started.
@@ -218,6 +217,8 @@ export default definePlugin({
         } finally {
           off();
         }
+        // Loaded when first asked for: an idle agent keeps only what it needs in the app.
+        const { classify, summarisePackages } = require('./modules') as typeof import('./modules');
         const { files, builtins } = classify(scripts);
         const packages = summarisePackages(files);
         const result: Record<string, unknown> = {

@@ -18,8 +18,8 @@ import {
   type CommandContext,
   type CpuProfile,
 } from 'ispy/plugin';
-import { Gate } from './gate';
-import { topAllocations, type SamplingHeapProfile } from './heapprofile';
+import type { Gate } from './gate';
+import type { SamplingHeapProfile } from './heapprofile';
 
 /** Frames of ispy's wrapper (the plugin API's wrap.js and this plugin's gate.js). */
 const OWN_FRAMES = /[\\/](?:plugin[\\/]wrap|profile[\\/]gate)\.(?:js|ts)$/;
@@ -176,6 +176,8 @@ export default definePlugin({
             `cannot gate ${args.target}: ${target.problem}. Gate the object or prototype it lives on (e.g. <module>:Class.prototype.method), or a function it calls`,
           );
         }
+        // The gate and heap-profile code load on first use: an idle agent keeps only what it needs in the app.
+        const { Gate } = require('./gate') as typeof import('./gate');
         const gate = new Gate(nextGate++, { spec: args.target, everyMs: args.every, want: args.samples, intervalUs: Math.round(args.interval * 1000) });
         gate.handle = ctx.wrap(target.owner, target.key, gate.intercept);
         gates.set(gate.id, gate);
@@ -259,7 +261,7 @@ export default definePlugin({
           label: 'sampling allocations',
         });
         const file = await ctx.artefacts.writeFile('alloc.heapprofile', JSON.stringify(profile));
-        return { file, cancelled: ctx.signal.aborted, ...topAllocations(profile, args.top) };
+        return { file, cancelled: ctx.signal.aborted, ...(require('./heapprofile') as typeof import('./heapprofile')).topAllocations(profile, args.top) };
       },
     }),
   },

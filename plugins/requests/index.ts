@@ -11,7 +11,6 @@
 
 import { arg, command, definePlugin, EventQueue, formatFrame, IspyError, secretMatcher, type CommandContext, type MainThreadStack } from 'ispy/plugin';
 import { RequestTable, type FinishedRequest } from './table';
-import { Tracker } from './tracker';
 
 /** Where the main thread publishes the table for the worker's Runtime.evaluate. */
 const GLOBAL_KEY = 'ispy.requests';
@@ -171,6 +170,8 @@ export default definePlugin({
           throw new IspyError('ISPY_ERR_BAD_ARGS', `--duration ${args.duration} ms is over the configured cap of ${cap} ms (limits.trackMaxDuration)`);
         }
         t.tracker?.disarm();
+        // Loaded on first use (with async_hooks): most apps are never tracked.
+        const { Tracker } = require('./tracker') as typeof import('./tracker');
         const tracker = new Tracker(args.duration, t.live.values());
         tracker.arm();
         t.tracker = tracker;

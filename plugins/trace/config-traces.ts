@@ -104,12 +104,21 @@ export function installConfigTraces(ctx: SetupContext, registry: TraceRegistry, 
   const cache = (Module as unknown as { _cache: Record<string, { loaded: boolean; exports: unknown }> })._cache;
   const waiting = cjs.filter((p) => !(cache[p.file]?.loaded && attach(p, cache[p.file]!.exports)));
   if (waiting.length) {
+    let attaching = false;
     const handle = ctx.wrap(Module, '_load', (_call, proceed) => {
       const exportsObject = proceed();
-      for (let i = waiting.length - 1; i >= 0; i--) {
-        const p = waiting[i]!;
-        const m = cache[p.file];
-        if (m?.loaded && attach(p, m.exports)) waiting.splice(i, 1);
+      // Attaching can itself load a module (ispy's own code loads lazily), which comes
+      // back through here: that inner load must not attach the same trace a second time.
+      if (attaching) return exportsObject;
+      attaching = true;
+      try {
+        for (let i = waiting.length - 1; i >= 0; i--) {
+          const p = waiting[i]!;
+          const m = cache[p.file];
+          if (m?.loaded && attach(p, m.exports)) waiting.splice(i, 1);
+        }
+      } finally {
+        attaching = false;
       }
       if (!waiting.length) handle.unwrap();
       return exportsObject;

@@ -6,20 +6,25 @@
 // belongs to the client that added it: when that client disconnects, its traces come off,
 // unless added with --detach.
 
-import { arg, command, definePlugin, EventQueue, IspyError, resolveTarget, type ConfigTrace } from 'ispy/plugin';
-import { TraceRegistry } from './registry';
+import { arg, command, definePlugin, EventQueue, IspyError, resolveTarget, type ConfigTrace, type Lifetime } from 'ispy/plugin';
+import type { TraceRegistry } from './registry';
 import type { TraceEvent, TraceOptions } from './tracer';
-import { installConfigTraces } from './config-traces';
 
 const DEFAULT_LIMIT = 100;
 const DEFAULT_DURATION_MS = 60_000;
 const WATCH_QUEUE = 1000;
 
-// One per thread that loads this module; only the main thread's is used.
+// One per thread that loads this module; only the main thread's is used. The registry and
+// the tracer's code are loaded by the first trace (from the config, or a client): an app
+// that never traces keeps none of it in memory.
+let lifetime: Lifetime | undefined;
 let registry: TraceRegistry | undefined;
 
 function need(): TraceRegistry {
-  if (!registry) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the trace plugin is not loaded on the main thread');
+  if (registry) return registry;
+  if (!lifetime) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the trace plugin is not loaded on the main thread');
+  const { TraceRegistry: Registry } = require('./registry') as typeof import('./registry');
+  registry = new Registry(lifetime);
   return registry;
 }
 
@@ -28,8 +33,7 @@ export default definePlugin({
   summary: 'Wrap a function at runtime and watch its calls; the wrapper takes itself off',
   setup: {
     main(ctx) {
-      const reg = new TraceRegistry(ctx);
-      registry = reg;
+      lifetime = ctx;
       const maxMs = ctx.settings.limits.traceMaxDurationMs ?? 10 * 60_000;
       const perSecond = ctx.settings.limits.traceEventsPerSecond ?? 100;
       const optionsFor = (t: ConfigTrace): TraceOptions => ({
@@ -41,10 +45,14 @@ export default definePlugin({
         perSecond,
         detached: true,
       });
-      installConfigTraces(ctx, reg, optionsFor);
+      if (ctx.settings.traces.length > 0) {
+        const { installConfigTraces } = require('./config-traces') as typeof import('./config-traces');
+        installConfigTraces(ctx, need(), optionsFor);
+      }
       ctx.onUnload(() => {
-        reg.removeAll('the agent stopped');
+        registry?.removeAll('the agent stopped');
         registry = undefined;
+        lifetime = undefined;
       });
     },
   },

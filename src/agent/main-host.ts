@@ -12,10 +12,12 @@ import { ClientListeners, describePlugin, findCommand, importPlugin, requirePlug
 import type { PluginEntry } from './registry';
 import type { Plugin } from '../plugin/define';
 import type { FromMain, PluginLocation, ToMain } from './rpc';
-import { artefactSink } from './artefacts';
 import type { ResolvedConfig } from './config';
 import { agentLog } from './log';
 import { packageRoot } from './paths';
+
+/** Loaded by the first command that runs: an idle agent never writes a file. */
+const artefacts = (): typeof import('./artefacts') => require('./artefacts');
 
 /** Built-in plugins, loaded unless the config lists them under "disable". */
 export const BUILTIN_PLUGINS = ['process', 'requests', 'profile', 'heap', 'trace', 'eval'] as const;
@@ -167,7 +169,7 @@ export class MainHost {
         },
         {
           client: this.clients.handle(msg.client),
-          artefacts: artefactSink(this.opts.settings.outputDir, (written) => this.send({ t: 'artefact', id: msg.id, ...written })),
+          artefacts: artefacts().artefactSink(this.opts.settings.outputDir, (written) => this.send({ t: 'artefact', id: msg.id, ...written })),
         },
         this.opts,
       );

@@ -14,8 +14,10 @@ import type { MainBridge } from './main-bridge';
 import type { MainThreadInspector } from './inspector';
 import type { HeartbeatReader } from './heartbeat';
 import type { ClientRef, PluginLocation } from './rpc';
-import { artefactSink } from './artefacts';
 import { agentLog } from './log';
+
+/** Loaded by the first command that runs: an idle agent never writes a file. */
+const artefacts = (): typeof import('./artefacts') => require('./artefacts');
 
 export interface DispatchSink {
   data(item: unknown): void;
@@ -142,7 +144,7 @@ export class Registry {
       sink,
       {
         client: this.clients.handle(client),
-        artefacts: artefactSink(this.opts.settings.outputDir, (written) => sink.artefact(written)),
+        artefacts: artefacts().artefactSink(this.opts.settings.outputDir, (written) => sink.artefact(written)),
         mainThread: this.mainThreadFor(pluginName, client),
         inspector,
       },

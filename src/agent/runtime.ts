@@ -27,7 +27,7 @@ import {
   type Thread,
 } from '../plugin/define';
 import { agentLog } from './log';
-import { wrapFunction, type Interceptor, type WrapHandle } from '../plugin/wrap';
+import type { Interceptor, WrapHandle } from '../plugin/wrap';
 
 type Undo = () => void | Promise<void>;
 
@@ -99,6 +99,8 @@ export class Lifetime implements LifetimeApi {
   }
 
   wrap(owner: object, key: PropertyKey, interceptor: Interceptor): WrapHandle {
+    // Loaded on first use: most apps never have a function wrapped.
+    const { wrapFunction } = require('../plugin/wrap') as typeof import('../plugin/wrap');
     const handle = wrapFunction(owner, key, interceptor);
     const undo = () => handle.unwrap();
     this.onUnload(undo);

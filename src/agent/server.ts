@@ -28,6 +28,8 @@ export interface ServerOptions {
   maxFrameBytes: number;
   maxConnections: number;
   audit?: string;
+  /** Told when the first client socket arrives (busy) and when the last one has gone (idle). */
+  onActivity?(state: 'busy' | 'idle'): void;
   welcome(): Omit<WelcomeMessage, 'type' | 'protocol' | 'maxFrameBytes' | 'plugins' | 'failedPlugins'>;
 }
 
@@ -40,6 +42,8 @@ export class AgentServer {
   readonly listener: net.Server;
   private web: { http: typeof import('node:http'); server: http.Server; wss: WebSocketServer } | undefined;
   private readonly connections = new Set<Connection>();
+  /** Open client sockets, counted before any HTTP or WebSocket handshake. */
+  private sockets = 0;
   private closed = false;
 
   constructor(
@@ -48,6 +52,10 @@ export class AgentServer {
   ) {
     this.listener = net.createServer((socket) => {
       if (this.closed) return socket.destroy();
+      if (this.sockets++ === 0) this.opts.onActivity?.('busy');
+      socket.once('close', () => {
+        if (--this.sockets === 0 && !this.closed) this.opts.onActivity?.('idle');
+      });
       // The HTTP parser and the WebSocket layer are loaded by the first client to arrive.
       this.loadWeb().server.emit('connection', socket);
     });

@@ -18,6 +18,7 @@ import { MainThreadInspector } from './inspector';
 import { MainBridge } from './main-bridge';
 import { Registry, type PluginEntry } from './registry';
 import { AgentServer } from './server';
+import { WorkerHeapCompactor } from './compact';
 import type { RuntimeOptions } from './runtime';
 import type { ResolvedConfig } from './config';
 import type { WorkerControl, WorkerStatus } from './rpc';
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
   const bridge = new MainBridge(data.port, heartbeat, data.config.limits.mainThreadTimeoutMs);
   const inspector = new MainThreadInspector(data.config.limits.inspectorTimeoutMs, heartbeat);
   const registry = new Registry({ ...data.runtime, thread: 'worker' }, bridge, inspector, heartbeat);
+  const compactor = new WorkerHeapCompactor();
   let server: AgentServer | undefined;
   let bound: BoundSocket | undefined;
   let stopping = false;
@@ -56,6 +58,7 @@ async function main(): Promise<void> {
     } catch (err) {
       agentLog(`while stopping: ${(err as Error).message}`);
     }
+    compactor.close();
     inspector.close();
     bridge.close();
     status({ t: 'stopped' });
@@ -73,6 +76,9 @@ async function main(): Promise<void> {
       maxFrameBytes: data.config.limits.maxFrameBytes,
       maxConnections: data.config.limits.maxConnections,
       ...(data.config.audit ? { audit: data.config.audit } : {}),
+      // Start-up and each client visit leave garbage in this worker's heap: compact it
+      // once nobody is connected, so an idle agent keeps no more memory than it needs.
+      onActivity: (state) => (state === 'idle' ? compactor.schedule() : compactor.cancel()),
       welcome: () => ({
         pid: process.pid,
         title: process.title,
@@ -92,6 +98,7 @@ async function main(): Promise<void> {
     bound = await bindSocket(server.listener, data.socketPath);
     if (stopping) return;
     status({ t: 'ready', socket: bound, failedPlugins: registry.failed });
+    compactor.schedule();
   } catch (err) {
     status({ t: 'failed', error: toWireError(err) });
     await stop();
