@@ -130,7 +130,9 @@ async function run(opts = {}) {
   };
   result.throughputOverheadPct = result.with.throughputOverheadPct;
   result.cpuOverheadPct = result.with.cpuOverheadPct;
-  result.pass = Math.abs(result.throughputOverheadPct) < TARGET_OVERHEAD_PCT;
+  // One-sided: the target bounds what the agent costs. A median that comes out faster with
+  // the agent is noise, not a miss (the CI printed beside it says how much noise).
+  result.pass = result.throughputOverheadPct < TARGET_OVERHEAD_PCT;
   const w = result.with;
   console.log(
     `idle-overhead: median ${result.without.rps} req/s without, ${w.rps} req/s with the agent; with/without ×${w.ratio.median} ` +

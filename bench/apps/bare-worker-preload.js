@@ -7,7 +7,7 @@ const { Worker } = require('node:worker_threads');
 const worker = new Worker('setInterval(() => {}, 1 << 30);', {
   eval: true,
   execArgv: [],
-  resourceLimits: { maxOldGenerationSizeMb: 256 },
+  resourceLimits: { maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 4 },
   name: 'bench-bare-worker',
 });
 worker.unref();

@@ -58,6 +58,7 @@ export class WorkerHeapCompactor {
       return;
     }
     this.running = true;
+    const before = process.memoryUsage();
     session.post('HeapProfiler.collectGarbage', () => {
       // Not from inside the session's own callback: a disconnect there never returns, and
       // a worker left with a session to itself keeps the whole process from exiting.
@@ -65,6 +66,11 @@ export class WorkerHeapCompactor {
         session.disconnect();
         this.running = false;
         this.runs++;
+        if (process.env.ISPY_VERBOSE === '1') {
+          const after = process.memoryUsage();
+          const mb = (n: number) => (n / 2 ** 20).toFixed(1);
+          agentLog(`agent worker heap compacted: ${mb(before.heapTotal)} → ${mb(after.heapTotal)} MiB (process RSS ${mb(before.rss)} → ${mb(after.rss)} MiB)`);
+        }
       });
     });
   }
