@@ -8,6 +8,7 @@
 //   npm run bench                      build, run everything, update RESULTS.md
 //   node bench/run.js --only rss,info-latency
 //   node bench/run.js --quick          fewer rounds/calls (a smoke test; figures not written)
+//   node bench/run.js --from bench/out/agent-<date>.json   rewrite the agent section from a saved run
 //   node bench/run.js --no-write       run, print, leave RESULTS.md alone
 //
 // The plugin benchmarks of issues 4–6 (requests-overhead, snapshot, profile-overhead,
@@ -103,6 +104,8 @@ function codeState() {
 }
 
 const fmt = (v, unit = '') => (v === undefined || v === null || Number.isNaN(v) ? 'n/a' : `${v}${unit}`);
+/** A percentage with its sign always shown: +2.1, -0.4. */
+const signed = (v) => (v > 0 ? `+${v}` : `${v}`);
 const verdict = (ok) => (ok === undefined ? '—' : ok ? 'pass' : '**FAIL**');
 
 function rowsFor(results) {
@@ -131,14 +134,14 @@ function rowsFor(results) {
     rows.push(['idle agent: requests/s without / with (median window)', `${io.without.rps} / ${w.rps} (baseline window-to-window noise: median ${io.baselineNoisePct.median}%)`, '—', '—']);
     rows.push([
       'idle agent: server CPU per request with ÷ without (median)',
-      `×${w.cpuPerRequestRatio.median} → +${w.cpuOverheadPct}% (${io.without.cpuUsPerRequest} → ${w.cpuUsPerRequest} µs; 95% CI ×${w.cpuPerRequestRatio.ci95.join('–×')}; round medians ${w.cpuPerRequestRatio.roundMedians.map((x) => `×${x}`).join(', ')})`,
+      `×${w.cpuPerRequestRatio.median} → ${signed(w.cpuOverheadPct)}% (${io.without.cpuUsPerRequest} → ${w.cpuUsPerRequest} µs; 95% CI ×${w.cpuPerRequestRatio.ci95.join('–×')}; round medians ${w.cpuPerRequestRatio.roundMedians.map((x) => `×${x}`).join(', ')})`,
       '< 1% (same goal, sharper measure)',
       verdict(w.cpuOverheadPct < 1),
     ]);
     if (io.core) {
       rows.push([
         `idle agent core only (plugins disabled: ${io.core.disabledPlugins.join(', ')}): throughput / CPU per request`,
-        `×${io.core.ratio.median} (${io.core.throughputOverheadPct}%) / ×${io.core.cpuPerRequestRatio.median} (+${io.core.cpuOverheadPct}%)`,
+        `×${io.core.ratio.median} (${signed(-io.core.throughputOverheadPct)}% req/s) / ×${io.core.cpuPerRequestRatio.median} (${signed(io.core.cpuOverheadPct)}% CPU)`,
         '— (diagnostic)',
         '—',
       ]);
@@ -288,6 +291,14 @@ function runLine(meta) {
 
 async function main() {
   const opts = parseArgs();
+  if (typeof opts.from === 'string') {
+    // Re-render the agent section from a saved run (after a change to how it is written).
+    const { meta, results } = JSON.parse(fs.readFileSync(opts.from, 'utf8'));
+    if (!Array.isArray(results)) throw new Error(`${opts.from} is not an agent-group run (bench/out/agent-*.json)`);
+    updateResults(section(results, meta));
+    console.log(`updated ${path.relative(process.cwd(), RESULTS)} (section "${SECTION}") from ${opts.from}`);
+    return;
+  }
   const only = typeof opts.only === 'string' ? opts.only.split(',') : undefined;
   const quick = opts.quick === true;
   const write = !quick && opts['no-write'] !== true;
