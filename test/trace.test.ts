@@ -31,7 +31,7 @@ describe('trace in a CommonJS app', () => {
   let client: Client;
 
   beforeAll(async () => {
-    app = await startApp({ script: 'trace-app.cjs', config: { limits: { traceEventsPerSecond: 50 } } });
+    app = await startApp({ script: 'trace-app.cjs', config: { limits: { traceEventsPerSecond: 50 }, redact: ['^pin$'] } });
     await app.port();
     client = await connect(app.socket);
   });
@@ -54,6 +54,25 @@ describe('trace in a CommonJS app', () => {
     const list = (await client.call('trace', 'list')) as any;
     expect(list.traces.find((t: any) => t.id === added.id)).toMatchObject({ state: 'removed', ended: 'limit of 3 calls reached', emitted: 3 });
     expect((await identity(app)).add).toBe(true);
+  });
+
+  it('redacts values under secret-looking keys in --args and --result, with the config\'s patterns, and the app gets the real values', async () => {
+    const added = (await client.call('trace', 'add', { target: `${FIXTURES}/targets/auth.cjs:login`, args: true, result: true, limit: 1 })) as any;
+    let body = '';
+    const events = await collect(client, { id: added.id }, (e) => e.length >= 1, async () => {
+      body = (await app.get('/login')).body;
+    });
+    const [shown] = events[0].args;
+    expect(shown).toContain("user: 'ada'");
+    expect(shown).toContain("password: '[redacted, 7 chars]'");
+    expect(shown).toContain("pin: '[redacted]'"); // the config's "redact": ["^pin$"]
+    expect(shown).toContain("apiKey: '[redacted, 5 chars]'");
+    expect(shown).toContain("city: 'Oslo'");
+    expect(shown).not.toMatch(/hunter2|1234|k-123/);
+    expect(events[0].result).toContain("token: '[redacted, 5 chars]'");
+    expect(events[0].result).toContain('ttl: 60');
+    // The app's own objects were not touched.
+    expect(JSON.parse(body)).toEqual({ user: 'ada', grant: { token: 't-ada', ttl: 60 } });
   });
 
   it('passes an app exception through unchanged and reports it', async () => {

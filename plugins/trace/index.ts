@@ -6,7 +6,7 @@
 // belongs to the client that added it: when that client disconnects, its traces come off,
 // unless added with --detach.
 
-import { arg, command, definePlugin, EventQueue, IspyError, resolveTarget, type ConfigTrace, type Lifetime } from 'ispy/plugin';
+import { arg, command, definePlugin, EventQueue, IspyError, resolveTarget, secretMatcher, type ConfigTrace, type Lifetime } from 'ispy/plugin';
 import type { TraceRegistry } from './registry';
 import type { TraceEvent, TraceOptions } from './tracer';
 
@@ -34,6 +34,7 @@ export default definePlugin({
   setup: {
     main(ctx) {
       lifetime = ctx;
+      const isSecret = secretMatcher(ctx.settings.redact);
       const maxMs = ctx.settings.limits.traceMaxDurationMs ?? 10 * 60_000;
       const perSecond = ctx.settings.limits.traceEventsPerSecond ?? 100;
       const optionsFor = (t: ConfigTrace): TraceOptions => ({
@@ -44,6 +45,7 @@ export default definePlugin({
         durationMs: Math.min(t.duration ?? DEFAULT_DURATION_MS, maxMs),
         perSecond,
         detached: true,
+        isSecret,
       });
       if (ctx.settings.traces.length > 0) {
         const { installConfigTraces } = require('./config-traces') as typeof import('./config-traces');
@@ -86,7 +88,7 @@ export default definePlugin({
         }
         const trace = reg.create(
           args.target,
-          { args: args.args, result: args.result, stack: args.stack, limit: args.limit, durationMs: args.duration, perSecond: ctx.settings.limits.traceEventsPerSecond ?? 100, detached: args.detach },
+          { args: args.args, result: args.result, stack: args.stack, limit: args.limit, durationMs: args.duration, perSecond: ctx.settings.limits.traceEventsPerSecond ?? 100, detached: args.detach, isSecret: secretMatcher(ctx.settings.redact) },
           args.detach ? `${ctx.client.name} (detached)` : ctx.client.name,
         );
         try {

@@ -18,6 +18,8 @@ export interface TraceOptions {
   durationMs: number;
   perSecond: number;
   detached: boolean;
+  /** Keys whose values are shown redacted in --args and --result (the config's redact patterns and the built-ins). */
+  isSecret?: (key: string) => boolean;
 }
 
 export interface TraceEvent {
@@ -70,12 +72,12 @@ export class Trace {
     const now = performance.now();
     const event: TraceEvent = { trace: this.id, seq, at: Date.now(), durationMs: 0 };
     if (call.newTarget) event.construct = true;
-    if (this.opts.args) event.args = call.args.map(render);
+    if (this.opts.args) event.args = call.args.map((a) => render(a, this.opts.isSecret));
     if (this.opts.stack) event.stack = frames(new Error().stack, 8, true);
     const done = (outcome: { value?: unknown; error?: unknown; threw: boolean }) => {
       event.durationMs = Math.round((performance.now() - now) * 1000) / 1000;
       if (outcome.threw) event.error = describeError(outcome.error);
-      else if (this.opts.result) event.result = render(outcome.value);
+      else if (this.opts.result) event.result = render(outcome.value, this.opts.isSecret);
       this.emit(event);
     };
     let result: unknown;
