@@ -4,7 +4,7 @@
 //   ispy run <target…> -c <line>   the same lines on many processes at once
 //   ispy ps [dir]                  live agents on this host
 //   ispy attach <pid>              load the agent into a process started without it
-//   ispy bridge <socket>           stdio ↔ socket, for ssh and kubectl exec
+//   ispy bridge <socket>           stdio ↔ socket, for ssh and kubectl exec (--mux: many sockets)
 //
 // Errors: a known IspyError is one line on stderr and an exit status (2 for usage, 1 for
 // anything else); only an unexpected error prints a stack. Nothing calls process.exit():
@@ -123,9 +123,13 @@ async function attachAction(pid: string, flags: { socket?: string; config?: stri
   setStatus(await attachCommand(pid, flags, io()));
 }
 
-async function bridgeAction(socket: string): Promise<void> {
-  const { bridge } = await import('./bridge.js');
-  setStatus(await bridge(socket, { input: process.stdin, output: process.stdout, error: process.stderr }));
+async function bridgeAction(socket: string | undefined, options: { mux?: boolean }): Promise<void> {
+  if (options.mux ? socket !== undefined : socket === undefined) {
+    throw new IspyError('ISPY_ERR_USAGE', options.mux ? `ispy bridge --mux takes no socket (the client names each one in the stream), not ${socket}` : 'ispy bridge needs the agent socket to connect to, e.g. ispy bridge /tmp/ispy-1000/4242.sock (or --mux)');
+  }
+  const { bridge, bridgeMux } = await import('./bridge.js');
+  const io = { input: process.stdin, output: process.stdout, error: process.stderr };
+  setStatus(await (socket === undefined ? bridgeMux(io) : bridge(socket, io)));
 }
 
 export function buildProgram(): Command {
@@ -198,7 +202,8 @@ export function buildProgram(): Command {
     .command('bridge')
     .summary('pipe stdin/stdout to an agent socket (for ssh, kubectl exec)')
     .description('Copy bytes between stdin/stdout and the socket until either side closes. Used as the far end of a remote connection: ssh host ispy bridge /tmp/ispy-1000/4242.sock')
-    .argument('<socket>', 'the agent socket')
+    .argument('[socket]', 'the agent socket')
+    .option('--mux', 'many sockets over one stdin/stdout, in framed streams the client opens (what ispy run uses over ssh; see docs/fleet.md)')
     .action(bridgeAction);
 
   program

@@ -1,10 +1,18 @@
 // Remote targets: `ssh://[user@]host[:port]/path/to.sock`, the path possibly a glob. The
-// transport is the system's own OpenSSH client running `ispy bridge <socket>` on the far
-// host, so the WebSocket session rides an ssh channel and no TCP port is opened anywhere.
-// ssh is the security boundary: its keys, agent, known_hosts and config decide who gets
-// in; ispy adds no authentication of its own, and never prompts (BatchMode=yes).
+// transport is the system's own OpenSSH client running `ispy bridge` on the far host, so
+// the WebSocket sessions ride an ssh channel and no TCP port is opened anywhere. ssh is
+// the security boundary: its keys, agent, known_hosts and config decide who gets in; ispy
+// adds no authentication of its own, and never prompts (BatchMode=yes).
 //
 //   ispy run ─┬─ ssh -S c0-0 host sh -c 'for f in …'        (glob, listed on the host)
+//             └─ ssh -S c0-0 host ispy bridge --mux  ═══ /p/a.sock, /p/b.sock, …
+//                                                          (every socket, one channel)
+//
+// The mux bridge (mux.ts) is tried when the bridge command is ispy's own (its last word is
+// `bridge`); when it does not greet in time (an older ispy) or the command is something
+// else (socat, a script), each socket gets a channel of its own running
+// `<bridge> '/p/a.sock'`, as before:
+//
 //             ├─ ssh -S c0-0 host ispy bridge /p/a.sock  ─┐
 //             ├─ ssh -S c0-0 host ispy bridge /p/b.sock  ─┼─ channels of one master
 //             └─ …                                        ─┘   (one TCP connection)
@@ -26,6 +34,7 @@ import * as path from 'node:path';
 import { Duplex } from 'node:stream';
 import { connect, type Client } from '../client/index';
 import { IspyError, tokenize } from '../protocol/index';
+import { likeSocket, MuxSession } from './mux';
 import type { Target } from './targets';
 
 /** Channels opened on one master at most: below OpenSSH's default MaxSessions (10). */
@@ -37,6 +46,13 @@ const CONTROL_PERSIST_S = 10;
 /** How long closing waits for `ssh -O exit` and for bridges to leave. */
 const CLOSE_WAIT_MS = 3000;
 const DEFAULT_BRIDGE = 'ispy bridge';
+/**
+ * How long the mux bridge has to greet before the host is taken not to have it. A bridge
+ * that has it greets as soon as Node has started (~0.1 s); an older ispy exits at once.
+ */
+const MUX_HELLO_WAIT_MS = 3000;
+/** How long closing gives the mux bridge to see its stdin end and leave on its own. */
+const MUX_END_WAIT_MS = 1000;
 
 const USER = /^[A-Za-z0-9._][A-Za-z0-9._-]*$/;
 const HOST = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
@@ -115,8 +131,10 @@ export function listCommand(glob: string): string {
 }
 
 export interface RemoteSettings {
-  /** The command run on the remote host, followed by the quoted socket path. */
+  /** The command run on the remote host, followed by the quoted socket path (or --mux). */
   bridge: string;
+  /** Try `<bridge> --mux` first: one channel per host for all its sockets. */
+  mux: boolean;
   /** Extra arguments for ssh, placed before ispy's defaults (so they override them). */
   sshOptions: string[];
   sessionsPerConnection: number;
@@ -127,6 +145,7 @@ export interface RemoteSettings {
  *   --bridge CMD, else ISPY_REMOTE_BRIDGE, else `ispy bridge`
  *   ISPY_SSH_OPTIONS   extra ssh arguments, split like a shell line: `-F ~/.ssh/fleet -i key`
  *   ISPY_SSH_MAX_SESSIONS  channels per ssh connection (default 8; set 1 for MaxSessions 1)
+ *   ISPY_SSH_MUX=0     never try the mux bridge: one channel per socket
  */
 export function remoteSettings(env: NodeJS.ProcessEnv, flags: { bridge?: string | undefined } = {}): RemoteSettings {
   const bridge = (flags.bridge ?? env.ISPY_REMOTE_BRIDGE ?? DEFAULT_BRIDGE).trim();
@@ -134,7 +153,18 @@ export function remoteSettings(env: NodeJS.ProcessEnv, flags: { bridge?: string 
   const sshOptions = env.ISPY_SSH_OPTIONS ? tokenize(env.ISPY_SSH_OPTIONS) : [];
   const sessions = env.ISPY_SSH_MAX_SESSIONS !== undefined ? Number(env.ISPY_SSH_MAX_SESSIONS) : DEFAULT_SESSIONS_PER_CONNECTION;
   if (!Number.isSafeInteger(sessions) || sessions < 1) throw usage(`ISPY_SSH_MAX_SESSIONS must be a whole number of at least 1, not ${env.ISPY_SSH_MAX_SESSIONS}`);
-  return { bridge, sshOptions, sessionsPerConnection: sessions };
+  const muxSetting = env.ISPY_SSH_MUX ?? '1';
+  if (muxSetting !== '0' && muxSetting !== '1') throw usage(`ISPY_SSH_MUX must be 1 (try one channel per host, the default) or 0 (one channel per socket), not ${muxSetting}`);
+  return { bridge, mux: muxSetting === '1' && isIspyBridge(bridge), sshOptions, sessionsPerConnection: sessions };
+}
+
+/**
+ * Whether a bridge command is ispy's own, so it can be asked for --mux: its last word is
+ * `bridge` (`ispy bridge`, `node /opt/ispy/bin/ispy.js bridge`, `sudo -u app ispy bridge`).
+ * Anything else (`socat - UNIX-CONNECT:`, a script) gets one channel per socket.
+ */
+export function isIspyBridge(command: string): boolean {
+  return tokenize(command).at(-1) === 'bridge';
 }
 
 interface Master {
@@ -177,9 +207,17 @@ function exitWithin(child: ChildProcess, ms: number): Promise<number | null | 'r
 /** A Duplex over a child's stdio, with the socket methods the WebSocket layer calls. */
 function stdioStream(child: ChildProcess): Duplex {
   child.stdin!.on('error', () => {});
-  const stream = Duplex.from({ readable: child.stdout!, writable: child.stdin! }) as Duplex & Record<string, unknown>;
-  for (const method of ['setTimeout', 'setNoDelay', 'setKeepAlive', 'ref', 'unref']) stream[method] = () => stream;
-  return stream;
+  return likeSocket(Duplex.from({ readable: child.stdout!, writable: child.stdin! }));
+}
+
+/** `promise`, or `timeout()` thrown once the deadline has passed; the timer never outlives it. */
+async function byDeadline<T>(promise: Promise<T>, deadline: number, timeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(timeout()), remaining(deadline))))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** One remote host (user, host, port): its masters, its channels, its fate. */
@@ -198,6 +236,11 @@ export class SshHost {
   private full = false;
   private waiters = new Set<() => void>();
   private readonly children = new Set<ChildProcess>();
+  /** The mux channel, once asked for: its session, or undefined when the host lacks it. */
+  private mux: Promise<MuxSession | undefined> | undefined;
+  private muxChild: ChildProcess | undefined;
+  /** The mux bridge did not greet: every later target takes a channel of its own. */
+  private muxMissing = false;
 
   constructor(
     private readonly owner: RemoteHosts,
@@ -391,9 +434,84 @@ export class SshHost {
     }
   }
 
-  /** Connects a client to one remote socket through `<bridge> '<socket>'` on a channel. */
+  /** Connects a client to one remote socket: over the host's mux channel, else a channel of its own. */
   async connect(label: string, socket: string, timeoutMs: number): Promise<Client> {
     const deadline = Date.now() + timeoutMs;
+    if (this.owner.settings.mux && !this.muxMissing) {
+      const session = await this.muxSession(deadline, timeoutMs);
+      if (session) return this.connectMux(session, label, socket, deadline);
+    }
+    return this.connectChannel(label, socket, deadline, timeoutMs);
+  }
+
+  /**
+   * The host's mux session, started by the first target to ask (the others wait for the
+   * same one, each within its own deadline). Undefined when the bridge did not greet: the
+   * host is then served one channel per socket. A failure to reach the host is thrown to
+   * every waiting target, as for a channel of their own; a session that dies later is
+   * replaced on the next ask.
+   */
+  private muxSession(deadline: number, timeoutMs: number): Promise<MuxSession | undefined> {
+    if (!this.mux) {
+      const started = this.startMux(deadline, timeoutMs);
+      this.mux = started;
+      started.catch(() => {
+        if (this.mux === started) this.mux = undefined;
+      });
+    }
+    return byDeadline(this.mux, deadline, () => new IspyError('ISPY_ERR_CONNECT', `${this.display} did not answer over ssh within ${timeoutMs} ms`));
+  }
+
+  private async startMux(deadline: number, timeoutMs: number): Promise<MuxSession | undefined> {
+    const lease = await this.channel(deadline, timeoutMs);
+    const child = this.spawnSsh([...this.args(lease.ctl, false, remaining(deadline)), `${this.owner.settings.bridge} --mux`], ['pipe', 'pipe', 'pipe']);
+    const session = new MuxSession(child.stdout!, child.stdin!, MUX_HELLO_WAIT_MS);
+    let stderr = '';
+    child.stderr!.on('data', (d) => {
+      if (stderr.length < 4096) stderr += d;
+    });
+    let spawnError: Error | undefined;
+    child.once('error', (err) => {
+      spawnError = err;
+      lease.release();
+      session.fail(this.reachError(err.message).message);
+    });
+    // 'close': exited, and its stderr read to the end, so the reason is whole.
+    child.once('close', (code) => {
+      lease.release();
+      const why = stderrText(stderr) || `exit status ${code}`;
+      session.fail(code === 255 ? this.reachError(why).message : `the mux bridge on ${this.display} ended: ${why}`);
+      if (this.muxChild === child) this.muxChild = undefined;
+    });
+    if (await session.ready) {
+      this.muxChild = child;
+      // A channel that dies mid-run (the connection dropped) is replaced for later targets.
+      child.once('close', () => {
+        if (this.mux && this.muxChild === undefined) this.mux = undefined;
+      });
+      return session;
+    }
+    if (spawnError) throw this.reachError(spawnError.message);
+    // An older ispy (no --mux: it exits with a usage error), or no greeting in time.
+    this.muxMissing = true;
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    return undefined;
+  }
+
+  private async connectMux(session: MuxSession, label: string, socket: string, deadline: number): Promise<Client> {
+    const stream = session.open(socket);
+    try {
+      return await connect(label, { timeoutMs: Math.max(1, remaining(deadline)), clientName: `ispy-cli/${process.pid}`, createConnection: () => stream });
+    } catch (err) {
+      stream.destroy();
+      // The bridge's own words (stale socket, no such file, permission), or why the channel went.
+      if (stream.remoteError !== undefined) throw new IspyError('ISPY_ERR_CONNECT', stream.remoteError);
+      throw err;
+    }
+  }
+
+  /** Connects a client to one remote socket through `<bridge> '<socket>'` on a channel of its own. */
+  private async connectChannel(label: string, socket: string, deadline: number, timeoutMs: number): Promise<Client> {
     const lease = await this.channel(deadline, timeoutMs);
     const remoteCommand = `${this.owner.settings.bridge} ${shellQuote(socket)}`;
     const child = this.spawnSsh([...this.args(lease.ctl, false, remaining(deadline)), remoteCommand], ['pipe', 'pipe', 'pipe']);
@@ -428,6 +546,12 @@ export class SshHost {
 
   /** Ends the bridges still running and every master (`ssh -O exit`). */
   async close(): Promise<void> {
+    // The mux bridge leaves by itself when its stdin ends, closing every socket it holds.
+    const muxChild = this.muxChild;
+    if (muxChild) {
+      muxChild.stdin!.end();
+      await exitWithin(muxChild, MUX_END_WAIT_MS);
+    }
     const children = [...this.children];
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
     await Promise.all(children.map((c) => exitWithin(c, CLOSE_WAIT_MS).then((r) => r === 'running' && c.kill('SIGKILL'))));
