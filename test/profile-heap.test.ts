@@ -228,6 +228,27 @@ describe('heap snapshot safety', () => {
     }
   });
 
+  it('takes a snapshot while the main thread spins, and shows the file growing', async () => {
+    const out = tempDir();
+    const app = await startApp({ script: APP, config: { outputDir: out } });
+    const client = await connect(app.socket);
+    try {
+      await app.get('/grow?n=400000');
+      const spinning = app.get('/spin?ms=4000');
+      await waitFor(async () => ((await client.call('process', 'stack')) as any).state === 'running', 5000, 'the main thread to spin');
+      const progress: string[] = [];
+      const result = (await client.call('heap', 'snapshot', {}, { onProgress: (p) => progress.push(p.message ?? '') })) as any;
+      expect(JSON.parse(readFileSync(result.file, 'utf8')).strings).toContain('spinHere');
+      expect(progress[0]).toMatch(/walking the heap/);
+      expect(progress.some((m) => /^writing: [\d.]+ MB so far/.test(m))).toBe(true);
+      expect(readdirSync(out)).toEqual([path.basename(result.file)]);
+      await spinning;
+    } finally {
+      await client.close();
+      await app.kill();
+    }
+  });
+
   it('cancel mid-snapshot leaves no file behind', async () => {
     const out = tempDir();
     const app = await startApp({ script: APP, config: { outputDir: out } });

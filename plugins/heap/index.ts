@@ -4,7 +4,15 @@
 // thread is busy. A snapshot freezes the main thread while V8 walks the heap and needs
 // many times the heap's size in extra memory, so it first compares an estimate with the
 // memory actually available and refuses (unless --force) when it would not fit.
+//
+// The snapshot itself is `v8.writeHeapSnapshot()` run on the main thread (reached through
+// the inspector, so it starts even while the thread spins), writing straight into the
+// artefact's partial file. Streaming it through the inspector instead
+// (HeapProfiler.takeHeapSnapshot) JSON-escapes every chunk on the frozen thread: measured
+// on Node 20 with a 100 MB heap, that froze the app 1.33x as long for the same file.
+// Progress is the file growing, read from the worker while the main thread writes.
 
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { arg, command, definePlugin, IspyError, type CommandContext } from 'ispy/plugin';
 import { availableMemory, mb } from './memory';
@@ -41,6 +49,11 @@ export default definePlugin({
         stats: () => {
           const v8 = require('node:v8') as typeof import('node:v8');
           return { heap: v8.getHeapStatistics(), spaces: v8.getHeapSpaceStatistics() };
+        },
+        /** Runs on the main thread: the app is frozen until it returns. */
+        writeSnapshot: (file: string) => {
+          (require('node:v8') as typeof import('node:v8')).writeHeapSnapshot(file);
+          return true;
         },
       };
       const key = Symbol.for(GLOBAL_KEY);
@@ -114,28 +127,19 @@ export default definePlugin({
         }
         snapshotSince = Date.now();
         const out = await ctx.artefacts.create('heap.heapsnapshot');
-        let failed: unknown;
-        let writes = Promise.resolve();
         const started = performance.now();
+        // The main thread is frozen while it writes; this thread watches the file grow.
+        ctx.progress({ message: 'walking the heap (the app is paused)' });
+        const watch = setInterval(() => {
+          fs.promises.stat(out.partialPath).then(
+            (s) => s.size > 0 && ctx.progress({ message: `writing: ${mb(s.size)} MB so far (the app is paused)` }),
+            () => {},
+          );
+        }, 250);
         try {
-          await ctx.inspector.withDomains(['HeapProfiler'], async () => {
-            const offChunk = ctx.inspector.on('HeapProfiler.addHeapSnapshotChunk', (p: { chunk: string }) => {
-              writes = writes.then(() => out.write(p.chunk)).catch((err) => {
-                failed ??= err;
-              });
-            });
-            const offProgress = ctx.inspector.on('HeapProfiler.reportHeapSnapshotProgress', (p: { done: number; total: number; finished?: boolean }) => {
-              ctx.progress({ done: p.done, total: p.total, message: p.finished ? 'writing' : 'walking the heap' });
-            });
-            try {
-              await ctx.inspector.post('HeapProfiler.takeHeapSnapshot', { reportProgress: true, captureNumericValue: false }, { timeoutMs: 30 * 60_000 });
-            } finally {
-              offChunk();
-              offProgress();
-            }
-          });
-          await writes;
-          if (failed) throw failed;
+          const wrote = await ctx.mainThread.evaluate(`${API} && ${API}.writeSnapshot(${JSON.stringify(out.partialPath)})`, { timeoutMs: 30 * 60_000 });
+          if (wrote !== true) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the heap plugin is not loaded on the main thread');
+          // The write cannot be interrupted; a cancel that came during it discards the file.
           if (ctx.signal.aborted) throw new IspyError('ISPY_ERR_CANCELLED', 'cancelled: the partial snapshot was deleted');
           const file = await out.finish();
           return { file, tookMs: Math.round(performance.now() - started), ...estimate };
@@ -143,6 +147,7 @@ export default definePlugin({
           await out.abort();
           throw err;
         } finally {
+          clearInterval(watch);
           snapshotSince = undefined;
         }
       },

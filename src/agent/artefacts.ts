@@ -27,6 +27,8 @@ export interface WrittenArtefact {
 
 /** An artefact being written in pieces (a heap snapshot arrives in chunks). */
 export interface ArtefactStream {
+  /** Where the bytes go until finish(); another writer may write there instead (see ArtefactWriter). */
+  readonly partialPath: string;
   /** Appends bytes; resolves when they are on their way to disk (backpressure). */
   write(chunk: string | Uint8Array): Promise<void>;
   /** Flushes, closes and renames into place; only then does the final name exist. */
@@ -45,14 +47,13 @@ export async function createArtefact(dir: string, requested: string): Promise<Ar
   }
   const partial = `${file}.partial`;
   const handle = await fs.promises.open(partial, 'wx', 0o600);
-  let size = 0;
   let state: 'open' | 'done' | 'aborted' = 'open';
   let tail: Promise<unknown> = Promise.resolve();
   return {
+    partialPath: partial,
     write(chunk) {
       if (state !== 'open') return Promise.reject(new Error(`artefact ${name} is already ${state}`));
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      size += buf.byteLength;
       const p = tail.then(() => handle.write(buf));
       tail = p.catch(() => {});
       return p.then(() => undefined);
@@ -60,9 +61,12 @@ export async function createArtefact(dir: string, requested: string): Promise<Ar
     async finish() {
       if (state !== 'open') throw new Error(`artefact ${name} is already ${state}`);
       state = 'done';
+      let size: number;
       try {
         await tail;
         await handle.sync();
+        // From the file, not from our writes: another writer may have filled it.
+        size = (await fs.promises.stat(partial)).size;
       } finally {
         await handle.close();
       }
@@ -101,6 +105,7 @@ export function artefactSink(dir: string, announce: (written: WrittenArtefact) =
     async create(name) {
       const out = await createArtefact(dir, name);
       return {
+        partialPath: out.partialPath,
         write: (chunk) => out.write(chunk),
         async finish() {
           const written = await out.finish();

@@ -200,6 +200,12 @@ export interface InspectorAccess {
 }
 
 export interface ArtefactWriter {
+  /**
+   * The file being written (`<final name>.partial`, 0600). For a writer that is not this
+   * object, on another thread or in native code (`v8.writeHeapSnapshot(partialPath)` on the
+   * main thread): what it writes there is what finish() puts in place.
+   */
+  readonly partialPath: string;
   /** Appends bytes; await it for backpressure. */
   write(chunk: string | Uint8Array): Promise<void>;
   /** Completes the file (renamed from .partial only now), announces it to the client, returns its path. */
