@@ -2,7 +2,9 @@
 // sshd process, throwaway keys; see sshd.ts). Behind it: four live agents and one stale
 // socket in one folder. Beside it: a host whose port is closed, and one that accepts TCP
 // and never says a word. The remote `ispy bridge` is this repository's bin/ispy.js, since
-// the "remote" host is this machine.
+// the "remote" host is this machine, started through a small shell script that notes each
+// start (its pid and arguments) in a log: how many bridges ran, and with what, is how the
+// tests see one mux channel carry every socket, and the fallback take one per socket.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
@@ -32,12 +34,36 @@ let host: string;
 let glob: string;
 const held: http.ClientRequest[] = [];
 
-const BRIDGE = `${shellQuote(process.execPath)} ${shellQuote(BIN)} bridge`;
+let bridgeLog: string;
+/** `<script> <args…>`: the script notes its start, then does what its body says. */
+function bridgeScript(name: string, body: string): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, `#!/bin/sh\necho "$$ $*" >> ${shellQuote(bridgeLog)}\n${body}\n`, { mode: 0o755 });
+  return shellQuote(file);
+}
+const NODE_ISPY = `exec ${shellQuote(process.execPath)} ${shellQuote(BIN)} "$@"`;
+
+/** Bridges started since `from` lines of the log: [pid, arguments]. */
+function bridgesSince(from: number): [number, string][] {
+  const lines = fs.existsSync(bridgeLog) ? fs.readFileSync(bridgeLog, 'utf8').split('\n').filter(Boolean) : [];
+  return lines.slice(from).map((l) => [Number(l.slice(0, l.indexOf(' '))), l.slice(l.indexOf(' ') + 1)]);
+}
+const logged = () => bridgesSince(0).length;
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 beforeAll(async () => {
   if (missing) return;
   sshd = await startSshd();
   dir = tempDir('ispy-ssh-');
+  bridgeLog = path.join(dir, 'bridges.log');
   apps = await Promise.all(Array.from({ length: LIVE }, (_, i) => startApp({ script: 'hold-app.cjs', dir, socket: path.join(dir, `app-${i}.sock`) })));
   const doomed = await startApp({ script: 'hold-app.cjs', dir, socket: path.join(dir, 'stale.sock') });
   await doomed.kill('SIGKILL');
@@ -52,7 +78,8 @@ beforeAll(async () => {
   await new Promise<void>((r) => hung.listen(0, '127.0.0.1', () => r()));
   hungPort = (hung.address() as net.AddressInfo).port;
   // A private TMPDIR for the client, to check it leaves no control folder behind.
-  env = { ISPY_SSH_OPTIONS: sshd.sshOptions, ISPY_REMOTE_BRIDGE: BRIDGE, TMPDIR: tempDir('ispy-ctl-') };
+  // `<script> bridge`: ispy's own bridge as far as the client can tell, so mux is tried.
+  env = { ISPY_SSH_OPTIONS: sshd.sshOptions, ISPY_REMOTE_BRIDGE: `${bridgeScript('ispy', NODE_ISPY)} bridge`, TMPDIR: tempDir('ispy-ctl-') };
   host = `127.0.0.1:${sshd.port}`;
   glob = `ssh://${sshd.user}@127.0.0.1:${sshd.port}${dir}/*.sock`;
 }, 60_000);
@@ -89,6 +116,58 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
     expect(accepted() - before).toBe(1);
     // The master was told to exit and the control folder removed.
     expect(fs.readdirSync(env.TMPDIR!)).toEqual([]);
+  });
+
+  it('carries every socket of a host over one channel to one bridge; a stale or missing socket fails alone; nothing is left running', async () => {
+    const from = logged();
+    const missing = `${dir}/gone.sock`;
+    // The same user@host:port as the glob, so the same ssh master (and so the same mux channel).
+    const r = await runCli(['run', glob, `ssh://${sshd.user}@127.0.0.1:${sshd.port}${missing}`, '-c', 'process info'], { env });
+    expect(r.stderr).toBe(`${LIVE} ok, 2 failed\n`);
+    const b = runBlocks(r.stdout);
+    for (const app of apps) expect(b.get(`${host}:${app.socket}`)).toMatch(new RegExp(`^pid +${app.pid}$`, 'm'));
+    expect(b.get(`${host}:${stale}`)).toBe(`── ${host}:${stale} ── failed\nerror: stale socket ${stale}: nothing is listening on it (the process that created it is gone)\n`);
+    expect(b.get(`${host}:${missing}`)).toBe(`── ${host}:${missing} ── failed\nerror: no agent socket at ${missing} (no such file); \`ispy ps\` lists live agents\n`);
+    // Six sockets, one bridge: the mux one (the glob's listing runs sh, not a bridge).
+    const started = bridgesSince(from);
+    expect(started.map(([, args]) => args)).toEqual(['bridge --mux']);
+    // It left when the run closed its stdin, before the run exited.
+    expect(running(started[0]![0])).toBe(false);
+    expect(fs.readdirSync(env.TMPDIR!)).toEqual([]);
+  });
+
+  it('falls back to one channel per socket when the bridge does not know --mux, and never tries it with a bridge that is not ispy\'s', async () => {
+    // An older ispy: `bridge --mux` is a usage error, and it exits at once.
+    const old = `${bridgeScript('old-ispy', `for a in "$@"; do if [ "$a" = --mux ]; then echo "error: unknown option '--mux'" >&2; exit 2; fi; done\n${NODE_ISPY}`)} bridge`;
+    // Not ispy's own by its last word (a wrapper, socat, …): one channel per socket from the start.
+    const plain = bridgeScript('plain-bridge', `exec ${shellQuote(process.execPath)} ${shellQuote(BIN)} bridge "$@"`);
+    for (const [bridge, mux] of [[old, ['bridge --mux']], [plain, []]] as const) {
+      const from = logged();
+      const r = await runCli(['run', glob, '-c', 'process info', '--bridge', bridge], { env });
+      expect(r.stderr, bridge).toBe(`${LIVE} ok, 1 failed\n`);
+      const b = runBlocks(r.stdout);
+      for (const app of apps) expect(b.get(`${host}:${app.socket}`)).toMatch(new RegExp(`^pid +${app.pid}$`, 'm'));
+      expect(b.get(`${host}:${stale}`)).toContain(`error: stale socket ${stale}: nothing is listening on it`);
+      const started = bridgesSince(from).map(([, args]) => args);
+      expect(started.filter((a) => a.includes('--mux'))).toEqual(mux);
+      const sockets = [...apps.map((a) => a.socket), stale].sort();
+      expect(started.filter((a) => !a.includes('--mux')).sort()).toEqual(sockets.map((f) => (bridge === plain ? f : `bridge ${f}`)));
+      expect(fs.readdirSync(env.TMPDIR!)).toEqual([]);
+    }
+  });
+
+  it('falls back when the bridge takes --mux but never greets, within a bounded wait', async () => {
+    // Reads its stdin and says nothing: the client gives up on it (3 s) and ends it.
+    const mute = `${bridgeScript('mute-ispy', `for a in "$@"; do if [ "$a" = --mux ]; then exec cat > /dev/null; fi; done\n${NODE_ISPY}`)} bridge`;
+    const from = logged();
+    const started = Date.now();
+    const r = await runCli(['run', ...apps.slice(0, 2).map((a) => `ssh://127.0.0.1:${sshd.port}${a.socket}`), '-c', 'process info', '--bridge', mute], { env });
+    expect(r.code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(9000);
+    const bridges = bridgesSince(from);
+    expect(bridges.map(([, args]) => args).sort()).toEqual(['bridge --mux', ...apps.slice(0, 2).map((a) => `bridge ${a.socket}`)].sort());
+    // The mute one saw its channel close and went.
+    await waitFor(() => !running(bridges.find(([, a]) => a === 'bridge --mux')![0]), 5000, 'the mute bridge to exit');
   });
 
   it('honours --timeout: a host that never speaks fails within it, the others answer first', async () => {

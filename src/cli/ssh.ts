@@ -466,6 +466,7 @@ export class SshHost {
     const lease = await this.channel(deadline, timeoutMs);
     const child = this.spawnSsh([...this.args(lease.ctl, false, remaining(deadline)), `${this.owner.settings.bridge} --mux`], ['pipe', 'pipe', 'pipe']);
     const session = new MuxSession(child.stdout!, child.stdin!, MUX_HELLO_WAIT_MS);
+    this.muxChild = child;
     let stderr = '';
     child.stderr!.on('data', (d) => {
       if (stderr.length < 4096) stderr += d;
@@ -481,16 +482,13 @@ export class SshHost {
       lease.release();
       const why = stderrText(stderr) || `exit status ${code}`;
       session.fail(code === 255 ? this.reachError(why).message : `the mux bridge on ${this.display} ended: ${why}`);
-      if (this.muxChild === child) this.muxChild = undefined;
+      if (this.muxChild === child) {
+        this.muxChild = undefined;
+        // A channel that dies mid-run (the connection dropped) is replaced for later targets.
+        this.mux = undefined;
+      }
     });
-    if (await session.ready) {
-      this.muxChild = child;
-      // A channel that dies mid-run (the connection dropped) is replaced for later targets.
-      child.once('close', () => {
-        if (this.mux && this.muxChild === undefined) this.mux = undefined;
-      });
-      return session;
-    }
+    if (await session.ready) return session;
     if (spawnError) throw this.reachError(spawnError.message);
     // An older ispy (no --mux: it exits with a usage error), or no greeting in time.
     this.muxMissing = true;
