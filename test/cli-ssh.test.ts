@@ -12,7 +12,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { globWord, listCommand, parseSshTarget, shellQuote } from '../src/cli/ssh';
+import { globWord, listCommand, parseSshTarget, remoteSettings, shellQuote } from '../src/cli/ssh';
 import { mergeResults } from '../src/cli/merge';
 import { BIN, cleanup, runBlocks, runCli, startApp, tempDir, waitFor, type App } from './helpers';
 import { freePort, sshdMissing, startSshd, type Sshd } from './sshd';
@@ -298,6 +298,13 @@ describe('ssh target parsing and quoting', () => {
     expect(parseSshTarget('ssh://web1/tmp/ispy-1000/*.sock')).toEqual({ host: 'web1', path: '/tmp/ispy-1000/*.sock' });
     expect(parseSshTarget('ssh://app@10.0.0.7:2222/run/a.sock')).toEqual({ user: 'app', host: '10.0.0.7', port: 2222, path: '/run/a.sock' });
     expect(parseSshTarget('ssh://[::1]:22/run/a.sock')).toEqual({ host: '::1', port: 22, path: '/run/a.sock' });
+  });
+
+  it("tries the mux bridge only with ispy's own bridge command, unless ISPY_SSH_MUX=0", () => {
+    for (const bridge of ['ispy bridge', "'/opt/node 20/bin/node' /opt/ispy/bin/ispy.js bridge", 'sudo -u app ispy bridge']) expect(remoteSettings({}, { bridge }).mux, bridge).toBe(true);
+    for (const bridge of ['socat - UNIX-CONNECT:', '/usr/local/bin/my-bridge', 'ispy bridge --verbose']) expect(remoteSettings({}, { bridge }).mux, bridge).toBe(false);
+    expect(remoteSettings({ ISPY_SSH_MUX: '0' }).mux).toBe(false);
+    expect(() => remoteSettings({ ISPY_SSH_MUX: 'off' })).toThrow('ISPY_SSH_MUX must be 1 (try one channel per host, the default) or 0 (one channel per socket), not off');
   });
 
   it('quotes everything but the glob characters', () => {
