@@ -14,38 +14,21 @@
 //
 // Rewrites the section "## ispy attach" of bench/RESULTS.md; every other section is kept.
 
-const { spawn } = require('node:child_process');
-const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { ROOT, requireBuilt, startApp, percentile, median, gitCommit, writeResultsSection } = require('./lib/common');
+const { ROOT, BIN, requireBuilt, parseArgs, num, startApp, timed, percentile, median, fmtMs: f, provenance, writeResultsSection } = require('./lib/common');
 
-const BIN = path.join(ROOT, 'bin', 'ispy.js');
 const SECTION = '## ispy attach';
-const i = process.argv.indexOf('--runs');
-const RUNS = i >= 0 ? Number(process.argv[i + 1]) : 20;
-const WRITE = !process.argv.includes('--no-write');
+const opts = parseArgs();
+const RUNS = num(opts.runs, 20);
+const WRITE = !opts['no-write'];
 
 // The app's listening TCP ports, from /proc (the reader ispy attach itself uses).
 const { listeningPorts: listening } = require(path.join(ROOT, 'dist', 'src', 'cli', 'procfs.js'));
 
-function attachJson(pid) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'attach', String(pid), '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('exit', (code) => {
-      clearTimeout(t);
-      if (code !== 0) return reject(new Error(`ispy attach ${pid} exited ${code}: ${err.trim()}`));
-      resolve(JSON.parse(out));
-    });
-  });
+async function attachJson(pid) {
+  return JSON.parse((await timed([BIN, 'attach', String(pid), '--json'], { timeoutMs: 30_000 })).out);
 }
-
-
 
 async function main() {
   requireBuilt();
@@ -65,12 +48,10 @@ async function main() {
   }
   load.push(os.loadavg()[0]);
   const col = (k) => rows.map((r) => r[k]);
-  const f = (v) => `${Math.round(v)} ms`;
   const stats = (k) => `${f(median(col(k)))} / ${f(percentile(col(k), 90))} / ${f(Math.max(...col(k)))}`;
   const exposed = rows.map((r) => r.closed - r.portOpen);
   console.log(`window (signal to closed): median ${f(median(col('openMs')))}, p90 ${f(percentile(col('openMs'), 90))}, max ${f(Math.max(...col('openMs')))}`);
   if (!WRITE) return;
-  const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown cpu';
   writeResultsSection(SECTION, 
     [
       `\`node bin/ispy.js attach <pid> --json\` on a fresh \`bench/apps/hello-server.js\` (no agent, default inspector port 9229) each run, ${RUNS} runs; every run checked from /proc that the app listened on its own port only afterwards. Milliseconds from SIGUSR1. Written by \`node bench/attach-window.js\`.`,
@@ -83,7 +64,7 @@ async function main() {
       `| of which the port was seen listening | ${f(median(exposed))} / ${f(percentile(exposed, 90))} / ${f(Math.max(...exposed))} |`,
       `| agent ready (after the port closed) | ${stats('agentReady')} |`,
       '',
-      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${gitCommit()}, load average ${load.map((l) => l.toFixed(1)).join(' → ')} (start → end). The machine is a shared VM, busy with other people's runs; expect tens of percent of drift.`,
+      `${provenance()}, load average ${load.map((l) => l.toFixed(1)).join(' → ')} (start → end). The machine is a shared VM, busy with other people's runs; expect tens of percent of drift.`,
     ].join('\n'),
   );
   console.log(`wrote "${SECTION}" in bench/RESULTS.md`);

@@ -26,47 +26,18 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { median, gitCommit, writeResultsSection } = require('./lib/common');
+const { BIN, requireBuilt, parseArgs, num, tempDir, track, sleep, timed, median, fmtMs: fmt, provenance, writeResultsSection, killAll } = require('./lib/common');
+const { HELLO, startAgents, checkRun } = require('./lib/agents');
 
-const ROOT = path.resolve(__dirname, '..');
-const REGISTER = path.join(ROOT, 'dist', 'src', 'register.js');
-const BIN = path.join(ROOT, 'bin', 'ispy.js');
-const APP = path.join(__dirname, 'apps', 'hello-server.js');
 const SECTION = '## ispy run over 50 agents through one ssh host';
 const SSHD = '/usr/sbin/sshd';
 
-function option(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-const AGENTS = option('agents', 50);
-const RUNS = option('runs', 5);
-const WRITE = !process.argv.includes('--no-write');
+const opts = parseArgs();
+const AGENTS = num(opts.agents, 50);
+const RUNS = num(opts.runs, 5);
+const WRITE = !opts['no-write'];
 
-const children = new Set();
-const dirs = [];
-
-// Whatever ends the benchmark, the processes it started end with it, and its folders go.
-function killAll() {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-}
-process.on('exit', killAll);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    killAll();
-    process.exit(130);
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const shq = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
-
-function tempDir(prefix) {
-  const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), prefix)));
-  dirs.push(dir);
-  return dir;
-}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -104,8 +75,7 @@ async function startSshd() {
       '',
     ].join('\n'),
   );
-  const child = spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
-  children.add(child);
+  const child = track(spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] }));
   let log = '';
   child.stderr.on('data', (d) => (log += d));
   const deadline = Date.now() + 10_000;
@@ -119,65 +89,15 @@ async function startSshd() {
   return { port, sshOptions, log: () => log };
 }
 
-async function startAgents() {
-  // 0700 by mkdtemp, short so socket paths stay far under the 107-byte limit.
-  const dir = tempDir('ispy-bssh-');
-  const env = { ...process.env, ISPY_SOCKET: path.join(dir, '{pid}.sock') };
-  delete env.ISPY_CONFIG;
-  delete env.NODE_OPTIONS;
-  const started = Date.now();
-  const mine = [];
-  for (let i = 0; i < AGENTS; i++) {
-    const child = spawn(process.execPath, ['-r', REGISTER, APP], { cwd: dir, env, stdio: 'ignore' });
-    children.add(child);
-    mine.push(child);
-  }
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const up = fs.readdirSync(dir).filter((n) => n.endsWith('.sock')).length;
-    if (up === AGENTS) break;
-    const dead = mine.filter((c) => c.exitCode !== null || c.signalCode !== null);
-    if (dead.length) throw new Error(`${dead.length} agents exited while starting`);
-    if (Date.now() > deadline) throw new Error(`only ${up} of ${AGENTS} agents started within 120 s`);
-    await sleep(100);
-  }
-  return { dir, startMs: Date.now() - started };
-}
-
-function timed(args, env = {}, command = process.execPath) {
-  return new Promise((resolve, reject) => {
-    const t0 = process.hrtime.bigint();
-    const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      children.delete(child);
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      const errors = out.split('\n').filter((l) => l.startsWith('error:'));
-      if (code !== 0) reject(new Error(`${args.join(' ')} exited ${code}: ${err.trim()}\n${[...new Set(errors)].join('\n')}`));
-      else resolve({ ms, out, err });
-    });
-  });
-}
-
-const fmt = (ms) => `${Math.round(ms)} ms`;
-
-
-
 const accepted = (log) => (log.match(/Accepted publickey/g) ?? []).length;
 
 async function main() {
-  if (!fs.existsSync(REGISTER)) throw new Error('no build: run `npm run build` first');
+  requireBuilt();
   if (!fs.existsSync(SSHD)) throw new Error(`${SSHD} is missing: apt-get install openssh-server openssh-client`);
   const sshd = await startSshd();
   console.log(`sshd on 127.0.0.1:${sshd.port}`);
-  console.log(`starting ${AGENTS} agents (${path.basename(APP)})…`);
-  const { dir, startMs } = await startAgents();
+  console.log(`starting ${AGENTS} agents (${path.basename(HELLO)})…`);
+  const { dir, startMs } = await startAgents(AGENTS, 'ispy-bssh-');
   console.log(`  all up in ${fmt(startMs)}; socket folder ${dir}`);
   // Fifty fresh processes keep both cores busy for a while after their sockets appear.
   await sleep(3000);
@@ -185,13 +105,9 @@ async function main() {
   const env = { ISPY_SSH_OPTIONS: sshd.sshOptions, ISPY_REMOTE_BRIDGE: `${shq(process.execPath)} ${shq(BIN)} bridge` };
   const sshArgs = [BIN, 'run', `ssh://${user}@127.0.0.1:${sshd.port}${dir}/*.sock`, '-c', 'process info'];
   const localArgs = [BIN, 'run', `${dir}/*.sock`, '-c', 'process info'];
-  const check = (r, what) => {
-    if (!r.err.includes(`${AGENTS} ok, 0 failed`)) throw new Error(`${what} did not reach every agent: ${r.err}`);
-    if ((r.out.match(/^── /gm) ?? []).length !== AGENTS) throw new Error(`${what} printed the wrong number of blocks`);
-  };
   // One unmeasured run of each warms the file cache and every agent's first-call paths.
-  check(await timed(sshArgs, env), 'warm-up over ssh');
-  check(await timed(localArgs), 'warm-up, local');
+  checkRun(await timed(sshArgs, { env }), AGENTS, 'warm-up over ssh');
+  checkRun(await timed(localArgs), AGENTS, 'warm-up, local');
   const viaSsh = [];
   const local = [];
   const connections = [];
@@ -202,12 +118,12 @@ async function main() {
     for (const which of pair) {
       if (which === 'local') {
         const r = await timed(localArgs);
-        check(r, `local run ${i + 1}`);
+        checkRun(r, AGENTS, `local run ${i + 1}`);
         local.push(r.ms);
       } else {
         const before = accepted(sshd.log());
-        const r = await timed(sshArgs, env);
-        check(r, `ssh run ${i + 1}`);
+        const r = await timed(sshArgs, { env });
+        checkRun(r, AGENTS, `ssh run ${i + 1}`);
         viaSsh.push(r.ms);
         connections.push(accepted(sshd.log()) - before);
       }
@@ -219,17 +135,17 @@ async function main() {
   // (with its rc files) and the mux client cost per agent before any bridge starts.
   const sshBase = [...sshd.sshOptions.split(' '), '-o', 'BatchMode=yes', '-p', String(sshd.port), '-T'];
   const ctl = path.join(tempDir('ispy-bctl-'), 'cm');
-  await timed([...sshBase, '-o', 'ControlMaster=yes', '-o', `ControlPath=${ctl}`, '-o', 'ControlPersist=30', '-N', `${user}@127.0.0.1`], {}, 'ssh');
+  await timed([...sshBase, '-o', 'ControlMaster=yes', '-o', `ControlPath=${ctl}`, '-o', 'ControlPersist=30', '-N', `${user}@127.0.0.1`], { command: 'ssh' });
   const channel = [];
-  for (let i = 0; i < RUNS; i++) channel.push((await timed([...sshBase, '-o', `ControlPath=${ctl}`, `${user}@127.0.0.1`, 'true'], {}, 'ssh')).ms);
-  await timed([...sshBase, '-o', `ControlPath=${ctl}`, '-O', 'exit', `${user}@127.0.0.1`], {}, 'ssh').catch(() => {});
+  for (let i = 0; i < RUNS; i++) channel.push((await timed([...sshBase, '-o', `ControlPath=${ctl}`, `${user}@127.0.0.1`, 'true'], { command: 'ssh' })).ms);
+  await timed([...sshBase, '-o', `ControlPath=${ctl}`, '-O', 'exit', `${user}@127.0.0.1`], { command: 'ssh' }).catch(() => {});
   const shell = process.env.SHELL ? path.basename(process.env.SHELL) : 'sh';
   // What the login shell's rc file costs on its own (bash reads ~/.bashrc for ssh commands).
   let rcNote = '';
   const bashrc = path.join(os.homedir(), '.bashrc');
   if (shell === 'bash' && fs.existsSync(bashrc)) {
     const rc = [];
-    for (let i = 0; i < RUNS; i++) rc.push((await timed(['-c', `. ${shq(bashrc)}; true`], {}, 'bash')).ms);
+    for (let i = 0; i < RUNS; i++) rc.push((await timed(['-c', `. ${shq(bashrc)}; true`], { command: 'bash' })).ms);
     rcNote = `Sourcing this machine's \`~/.bashrc\` on its own, which bash does for every ssh command, takes ${fmt(median(rc))}${/pyenv init/.test(fs.readFileSync(bashrc, 'utf8')) ? ' (it runs `pyenv init`)' : ''}: most of a channel's ${fmt(median(channel))} is the login shell's rc file, and a lighter one makes every channel cheaper. `;
   }
   const med = median(viaSsh);
@@ -239,7 +155,6 @@ async function main() {
   console.log(`same agents, local: median ${fmt(base)}; ratio ${(med / base).toFixed(1)}x; ssh cost per agent ${((med - base) / AGENTS).toFixed(1)} ms`);
   console.log(`ssh connections per run: ${connections.join(', ')}; one bridge's start (node bin/ispy.js --version): ${fmt(floor)}; one bare channel (ssh -S … true): ${fmt(median(channel))}`);
   if (!WRITE) return;
-  const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown cpu';
   writeResultsSection(SECTION, 
     [
       `\`node bin/ispy.js run 'ssh://<user>@127.0.0.1:<port>/<dir>/*.sock' -c "process info"\` over ${AGENTS} agents (copies of \`bench/apps/hello-server.js\` with \`-r dist/src/register.js\`) behind one ssh host: our own \`sshd\` on loopback, the remote bridge \`node bin/ispy.js bridge\` (ISPY_REMOTE_BRIDGE). Wall time from spawn to exit: client start-up, ssh masters, the glob listed on the host, ${AGENTS} ssh channels each starting a Node bridge, ${AGENTS} connections and calls, output, masters closed. ${RUNS} runs after one warm-up, interleaved with the baseline: the same run over the same sockets locally. No target was set; this is the figure as measured. Written by \`node bench/run-ssh.js\`.`,
@@ -255,7 +170,7 @@ async function main() {
       `| one remote bridge's start, \`node bin/ispy.js --version\` (median) | ${fmt(floor)} |`,
       `| one bare ssh channel on an open master, \`ssh -S … host true\` (median, sequential) | ${fmt(median(channel))} |`,
       '',
-      `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${gitCommit()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
+      `${provenance()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
       '',
       `Where the time goes: every agent costs one ssh channel (sshd forks a session and runs the login shell, here ${shell} with the user's rc files, before the command) and a remote Node process (the bridge) that starts, loads the CLI, and pipes bytes: ${AGENTS} × (${fmt(median(channel))} + ${fmt(floor)}) on ${os.cpus().length} cores, which here are also running sshd, the client and the ${AGENTS} agents, is most of the difference from the local run: the run is CPU-bound on the "remote" host, not waiting on ssh. ${rcNote}A remote host with \`ispy\` installed pays the same Node start per agent. What would remove most of it, not built: one bridge process per host carrying all of that host's sockets over one channel, or a lighter bridge (a small program that copies stdin/stdout to a UNIX socket, given with \`--bridge\`).`,
     ].join('\n'),

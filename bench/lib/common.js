@@ -1,7 +1,8 @@
 'use strict';
 // Shared by the benchmarks: start app processes (with or without the agent) in private
-// temp folders, wait for them with a deadline, read their memory and CPU from /proc,
-// summarise samples, and kill only the processes we started, whatever way we exit.
+// temp folders, wait for them with a deadline, time a command from spawn to exit, read
+// memory and CPU from /proc, summarise samples, and kill only the processes we started
+// (`track`), whatever way we exit.
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -12,6 +13,7 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const DIST = path.join(ROOT, 'dist');
 const REGISTER = path.join(DIST, 'src', 'register.js');
 const CLIENT = path.join(DIST, 'src', 'client', 'index.js');
+const BIN = path.join(ROOT, 'bin', 'ispy.js');
 const APPS = path.join(__dirname, '..', 'apps');
 
 /** Marks the line carrying a benchmark's JSON result on stdout (bench/run.js looks for it). */
@@ -36,6 +38,13 @@ function killAll() {
       // best effort
     }
   }
+}
+
+/** Registers a child process to be killed by killAll (and so on every exit path); returns it. */
+function track(child) {
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
 }
 
 // Whatever ends this process (normal exit, an exception, Ctrl-C), our children die with it.
@@ -101,14 +110,13 @@ async function startApp({ script, agent, preload, args = [], env = {}, config, t
     env: childEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  children.add(child);
+  track(child);
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (err += d));
   const exited = new Promise((resolve) => {
     child.on('exit', (code, signal) => {
-      children.delete(child);
       resolve({ code, signal });
     });
   });
@@ -155,6 +163,31 @@ async function startApp({ script, agent, preload, args = [], env = {}, config, t
     throw e;
   }
   return app;
+}
+
+/**
+ * Runs `command args` (node by default) from the repo root with NO_COLOR and resolves with
+ * its wall time from spawn to exit and its output; rejects when it exits non-zero, naming
+ * the `error:` lines it printed (`ispy run` puts a failed target's error in its block).
+ * Killed after timeoutMs.
+ */
+function timed(args, { env = {}, command = process.execPath, timeoutMs = 120_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const child = track(spawn(command, args, { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (code === 0) return resolve({ ms, out, err });
+      const errors = [...new Set(out.split('\n').filter((l) => l.startsWith('error:')))];
+      reject(new Error(`${args.join(' ')} exited ${code}: ${err.trim()}${errors.length ? `\n${errors.join('\n')}` : ''}`));
+    });
+  });
 }
 
 /** Resident set size of a process in kB, from /proc/<pid>/status. */
@@ -209,6 +242,9 @@ function median(xs) {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
+
+/** Milliseconds as the fan-out and attach benchmarks print them: `1234 ms`. */
+const fmtMs = (ms) => `${Math.round(ms)} ms`;
 
 const round = (n, digits = 2) => (Number.isFinite(n) ? Math.round(n * 10 ** digits) / 10 ** digits : n);
 
@@ -319,6 +355,12 @@ function gitCommit() {
   }
 }
 
+/** Where figures come from, for a RESULTS.md section: date, Node, CPUs, memory, commit. */
+function provenance() {
+  const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown cpu';
+  return `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, commit ${gitCommit()}`;
+}
+
 /**
  * Replaces one `## ` section of bench/RESULTS.md (its heading up to the next `## ` heading
  * or the end) with `body`, keeping every other section; appends it when missing.
@@ -341,18 +383,22 @@ module.exports = {
   ROOT,
   REGISTER,
   CLIENT,
+  BIN,
   APPS,
   RESULT_MARKER,
   requireBuilt,
   tempDir,
   sleep,
   waitFor,
+  track,
   startApp,
+  timed,
   readRss,
   readCpuMs,
   percentile,
   median,
   round,
+  fmtMs,
   latencySummary,
   medianCI,
   withTimeout,
@@ -360,6 +406,7 @@ module.exports = {
   num,
   mainIfDirect,
   gitCommit,
+  provenance,
   writeResultsSection,
   builtinPlugins,
   killAll,
