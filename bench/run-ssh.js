@@ -3,10 +3,14 @@
 //
 //   node bin/ispy.js run 'ssh://<user>@127.0.0.1:<port>/<dir>/*.sock' -c "process info"
 //
-// from spawn to exit: the client's start-up, the ssh ControlMaster(s) to the host (one per
-// 8 channels in flight), the glob listed on the host, one ssh channel per agent running
-// the remote `ispy bridge` (here `node bin/ispy.js bridge`, a Node process per agent),
-// 50 hello/welcome exchanges and calls, the printed blocks, and closing the masters.
+// from spawn to exit: the client's start-up, the ssh ControlMaster to the host, the glob
+// listed on the host, the transport, 50 hello/welcome exchanges and calls, the printed
+// blocks, and closing the masters. Two transports, interleaved in the same run:
+//   mux         the default: one ssh channel per master running one remote
+//               `ispy bridge --mux` (here `node bin/ispy.js bridge --mux`) that carries every
+//               socket of the host;
+//   per socket  ISPY_SSH_MUX=0: one ssh channel and one remote `ispy bridge <socket>` (a
+//               Node process) per agent, masters of 8 channels each.
 //
 // The "host" is this machine: our own sshd on 127.0.0.1 (a private process with a
 // throwaway host key and user key in a temp folder; never the system service), so the
@@ -103,29 +107,34 @@ async function main() {
   await sleep(3000);
   const user = os.userInfo().username;
   const env = { ISPY_SSH_OPTIONS: sshd.sshOptions, ISPY_REMOTE_BRIDGE: `${shq(process.execPath)} ${shq(BIN)} bridge` };
+  const perSocketEnv = { ...env, ISPY_SSH_MUX: '0' };
   const sshArgs = [BIN, 'run', `ssh://${user}@127.0.0.1:${sshd.port}${dir}/*.sock`, '-c', 'process info'];
   const localArgs = [BIN, 'run', `${dir}/*.sock`, '-c', 'process info'];
   // One unmeasured run of each warms the file cache and every agent's first-call paths.
-  checkRun(await timed(sshArgs, { env }), AGENTS, 'warm-up over ssh');
+  checkRun(await timed(sshArgs, { env }), AGENTS, 'warm-up over ssh (mux)');
+  checkRun(await timed(sshArgs, { env: perSocketEnv }), AGENTS, 'warm-up over ssh (per socket)');
   checkRun(await timed(localArgs), AGENTS, 'warm-up, local');
   const viaSsh = [];
+  const perSocket = [];
   const local = [];
   const connections = [];
+  const perSocketConnections = [];
   const bridgeFloor = [];
   for (let i = 0; i < RUNS; i++) {
-    // Interleaved, order alternating, so drift in the machine's speed hits both alike.
-    const pair = i % 2 === 0 ? ['ssh', 'local'] : ['local', 'ssh'];
-    for (const which of pair) {
+    // Interleaved, order rotating, so drift in the machine's speed hits all three alike.
+    const order = ['ssh', 'per socket', 'local'];
+    for (let k = 0; k < order.length; k++) {
+      const which = order[(k + i) % order.length];
       if (which === 'local') {
         const r = await timed(localArgs);
         checkRun(r, AGENTS, `local run ${i + 1}`);
         local.push(r.ms);
       } else {
         const before = accepted(sshd.log());
-        const r = await timed(sshArgs, { env });
-        checkRun(r, AGENTS, `ssh run ${i + 1}`);
-        viaSsh.push(r.ms);
-        connections.push(accepted(sshd.log()) - before);
+        const r = await timed(sshArgs, { env: which === 'ssh' ? env : perSocketEnv });
+        checkRun(r, AGENTS, `${which === 'ssh' ? 'mux' : 'per-socket'} ssh run ${i + 1}`);
+        (which === 'ssh' ? viaSsh : perSocket).push(r.ms);
+        (which === 'ssh' ? connections : perSocketConnections).push(accepted(sshd.log()) - before);
       }
     }
     // What one remote bridge costs before it does anything: a Node start and ispy's CLI.
@@ -151,28 +160,31 @@ async function main() {
   const med = median(viaSsh);
   const base = median(local);
   const floor = median(bridgeFloor);
-  console.log(`ispy run over ${AGENTS} agents through ssh: median ${fmt(med)} (runs: ${viaSsh.map(fmt).join(', ')})`);
+  const medPer = median(perSocket);
+  console.log(`ispy run over ${AGENTS} agents through ssh (mux): median ${fmt(med)} (runs: ${viaSsh.map(fmt).join(', ')})`);
+  console.log(`  per socket (ISPY_SSH_MUX=0): median ${fmt(medPer)} (runs: ${perSocket.map(fmt).join(', ')}); mux ÷ per socket ×${(med / medPer).toFixed(2)}`);
   console.log(`same agents, local: median ${fmt(base)}; ratio ${(med / base).toFixed(1)}x; ssh cost per agent ${((med - base) / AGENTS).toFixed(1)} ms`);
   console.log(`ssh connections per run: ${connections.join(', ')}; one bridge's start (node bin/ispy.js --version): ${fmt(floor)}; one bare channel (ssh -S … true): ${fmt(median(channel))}`);
   if (!WRITE) return;
   writeResultsSection(SECTION, 
     [
-      `\`node bin/ispy.js run 'ssh://<user>@127.0.0.1:<port>/<dir>/*.sock' -c "process info"\` over ${AGENTS} agents (copies of \`bench/apps/hello-server.js\` with \`-r dist/src/register.js\`) behind one ssh host: our own \`sshd\` on loopback, the remote bridge \`node bin/ispy.js bridge\` (ISPY_REMOTE_BRIDGE). Wall time from spawn to exit: client start-up, ssh masters, the glob listed on the host, ${AGENTS} ssh channels each starting a Node bridge, ${AGENTS} connections and calls, output, masters closed. ${RUNS} runs after one warm-up, interleaved with the baseline: the same run over the same sockets locally. No target was set; this is the figure as measured. Written by \`node bench/run-ssh.js\`.`,
+      `\`node bin/ispy.js run 'ssh://<user>@127.0.0.1:<port>/<dir>/*.sock' -c "process info"\` over ${AGENTS} agents (copies of \`bench/apps/hello-server.js\` with \`-r dist/src/register.js\`) behind one ssh host: our own \`sshd\` on loopback, the remote bridge \`node bin/ispy.js bridge\` (ISPY_REMOTE_BRIDGE). Wall time from spawn to exit: client start-up, ssh master, the glob listed on the host, the transport, ${AGENTS} connections and calls, output, masters closed. Two transports: mux (the default: one channel per master carrying every socket through one remote \`bridge --mux\`) and per socket (\`ISPY_SSH_MUX=0\`: a channel and a Node bridge per agent). ${RUNS} runs of each after one warm-up, interleaved with the baseline: the same run over the same sockets locally. No target was set; this is the figure as measured. Written by \`node bench/run-ssh.js\`.`,
       '',
       '| metric | value |',
       '|---|---|',
-      `| median wall time, ${AGENTS} agents through ssh | ${fmt(med)} |`,
+      `| median wall time, ${AGENTS} agents through ssh (mux) | ${fmt(med)} |`,
       `| runs | ${viaSsh.map(fmt).join(', ')} |`,
+      `| median wall time, one channel per socket (\`ISPY_SSH_MUX=0\`) | ${fmt(medPer)} (runs ${perSocket.map(fmt).join(', ')}); mux ÷ per socket ×${(med / medPer).toFixed(2)} |`,
       `| baseline: same run, local sockets (median) | ${fmt(base)} |`,
-      `| ratio to baseline | ${(med / base).toFixed(1)}x |`,
-      `| ssh cost per agent beyond the baseline | ${((med - base) / AGENTS).toFixed(1)} ms |`,
-      `| TCP connections to the host per run (sshd's "Accepted publickey") | ${[...new Set(connections)].join(', ')} (32 targets in flight, 8 channels per connection: 4, and a fifth when a finished target's channel is still closing as the next one opens) |`,
+      `| ratio to baseline (mux) | ${(med / base).toFixed(1)}x |`,
+      `| ssh cost per agent beyond the baseline (mux / per socket) | ${((med - base) / AGENTS).toFixed(1)} ms / ${((medPer - base) / AGENTS).toFixed(1)} ms |`,
+      `| TCP connections to the host per run (sshd's "Accepted publickey"), mux / per socket | ${[...new Set(connections)].join(', ')} / ${[...new Set(perSocketConnections)].join(', ')} (per socket: 32 targets in flight, 8 channels per connection) |`,
       `| one remote bridge's start, \`node bin/ispy.js --version\` (median) | ${fmt(floor)} |`,
       `| one bare ssh channel on an open master, \`ssh -S … host true\` (median, sequential) | ${fmt(median(channel))} |`,
       '',
       `${provenance()}. The machine is a shared VM; expect tens of percent of drift between runs.`,
       '',
-      `Where the time goes: every agent costs one ssh channel (sshd forks a session and runs the login shell, here ${shell} with the user's rc files, before the command) and a remote Node process (the bridge) that starts, loads the CLI, and pipes bytes: ${AGENTS} × (${fmt(median(channel))} + ${fmt(floor)}) on ${os.cpus().length} cores, which here are also running sshd, the client and the ${AGENTS} agents, is most of the difference from the local run: the run is CPU-bound on the "remote" host, not waiting on ssh. ${rcNote}A remote host with \`ispy\` installed pays the same Node start per agent. What would remove most of it, not built: one bridge process per host carrying all of that host's sockets over one channel, or a lighter bridge (a small program that copies stdin/stdout to a UNIX socket, given with \`--bridge\`).`,
+      `Where the time goes: per socket, every agent costs one ssh channel (sshd forks a session and runs the login shell, here ${shell} with the user's rc files, before the command) and a remote Node process (the bridge) that starts, loads the CLI, and pipes bytes: ${AGENTS} × (${fmt(median(channel))} + ${fmt(floor)}) on ${os.cpus().length} cores, which here are also running sshd, the client and the ${AGENTS} agents, is most of its difference from the local run. ${rcNote}With mux the host pays one channel and one bridge start per run, whatever the number of agents; what is left beyond the local run is the master's connection, the glob listed over ssh, and the bytes of ${AGENTS} WebSocket sessions framed through one channel.`,
     ].join('\n'),
   );
   console.log(`wrote "${SECTION}" in bench/RESULTS.md`);
