@@ -48,6 +48,9 @@ for (const kind of ['cjs', 'esm'] as const) {
       expect(info.uptimeSeconds).toBeGreaterThan(0);
       expect(info.memory.processRssMB).toBeGreaterThan(10);
       expect(info.memory.mainThread.heapUsedMB).toBeGreaterThan(0);
+      // The agent's own heap, read in its worker: a few MB, well below the app's process.
+      expect(info.memory.agentWorker.heapTotalMB).toBeGreaterThan(0);
+      expect(info.memory.agentWorker.heapTotalMB).toBeLessThan(info.memory.processRssMB);
       expect(info.cpu.userSeconds).toBeGreaterThan(0);
       expect(info.mainThread).toBe('event loop turning');
     });

@@ -30,6 +30,15 @@ async function mainMemory(ctx: CommandContext): Promise<Record<string, number> |
   }
 }
 
+/**
+ * The agent's own thread (where this command runs): what ispy itself holds, so an operator
+ * can tell the agent's share of the process's memory from the app's.
+ */
+function agentWorkerMemory(): Record<string, number> {
+  const m = process.memoryUsage();
+  return { heapUsedMB: mb(m.heapUsed), heapTotalMB: mb(m.heapTotal) };
+}
+
 export default definePlugin({
   name: 'process',
   summary: 'The process at a glance: identity, stack, event loop, handles, environment, modules, report, GC',
@@ -62,7 +71,7 @@ export default definePlugin({
           uptimeSeconds: round(uptime, 1),
           agentUptimeSeconds: round((Date.now() - ctx.app.agentStartedAt) / 1000, 1),
           mainThread: ctx.mainThread.stuck() ? `not turning its event loop for ${heartbeat} ms` : 'event loop turning',
-          memory: { processRssMB: mb(process.memoryUsage.rss()), mainThread: await mainMemory(ctx) },
+          memory: { processRssMB: mb(process.memoryUsage.rss()), mainThread: await mainMemory(ctx), agentWorker: agentWorkerMemory() },
           cpu: {
             userSeconds: round(cpu.user / 1e6),
             systemSeconds: round(cpu.system / 1e6),
