@@ -46,6 +46,16 @@ export class IspyError extends Error {
     this.code = code;
     if (options?.details) this.details = options.details;
   }
+
+  /**
+   * `err instanceof IspyError` by the brand, so it holds across two copies of the library:
+   * a plugin resolving `ispy/plugin` from the app's node_modules while the agent was loaded
+   * from elsewhere (`ispy attach`), or a plugin package with its own install. Subclasses
+   * keep the ordinary prototype check.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return this === IspyError ? isIspyError(value) : Function.prototype[Symbol.hasInstance].call(this, value);
+  }
 }
 
 export function isIspyError(value: unknown): value is IspyError {
