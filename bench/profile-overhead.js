@@ -29,7 +29,7 @@ const path = require('node:path');
 const c = require('./lib/common');
 const { interleavedRounds } = require('./lib/windows');
 const { ensurePeers, timeRebuild, peerVersion } = require('./lib/peers');
-const { HOT_TARGET, measureState, sameWithinNoise } = require('./lib/hot');
+const { HOT_TARGET, measureState, sameAcrossCycles } = require('./lib/hot');
 
 const INTERVAL_US = 1000;
 
@@ -139,11 +139,7 @@ async function idleGate({ cycles, count, onlyProfile }) {
       perCycle: list.map((s) => ({ subjectNs: s.subjectNs.median, controlNs: s.controlNs.median, ratio: s.ratio.median, ratioCi95: s.ratio.ci95 })),
     };
   }
-  // "Equal within noise": judged cycle by cycle (same process, same JIT history) and overall.
-  const verdict = (after, before) => {
-    const perCycle = states[after].map((s, i) => sameWithinNoise(s, states[before][i]));
-    return { perCycle, same: perCycle.every((x) => x.same), ratio: c.round(merged[after].ratio / merged[before].ratio, 4) };
-  };
+  const verdict = (after, before) => sameAcrossCycles(states[after], states[before]);
   return {
     calls: N,
     gatedCalls: GATED_N,
@@ -231,7 +227,7 @@ function markdown(r) {
       row('untouched, through a freshly compiled caller', 'untouchedFresh'),
       row('after `profile ungate`, through a freshly compiled caller', 'ungatedFresh'),
       '',
-      `An armed, waiting gate adds **${g.gatedExtraNs} ns per call** (gated runs: ${g.gatedCalls.toLocaleString('en')} calls). After ungate, the same caller: ×${g.ungatedVsUntouched.ratio} of untouched → ${g.ungatedVsUntouched.same ? 'the same within noise' : '**not the same**'} (per cycle: ${g.ungatedVsUntouched.perCycle.map((x) => `${x.same ? 'same' : 'differs'} ${(x.relativeDifference * 100).toFixed(1)}%`).join(', ')}); through a fresh caller: ×${g.ungatedVsUntouchedFreshCaller.ratio} → ${g.ungatedVsUntouchedFreshCaller.same ? 'the same within noise' : '**not the same**'}. Gate states seen while gated: ${g.gateChecks.map((x) => `${x.state} ${x.taken}/${x.of}`).join(', ')}.`,
+      `An armed, waiting gate adds **${g.gatedExtraNs} ns per call** (gated runs: ${g.gatedCalls.toLocaleString('en')} calls). After ungate, the same caller: ×${g.ungatedVsUntouched.ratio} of untouched → ${g.ungatedVsUntouched.same ? 'the same within noise' : '**not the same**'} (per cycle: ${g.ungatedVsUntouched.perCycle.map((x) => `${x.same ? 'same' : 'differs'} ${(x.relativeDifference * 100).toFixed(1)}%`).join(', ')}); through a fresh caller: ×${g.ungatedVsUntouchedFreshCaller.ratio} → ${g.ungatedVsUntouchedFreshCaller.same ? 'the same within noise' : '**not the same**'} (untouched itself varies ${(g.ungatedVsUntouchedFreshCaller.cycleNoise * 100).toFixed(0)}% between cycles through a fresh caller, ${(g.ungatedVsUntouched.cycleNoise * 100).toFixed(0)}% through the same caller: the yardstick for "the same"). Gate states seen while gated: ${g.gateChecks.map((x) => `${x.state} ${x.taken}/${x.of}`).join(', ')}.`,
     );
   }
   return out.join('\n');

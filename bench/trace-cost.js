@@ -24,7 +24,7 @@
 
 const path = require('node:path');
 const c = require('./lib/common');
-const { HOT_TARGET, measureState, sameWithinNoise } = require('./lib/hot');
+const { HOT_TARGET, measureState, sameAcrossCycles } = require('./lib/hot');
 
 const N = 2_000_000;
 const EMIT_N = 1000;
@@ -120,10 +120,7 @@ async function run(opts = {}) {
       perCycle: list.map((x) => ({ subjectNs: x.subjectNs.median, subjectCi95: x.subjectNs.ci95, ratio: x.ratio.median, ratioCi95: x.ratio.ci95 })),
     };
   }
-  const verdict = (after, before) => {
-    const perCycle = all.map((x) => sameWithinNoise(x.states[after], x.states[before]));
-    return { perCycle, same: perCycle.every((v) => v.same), ratio: c.round(states[after].ratio / states[before].ratio, 4) };
-  };
+  const verdict = (after, before) => sameAcrossCycles(all.map((x) => x.states[after]), all.map((x) => x.states[before]));
   const base = states.untouched.subjectNs;
   const result = {
     benchmark: 'trace-cost',
@@ -169,7 +166,7 @@ function markdown(r) {
     '|---|---|---|---|---|',
     ...order.map((n) => `| ${label[n]} | ${s[n].calls.toLocaleString('en')} | ${s[n].subjectNs} | ${extra(n)} | ×${s[n].ratio} (${s[n].perCycle.map((x) => `×${x.ratio}`).join(', ')}) |`),
     '',
-    `After \`trace remove\`, the same caller: ×${r.removedVsUntouched.ratio} of untouched → ${r.removedVsUntouched.same ? 'the same within noise' : '**not the same**'}; through a fresh caller: ×${r.removedVsUntouchedFreshCaller.ratio} → ${r.removedVsUntouchedFreshCaller.same ? 'the same within noise' : '**not the same**'}. ` +
+    `After \`trace remove\`, the same caller: ×${r.removedVsUntouched.ratio} of untouched → ${r.removedVsUntouched.same ? 'the same within noise' : '**not the same**'}; through a fresh caller: ×${r.removedVsUntouchedFreshCaller.ratio} → ${r.removedVsUntouchedFreshCaller.same ? 'the same within noise' : '**not the same**'} (untouched itself varies ${(r.removedVsUntouchedFreshCaller.cycleNoise * 100).toFixed(0)}% between cycles through a fresh caller, ${(r.removedVsUntouched.cycleNoise * 100).toFixed(0)}% through the same caller: the yardstick for "the same"). ` +
       `Checks: traced runs recorded ${sum((x) => x.trace.emitted + x.traceArgsResult.emitted).toLocaleString('en')} events and dropped ${sum((x) => x.trace.dropped + x.traceArgsResult.dropped)}; the watcher received ${ck.map((x) => x.trace.watchedEventsReceived).join(', ')} events; the capped trace saw ${sum((x) => x.capped.calls).toLocaleString('en')} calls, recorded ${sum((x) => x.capped.emitted)} and dropped ${sum((x) => x.capped.dropped).toLocaleString('en')}; traces still active after remove: ${ck.map((x) => x.activeAfterRemove).join(', ')}.`,
   ].join('\n');
 }

@@ -13,7 +13,7 @@
 //   trace, --args --result
 //
 // and, for reference, the cost of the calls the interceptors make on every call:
-// performance.now(), new Date().toISOString(), Array.prototype.slice of a 1-element list.
+// performance.now(), new Date().toISOString() (what trace events used to carry), Array.prototype.slice of a 1-element list.
 // The rows are alternated over several rounds; medians are reported.
 //
 //   node bench/wrap-breakdown.js [--rounds 7]
@@ -171,10 +171,10 @@ function markdown(r) {
     '|---|---|---|---|',
     row('untouched', 'the call, inlined'),
     row('closure', 'a plain JS wrapper `(...a) => f.apply(this, a)`: the floor of any wrapper'),
-    row('wrap, no-op', 'Proxy apply trap, `interceptors.slice()`, an Invocation object, a `proceed` closure, Reflect.apply'),
-    row('gate, waiting', '+ `performance.now()` and the gate\'s checks'),
-    row('trace, capped', '+ `performance.now()`, window and cap checks, `dropped++`'),
-    row('trace, recording', '+ an event object, `new Date().toISOString()`, a `done` closure, a second `performance.now()`, Math.round, publish (push/shift of a 500-event ring)'),
+    row('wrap, no-op', 'Proxy apply trap, an Invocation object, a `proceed` closure, Reflect.apply (the interceptor list is copied on wrap/unwrap, not per call)'),
+    row('gate, waiting', '+ one flag test (a timer reopens the gate; no clock read)'),
+    row('trace, capped', '+ state, window and cap checks, `dropped++` (a timer resets the window; no clock read)'),
+    row('trace, recording', '+ an event object, `Date.now()`, a `done` closure, two `performance.now()`, Math.round, publish (push/shift of a 500-event ring)'),
     row('trace, recording --args --result', '+ util.inspect of the argument and the result'),
     `| performance.now() | ${ns['performance.now()']} | | one call, alone |`,
     `| new Date().toISOString() | ${ns['new Date().toISOString()']} | | one call, alone |`,

@@ -74,4 +74,22 @@ function sameWithinNoise(a, b, tolerance = 0.03) {
   return { same: overlap || diff < tolerance, ciOverlap: overlap, relativeDifference: c.round(diff, 4) };
 }
 
-module.exports = { HOT_LIB, HOT_TARGET, getJson, loopNs, measureState, sameWithinNoise };
+/**
+ * Is the state `after` (one measureState result per cycle) the same as `before`? Each cycle
+ * compiles its callers afresh, and the same untouched function differs by tens of percent
+ * from one cycle to the next at these sub-nanosecond costs (alignment, inlining decisions).
+ * So the overall verdict asks whether after ÷ before (medians over cycles) is within that
+ * cycle-to-cycle spread of `before` itself (or within `tolerance`, whichever is larger);
+ * the per-cycle comparisons are kept for the report.
+ */
+function sameAcrossCycles(after, before, tolerance = 0.03) {
+  const perCycle = after.map((s, i) => sameWithinNoise(s, before[i]));
+  const medianOf = (list) => c.median(list.map((s) => s.ratio.median));
+  const beforeRatios = before.map((s) => s.ratio.median);
+  const cycleNoise = before.length > 1 ? Math.max(...beforeRatios) / Math.min(...beforeRatios) - 1 : 0;
+  const ratio = medianOf(after) / medianOf(before);
+  const allowed = Math.max(tolerance, cycleNoise);
+  return { perCycle, same: Math.abs(ratio - 1) <= allowed, ratio: c.round(ratio, 4), cycleNoise: c.round(cycleNoise, 4) };
+}
+
+module.exports = { HOT_LIB, HOT_TARGET, getJson, loopNs, measureState, sameWithinNoise, sameAcrossCycles };
