@@ -29,7 +29,6 @@ interface PluginOptions {
 }
 
 async function readTable(ctx: CommandContext, call: string): Promise<{ value: unknown; mainThread?: Record<string, unknown> }> {
-  const age = ctx.mainThread.heartbeatAgeMs();
   let value: unknown;
   try {
     value = await ctx.mainThread.evaluate(`${API} ? ${API}.${call} : { unavailable: true }`, { timeoutMs: ctx.settings.limits.inspectorTimeoutMs ?? 1000 });
@@ -43,7 +42,8 @@ async function readTable(ctx: CommandContext, call: string): Promise<{ value: un
     throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the requests table is not loaded on the main thread');
   }
   if (!ctx.mainThread.stuck()) return { value };
-  // The loop is stuck: say so, and show where.
+  // The loop is stuck: say so (for how long, read now, as stuck() just did), and show where.
+  const age = ctx.mainThread.heartbeatAgeMs();
   const stack: MainThreadStack = await ctx.mainThread.captureStack();
   const mainThread: Record<string, unknown> = { busyForMs: age };
   if (stack.state === 'running') mainThread.stack = stack.frames.slice(0, 8).map(formatFrame);

@@ -514,6 +514,8 @@ export class SshHost {
     const remoteCommand = `${this.owner.settings.bridge} ${shellQuote(socket)}`;
     const child = this.spawnSsh([...this.args(lease.ctl, false, remaining(deadline)), remoteCommand], ['pipe', 'pipe', 'pipe']);
     child.once('exit', () => lease.release());
+    // 'close', not 'exit': only then is the bridge's stderr (its reason) read to the end.
+    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
     let spawnError: Error | undefined;
     child.once('error', (err) => {
       spawnError = err;
@@ -527,7 +529,10 @@ export class SshHost {
       return await connect(label, { timeoutMs: Math.max(1, remaining(deadline)), clientName: `ispy-cli/${process.pid}`, createConnection: () => stdioStream(child) });
     } catch (err) {
       // The client saw the stream end; ssh or the bridge said why on stderr.
-      const code = await exitWithin(child, Math.min(1000, Math.max(200, remaining(deadline))));
+      const wait = Math.min(1000, Math.max(200, remaining(deadline)));
+      let timer: NodeJS.Timeout | undefined;
+      const code = await Promise.race([closed, new Promise<'running'>((resolve) => (timer = setTimeout(() => resolve('running'), wait)))]);
+      clearTimeout(timer);
       if (code === 'running') child.kill('SIGTERM');
       if (spawnError) throw this.reachError(spawnError.message);
       const why = stderrText(stderr);
