@@ -29,10 +29,10 @@ describe('exit paths', () => {
       const app = await startApp({ script: 'http-app.cjs' });
       const c = await connect(app.socket);
       await c.call('process', 'stack');
-      await c.close();
       // Stuck in a 20 s loop: a JavaScript signal listener would never run; the default must.
       void app.get('/spin?ms=20000').catch(() => {});
-      await new Promise((r) => setTimeout(r, 300));
+      await waitFor(async () => ((await c.call('process', 'stack')) as { state: string }).state === 'running', 5000, 'the loop to be stuck');
+      await c.close();
       const t0 = performance.now();
       expect(await app.kill(signal)).toEqual({ code: null, signal });
       expect(performance.now() - t0).toBeLessThan(3000);
