@@ -34,6 +34,7 @@ const BENCHMARKS = [
   { name: 'stack-spinning', timeoutMs: 120_000, quick: ['--calls', '100', '--spin', '8000'] },
   { name: 'rss', timeoutMs: 480_000, quick: ['--starts', '2', '--settle', '1500', '--requests', '5000'] },
   { name: 'idle-overhead', timeoutMs: 900_000, quick: ['--rounds', '1', '--pairs', '6'] },
+  { name: 'startup', timeoutMs: 180_000, quick: ['--runs', '5'] },
   // Issues 4–6: each renders its own block (its module's `markdown(result)`) in its section.
   { name: 'requests-overhead', group: 'plugins', section: '## requests plugin (issue 4)', timeoutMs: 1_200_000, quick: ['--rounds', '1', '--pairs', '3', '--profile-seconds', '2'] },
   { name: 'snapshot', group: 'plugins', section: '## profile and heap (issue 5)', timeoutMs: 1_200_000, quick: ['--rounds', '1', '--heap-mb', '20'] },
@@ -161,6 +162,11 @@ function rowsFor(results) {
       verdict(rss.passCold),
     ]);
     rows.push([`added RSS of references, warm / cold: one bare idle worker thread; agent with no plugins`, `${w.bareWorkerMiB} / ${rss.cold.bareWorkerMiB} MiB; ${w.coreMiB} / ${rss.cold.coreMiB} MiB`, '— (diagnostic)', '—']);
+  }
+
+  const su = by.startup;
+  if (su && !err('startup')) {
+    rows.push([`the app's first line, from process start, without / with the preload (medians of ${su.runs})`, `${su.withoutMs} / ${su.withMs} ms: held back ${su.delayMs} ms (ranges ${su.withoutRangeMs.join('–')} / ${su.withRangeMs.join('–')} ms)`, '— (observation)', '—']);
   }
 
   const ss = by['stack-spinning'];
