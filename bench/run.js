@@ -128,7 +128,7 @@ function rowsFor(results) {
     const w = io.with;
     rows.push([
       'idle agent: HTTP throughput with ÷ without (median)',
-      `×${w.ratio.median} → ${w.throughputOverheadPct}% fewer req/s (95% CI ×${w.ratio.ci95.join('–×')}; IQR ×${w.ratio.p25}–×${w.ratio.p75}; round medians ${w.ratio.roundMedians.map((x) => `×${x}`).join(', ')})`,
+      `×${w.ratio.median} → ${signed(-w.throughputOverheadPct)}% req/s (95% CI ×${w.ratio.ci95.join('–×')}; IQR ×${w.ratio.p25}–×${w.ratio.p75}; round medians ${w.ratio.roundMedians.map((x) => `×${x}`).join(', ')})`,
       `within noise, < ${io.target.throughputOverheadPct}%`,
       verdict(io.pass),
     ]);
