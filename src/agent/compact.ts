@@ -53,8 +53,10 @@ export class WorkerHeapCompactor {
       session = new Session();
       session.connect();
     } catch (err) {
-      // A Node built without the inspector: the pages stay resident, nothing else changes.
-      agentLog(`cannot compact the agent worker's heap: ${(err as Error).message}`);
+      // A Node built without the inspector: the pages stay resident, nothing else changes,
+      // and it is not worth a line in the app's stderr at every start.
+      this.close();
+      if (process.env.ISPY_VERBOSE === '1') agentLog(`cannot compact the agent worker's heap: ${(err as Error).message}`);
       return;
     }
     this.running = true;
