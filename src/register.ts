@@ -3,8 +3,12 @@
 // runs on without the agent; nothing here can throw into the app.
 
 import { isMainThread } from 'node:worker_threads';
-import { launch } from './agent/start';
+import * as path from 'node:path';
+import { loadOwn } from './agent/loader';
 import { agentLog } from './agent/log';
+
+// The agent's modules come through its own loader (src/agent/loader.ts says why).
+const { launch } = loadOwn<typeof import('./agent/start')>(path.join(__dirname, 'agent', 'start.js'));
 
 if (isMainThread && process.env.ISPY_DISABLE !== '1') {
   launch({}, false).then(

@@ -27,6 +27,8 @@ import {
   type Thread,
 } from '../plugin/define';
 import { agentLog } from './log';
+import { isOwnModule, loadOwn } from './loader';
+import { importModule } from './esm';
 import type { Interceptor, WrapHandle } from '../plugin/wrap';
 
 type Undo = () => void | Promise<void>;
@@ -153,7 +155,7 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string, code: 'I
 /** Imports a plugin module (ESM or CJS) by absolute path or file URL and checks its declaration. */
 export async function importPlugin(location: string): Promise<Plugin> {
   const url = location.startsWith('file:') ? location : pathToFileURL(location).href;
-  return pluginFrom((await import(url)) as Record<string, unknown>, location);
+  return pluginFrom((await importModule(url)) as Record<string, unknown>, location);
 }
 
 /**
@@ -164,7 +166,8 @@ export function requirePlugin(location: string): Plugin | undefined {
   if (location.startsWith('file:') || location.endsWith('.mjs')) return undefined;
   let mod: unknown;
   try {
-    mod = createRequire(__filename)(location);
+    // The built-in plugins are ispy's own modules: loaded like the rest of the agent.
+    mod = isOwnModule(location) ? loadOwn(location) : createRequire(__filename)(location);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ERR_REQUIRE_ESM') return undefined;
     throw err;

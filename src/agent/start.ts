@@ -107,7 +107,7 @@ class Agent implements AgentHandle {
       ispyVersion: ispyVersion(),
       startedAt: runtime.app.agentStartedAt,
     };
-    const worker = new Worker(path.join(__dirname, 'worker.js'), {
+    const worker = new Worker(path.join(__dirname, 'worker-boot.js'), {
       workerData: data,
       transferList: [channel.port2],
       // No preloads (-r/--import ispy/register would start an agent inside the agent).

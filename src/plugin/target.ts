@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { IspyError } from '../protocol/errors';
 import { replaceProblem } from './wrap';
+import { importModule } from '../agent/esm';
 
 export interface ResolvedTarget {
   /** The target as given. */
@@ -84,7 +85,7 @@ async function loadModule(module: string): Promise<{ exports: unknown; file: str
   try {
     // import() returns the instance the app already loaded, if it did; otherwise loads it
     // the way the app would (CommonJS through the CommonJS loader, so require() shares it).
-    const ns = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    const ns = (await importModule(pathToFileURL(file).href)) as Record<string, unknown>;
     const loadedCjs = req.cache[file];
     return { exports: loadedCjs ? loadedCjs.exports : ns, file };
   } catch (err) {
