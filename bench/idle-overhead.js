@@ -35,6 +35,17 @@ const TARGET_OVERHEAD_PCT = 1;
 // The load generator, spread, ratiosAgainstBaseline and baselineNoise are shared with the
 // plugin benchmarks (bench/lib/windows.js).
 
+/**
+ * "Within noise (under 1 %)": the median costs less than the target, or the run cannot
+ * tell the agent from no agent (the 95 % CI of with ÷ without includes ×1). On a shared VM
+ * one run's median moves by a few percent from run to run, more than the 1 % it is asked
+ * to resolve; a slowdown the CI does show is a miss. A median that comes out faster with
+ * the agent is noise, not a miss.
+ */
+function withinNoise(w, targetPct) {
+  return w.throughputOverheadPct < targetPct || (w.ratio.ci95[0] <= 1 && 1 <= w.ratio.ci95[1]);
+}
+
 async function run(opts = {}) {
   const rounds = c.num(opts.rounds, 5);
   const pairs = c.num(opts.pairs, 15);
@@ -130,9 +141,7 @@ async function run(opts = {}) {
   };
   result.throughputOverheadPct = result.with.throughputOverheadPct;
   result.cpuOverheadPct = result.with.cpuOverheadPct;
-  // One-sided: the target bounds what the agent costs. A median that comes out faster with
-  // the agent is noise, not a miss (the CI printed beside it says how much noise).
-  result.pass = result.throughputOverheadPct < TARGET_OVERHEAD_PCT;
+  result.pass = withinNoise(result.with, TARGET_OVERHEAD_PCT);
   const w = result.with;
   console.log(
     `idle-overhead: median ${result.without.rps} req/s without, ${w.rps} req/s with the agent; with/without ×${w.ratio.median} ` +
@@ -150,5 +159,5 @@ async function run(opts = {}) {
   return result;
 }
 
-module.exports = { run, LoadGen };
+module.exports = { run, LoadGen, withinNoise };
 c.mainIfDirect(module, run);

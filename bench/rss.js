@@ -11,13 +11,12 @@
 //   visit  after one client connected to the agent, called `process info` and
 //          `process stack`, disconnected, and the agent settled again.
 //
-// Why warm is the figure the target is judged on: a process that has not yet run any
-// JavaScript hot enough to optimize has never touched V8's optimizing compiler (several
-// MiB of node's own code pages) nor grown its young generation past its first size. The
-// agent's start-up does both at once, so against that fresh app it is charged for them;
-// the app does both by itself within its first few thousand requests (the run reports by
-// how much the baseline grew while warming, so the reader can check). Cold is reported too:
-// the worst case, for an app that really does nothing.
+// The target applies at all three. Cold is the strictest: a process that has not yet run
+// any JavaScript hot enough to optimize has never touched V8's optimizing compiler (several
+// MiB of node's own code pages) nor grown its young generation past its first size, so an
+// agent whose start-up does either is charged for it in full, while the app would do both
+// by itself within its first few thousand requests (the run reports by how much the
+// baseline grew while warming).
 //
 // Two reference servers run beside them, to say where the memory goes:
 //   core         the agent with every built-in plugin disabled in its config;
