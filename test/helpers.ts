@@ -96,7 +96,8 @@ export async function startApp(opts: StartAppOptions): Promise<App> {
     dir,
     stdout: () => out,
     stderr: () => err,
-    port: () => waitFor(() => Number(/PORT (\d+)/.exec(out)?.[1]) || undefined, 10_000, `the app to print PORT (stderr: ${err})`),
+    // Generous: two test files start apps at once on two cores; the hooks allow 30 s.
+    port: () => waitFor(() => Number(/PORT (\d+)/.exec(out)?.[1]) || undefined, 20_000, `the app to print PORT (stderr: ${err})`),
     async get(pathname, timeoutMs = 10_000) {
       const port = await app.port();
       return new Promise((resolve, reject) => {
@@ -119,7 +120,7 @@ export async function startApp(opts: StartAppOptions): Promise<App> {
     },
   };
   if ((opts.waitForSocket ?? preload !== 'none') && socket) {
-    await waitFor(() => existsSync(socket) || child.exitCode !== null, 10_000, `socket ${socket} (stderr: ${err})`);
+    await waitFor(() => existsSync(socket) || child.exitCode !== null, 20_000, `socket ${socket} (stderr: ${err})`);
     if (child.exitCode !== null) throw new Error(`app exited early with ${child.exitCode}: ${err}`);
   }
   return app;
