@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
-import { cleanup, DIST, startApp, tempDir, waitFor } from './helpers';
+import { cleanup, DIST, startApp, tempDir, waitFor, writeFile } from './helpers';
 import { connect } from '../dist/src/client/index.js';
 
 afterAll(cleanup);
@@ -103,4 +103,22 @@ describe('stopAgent()', () => {
     expect(exit).toEqual({ code: 0, signal: null });
     expect(app.stderr()).toBe('');
   });
+
+  for (const kind of ['cjs', 'mjs'] as const) {
+    it(`resolves for a ${kind === 'cjs' ? 'CommonJS' : 'ES module'} script that has nothing else to do, and the script then ends`, async () => {
+      const dir = tempDir();
+      const socket = path.join(dir, 'short.sock');
+      const lib = JSON.stringify(path.join(DIST, 'src', 'index.js'));
+      const code =
+        kind === 'cjs'
+          ? `const { startAgent, stopAgent } = require(${lib});\n(async () => {\n  await startAgent({ socket: ${JSON.stringify(socket)} });\n  await stopAgent();\n  console.log('stopped');\n})();\n`
+          : `import ispy from ${lib};\nawait ispy.startAgent({ socket: ${JSON.stringify(socket)} });\nawait ispy.stopAgent();\nconsole.log('stopped');\n`;
+      const script = writeFile(dir, `short.${kind}`, code);
+      const app = await startApp({ script, dir, preload: 'none', socket: null });
+      const exit = await Promise.race([app.exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(app.stdout()).toBe('stopped\n');
+      expect(existsSync(socket)).toBe(false);
+    });
+  }
 });

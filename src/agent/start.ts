@@ -164,7 +164,18 @@ class Agent implements AgentHandle {
   }
 
   stop(): Promise<void> {
-    this.stopping ??= this.doStop();
+    this.stopping ??= (async () => {
+      // Code that awaits stopAgent() is owed its answer: hold the event loop until the stop
+      // is done (bounded by STOP_TIMEOUT_MS), as launch() does while starting. Otherwise a
+      // script with nothing else to do would exit mid-stop (an ES module's top-level await
+      // with exit code 13).
+      const holder = setInterval(() => {}, 60_000);
+      try {
+        await this.doStop();
+      } finally {
+        clearInterval(holder);
+      }
+    })();
     return this.stopping;
   }
 
