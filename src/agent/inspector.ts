@@ -9,6 +9,7 @@
 // arrives after we stopped waiting for it is resumed at once.
 
 import { Session } from 'node:inspector';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { IspyError } from '../protocol/errors';
 import type { InspectorAccess, MainThreadStack, StackFrame } from '../plugin/define';
@@ -18,6 +19,20 @@ interface CallFrame {
   functionName: string;
   url?: string;
   location: { scriptId: string; lineNumber: number; columnNumber?: number };
+}
+
+/** Node's timer processing (where the agent's own heartbeat runs too): the loop doing its rounds. */
+const TIMER_INTERNALS = /^node:internal\/(timers|priority_queue)$/;
+const HEARTBEAT_FILE = path.join(__dirname, 'heartbeat.js');
+
+/**
+ * True when a captured stack is only the event loop's own timer processing (and the
+ * heartbeat the agent runs in it) with no frame of the app: a capture that landed in the
+ * few microseconds the loop spends on a timer. With the loop turning, that is idle; the
+ * agent's heartbeat (every 100 ms) would otherwise show up as the app "running".
+ */
+export function onlyTimerBookkeeping(frames: readonly StackFrame[]): boolean {
+  return frames.length > 0 && frames.every((f) => TIMER_INTERNALS.test(f.file) || f.file === HEARTBEAT_FILE);
 }
 
 /** How long to wait for a pause when the heartbeat says the loop is idle. */
@@ -228,7 +243,7 @@ export class MainThreadInspector implements InspectorAccess {
       if (frames.length === 0 && !site[3]) continue;
       frames.push({ functionName: siteName(site), file: urlToFile(site[3]), line: site[4] ?? 0, column: site[5] ?? 0 });
     }
-    if (frames.length === 0) return { state: 'idle', heartbeatAgeMs: this.heartbeat.ageMs() };
+    if (frames.length === 0 || (onlyTimerBookkeeping(frames) && !this.heartbeat.stale())) return { state: 'idle', heartbeatAgeMs: this.heartbeat.ageMs() };
     return { state: 'running', frames, capturedInMs: Math.round((performance.now() - started) * 100) / 100 };
   }
 
