@@ -76,8 +76,7 @@ async function cpuProfileOverhead({ rounds, pairs, load, onlyProfile }) {
       name: 'v8pn',
       start: () => c.startApp({ script: 'cpu-app.js', agent: false, label: 'v8pn', env: { BENCH_V8PN_INTERVAL_US: String(INTERVAL_US) } }),
       beforeKill: async (app) => {
-        const { getJson } = require('./lib/hot');
-        return getJson(app.port, '/profiler/stop', 30000);
+        return c.getJson(app.port, '/profiler/stop', 30000);
       },
     },
   ];

@@ -22,6 +22,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { RESULT_MARKER, parseArgs, ROOT } = require('./lib/common');
+const { withinNoise } = require('./idle-overhead');
 
 const RESULTS = path.join(__dirname, 'RESULTS.md');
 const OUT_DIR = path.join(__dirname, 'out');
@@ -130,7 +131,7 @@ function rowsFor(results) {
       'idle agent: HTTP throughput with ÷ without (median)',
       `×${w.ratio.median} → ${signed(-w.throughputOverheadPct)}% req/s (95% CI ×${w.ratio.ci95.join('–×')}; IQR ×${w.ratio.p25}–×${w.ratio.p75}; round medians ${w.ratio.roundMedians.map((x) => `×${x}`).join(', ')})`,
       `within noise (95% CI includes ×1), or < ${io.target.throughputOverheadPct}%`,
-      verdict(require('./idle-overhead').withinNoise(w, io.target.throughputOverheadPct)),
+      verdict(withinNoise(w, io.target.throughputOverheadPct)),
     ]);
     rows.push(['idle agent: requests/s without / with (median window)', `${io.without.rps} / ${w.rps} (baseline window-to-window noise: median ${io.baselineNoisePct.median}%)`, '—', '—']);
     rows.push([
@@ -189,7 +190,7 @@ function missed(results) {
   if (il && !il.error && !il.pass) out.push(`\`process info\` p50 is ${il.info.p50} ms, over the ${il.target.infoP50Ms} ms target.`);
   const io = by['idle-overhead'];
   if (io && !io.error) {
-    if (!require('./idle-overhead').withinNoise(io.with, io.target.throughputOverheadPct)) out.push(`The idle agent costs ${io.with.throughputOverheadPct}% of HTTP throughput (median ratio ×${io.with.ratio.median}), over the 1% target.`);
+    if (!withinNoise(io.with, io.target.throughputOverheadPct)) out.push(`The idle agent costs ${io.with.throughputOverheadPct}% of HTTP throughput (median ratio ×${io.with.ratio.median}), over the 1% target.`);
     if (io.with.cpuOverheadPct >= 1) out.push(`The idle agent adds ${io.with.cpuOverheadPct}% server CPU per request (×${io.with.cpuPerRequestRatio.median}).`);
   }
   const rss = by.rss;

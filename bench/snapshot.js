@@ -18,36 +18,11 @@
 //   node bench/snapshot.js [--heap-mb 100] [--rounds 3] [--methods ispy,v8,heapdump]
 
 const fs = require('node:fs');
-const http = require('node:http');
 const path = require('node:path');
 const c = require('./lib/common');
 const { ensurePeers, peerVersion } = require('./lib/peers');
 
 const METHODS = ['ispy', 'v8', 'heapdump'];
-
-function get(port, urlPath, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(body));
-        } catch (e) {
-          reject(new Error(`GET ${urlPath}: ${e.message}: ${body.slice(0, 200)}`));
-        }
-      });
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${urlPath} took more than ${timeoutMs} ms`)));
-    req.on('error', reject);
-  });
-}
-
-function status(pid) {
-  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
-  return { rssKB: kb('VmRSS'), hwmKB: kb('VmHWM') };
-}
 
 /** Samples VmRSS every `everyMs` until stopped; returns the peak seen and the sample count. */
 function sampleRss(pid, everyMs = 20) {
@@ -55,7 +30,7 @@ function sampleRss(pid, everyMs = 20) {
   let n = 0;
   const t = setInterval(() => {
     try {
-      const r = status(pid).rssKB;
+      const r = c.readRss(pid).rssKB;
       if (r > peak) peak = r;
       n++;
     } catch {
@@ -83,15 +58,15 @@ async function oneSnapshot(method, heapMb, timeoutMs) {
   let client;
   try {
     await c.sleep(1000); // settle: the agent's worker up, the heap build's garbage behind us
-    const heap = await get(app.port, '/heap', 5000);
-    const before = status(app.pid);
+    const heap = await c.getJson(app.port, '/heap', 5000);
+    const before = c.readRss(app.pid);
     let hwmReset = true;
     try {
       fs.writeFileSync(`/proc/${app.pid}/clear_refs`, '5');
     } catch {
       hwmReset = false;
     }
-    const hwmAfterReset = status(app.pid).hwmKB;
+    const hwmAfterReset = c.readRss(app.pid).hwmKB;
     let refusal;
     let file;
     let answer;
@@ -99,7 +74,7 @@ async function oneSnapshot(method, heapMb, timeoutMs) {
       const { connect } = c.requireBuilt();
       client = await c.withTimeout(connect(app.socket, { clientName: 'bench' }), 10000, 'connecting');
     }
-    await get(app.port, '/gap/reset', 5000);
+    await c.getJson(app.port, '/gap/reset', 5000);
     const stop = sampleRss(app.pid);
     const t0 = performance.now();
     let wallMs;
@@ -116,7 +91,7 @@ async function oneSnapshot(method, heapMb, timeoutMs) {
         file = answer.file;
       } else {
         file = path.join(outDir, `${method}.heapsnapshot`);
-        answer = await get(app.port, `/snapshot?method=${method}&file=${encodeURIComponent(file)}`, timeoutMs);
+        answer = await c.getJson(app.port, `/snapshot?method=${method}&file=${encodeURIComponent(file)}`, timeoutMs);
         if (answer.error) throw new Error(`${method}: ${answer.error}`);
       }
     } finally {
@@ -124,8 +99,8 @@ async function oneSnapshot(method, heapMb, timeoutMs) {
       rss = stop();
     }
     await c.sleep(50); // let the timer tick once more, so a gap still open is closed
-    const gap = await get(app.port, '/gap', 5000);
-    const after = status(app.pid);
+    const gap = await c.getJson(app.port, '/gap', 5000);
+    const after = c.readRss(app.pid);
     const bytes = fs.statSync(file).size;
     // A complete snapshot is one JSON object: check its two ends cheaply.
     const fd = fs.openSync(file, 'r');

@@ -6,6 +6,7 @@
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 
@@ -197,7 +198,7 @@ function readRss(pid) {
     const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status);
     return m ? Number(m[1]) : NaN;
   };
-  return { rssKB: get('VmRSS'), anonKB: get('RssAnon'), fileKB: get('RssFile'), threads: Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? NaN) };
+  return { rssKB: get('VmRSS'), hwmKB: get('VmHWM'), anonKB: get('RssAnon'), fileKB: get('RssFile'), threads: Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? NaN) };
 }
 
 /**
@@ -379,8 +380,28 @@ function writeResultsSection(heading, body) {
   fs.writeFileSync(results, next.endsWith('\n') ? next : `${next}\n`);
 }
 
+/** GET http://127.0.0.1:<port><urlPath> and parse the JSON answer; rejects on a bad body or after timeoutMs. */
+function getJson(port, urlPath, timeoutMs = 30000) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(body));
+        } catch (e) {
+          reject(new Error(`GET ${urlPath}: ${e.message}: ${body.slice(0, 200)}`));
+        }
+      });
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${urlPath} took more than ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
 module.exports = {
   ROOT,
+  getJson,
   REGISTER,
   CLIENT,
   BIN,

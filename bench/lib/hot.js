@@ -8,7 +8,6 @@
 // on the same machine a moment before or after it. Ratios are subject ÷ control level
 // interpolated between the neighbouring control measurements (as bench/lib/windows.js).
 
-const http = require('node:http');
 const path = require('node:path');
 const c = require('./common');
 const { ratiosAgainstBaseline, spread } = require('./windows');
@@ -17,27 +16,9 @@ const HOT_LIB = path.join(__dirname, '..', 'apps', 'hot-lib.js');
 /** The target naming the hot function (an absolute path: the app's own module instance). */
 const HOT_TARGET = `${HOT_LIB}:small`;
 
-function getJson(port, urlPath, timeoutMs = 30000) {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(body));
-        } catch (e) {
-          reject(new Error(`GET ${urlPath}: ${e.message}`));
-        }
-      });
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${urlPath} took more than ${timeoutMs} ms`)));
-    req.on('error', reject);
-  });
-}
-
 /** Median ns per call of `reps` timed runs of n calls (after one untimed run), in the app. */
 async function loopNs(app, n, reps = 5, fresh = false) {
-  const r = await getJson(app.port, `/loop?n=${n}&reps=${reps}${fresh ? '&fresh=1' : ''}`);
+  const r = await c.getJson(app.port, `/loop?n=${n}&reps=${reps}${fresh ? '&fresh=1' : ''}`);
   return r.median;
 }
 
@@ -92,4 +73,4 @@ function sameAcrossCycles(after, before, tolerance = 0.03) {
   return { perCycle, same: Math.abs(ratio - 1) <= allowed, ratio: c.round(ratio, 4), cycleNoise: c.round(cycleNoise, 4) };
 }
 
-module.exports = { HOT_LIB, HOT_TARGET, getJson, loopNs, measureState, sameWithinNoise, sameAcrossCycles };
+module.exports = { HOT_LIB, HOT_TARGET, loopNs, measureState, sameWithinNoise, sameAcrossCycles };

@@ -261,7 +261,8 @@ export default definePlugin({
           label: 'sampling allocations',
         });
         const file = await ctx.artefacts.writeFile('alloc.heapprofile', JSON.stringify(profile));
-        return { file, cancelled: ctx.signal.aborted, ...(require('./heapprofile') as typeof import('./heapprofile')).topAllocations(profile, args.top) };
+        const { topAllocations } = require('./heapprofile') as typeof import('./heapprofile');
+        return { file, cancelled: ctx.signal.aborted, ...topAllocations(profile, args.top) };
       },
     }),
   },

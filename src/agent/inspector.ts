@@ -243,6 +243,11 @@ export class MainThreadInspector implements InspectorAccess {
       if (frames.length === 0 && !site[3]) continue;
       frames.push({ functionName: siteName(site), file: urlToFile(site[3]), line: site[4] ?? 0, column: site[5] ?? 0 });
     }
+    return this.stateOf(frames, started);
+  }
+
+  /** Idle when nothing of the app is on the stack and the loop is turning; else running, with the frames. */
+  private stateOf(frames: StackFrame[], started: number): MainThreadStack {
     if (frames.length === 0 || (onlyTimerBookkeeping(frames) && !this.heartbeat.stale())) return { state: 'idle', heartbeatAgeMs: this.heartbeat.ageMs() };
     return { state: 'running', frames, capturedInMs: Math.round((performance.now() - started) * 100) / 100 };
   }
@@ -271,16 +276,13 @@ export class MainThreadInspector implements InspectorAccess {
           if (this.heartbeat.stale()) return { state: 'blocked', blockedForMs: this.heartbeat.ageMs() } as const;
           return { state: 'idle', heartbeatAgeMs: this.heartbeat.ageMs() } as const;
         }
-        return {
-          state: 'running',
-          frames: frames.map((f): StackFrame => ({
-            functionName: f.functionName || '(anonymous)',
-            file: urlToFile(f.url || scripts.get(f.location.scriptId) || `<script ${f.location.scriptId}>`),
-            line: f.location.lineNumber + 1,
-            column: (f.location.columnNumber ?? 0) + 1,
-          })),
-          capturedInMs: Math.round((performance.now() - started) * 100) / 100,
-        } as const;
+        const stack = frames.map((f): StackFrame => ({
+          functionName: f.functionName || '(anonymous)',
+          file: urlToFile(f.url || scripts.get(f.location.scriptId) || `<script ${f.location.scriptId}>`),
+          line: f.location.lineNumber + 1,
+          column: (f.location.columnNumber ?? 0) + 1,
+        }));
+        return this.stateOf(stack, started);
       });
     } catch (err) {
       if (err instanceof IspyError && err.code === 'ISPY_ERR_MAIN_BLOCKED') {

@@ -193,15 +193,19 @@ function remaining(deadline: number): number {
 }
 
 /** Exit of a child we started, or null when it is still running after `ms`. */
+/** `promise`'s value, or 'running' when it has not settled within `ms`; the timer never outlives it. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'running'> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<'running'>((resolve) => (timer = setTimeout(() => resolve('running'), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function exitWithin(child: ChildProcess, ms: number): Promise<number | null | 'running'> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve('running'), ms);
-    child.once('exit', (code) => {
-      clearTimeout(t);
-      resolve(code);
-    });
-  });
+  return within(new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code))), ms);
 }
 
 /** A Duplex over a child's stdio, with the socket methods the WebSocket layer calls. */
@@ -529,10 +533,7 @@ export class SshHost {
       return await connect(label, { timeoutMs: Math.max(1, remaining(deadline)), clientName: `ispy-cli/${process.pid}`, createConnection: () => stdioStream(child) });
     } catch (err) {
       // The client saw the stream end; ssh or the bridge said why on stderr.
-      const wait = Math.min(1000, Math.max(200, remaining(deadline)));
-      let timer: NodeJS.Timeout | undefined;
-      const code = await Promise.race([closed, new Promise<'running'>((resolve) => (timer = setTimeout(() => resolve('running'), wait)))]);
-      clearTimeout(timer);
+      const code = await within(closed, Math.min(1000, Math.max(200, remaining(deadline))));
       if (code === 'running') child.kill('SIGTERM');
       if (spawnError) throw this.reachError(spawnError.message);
       const why = stderrText(stderr);
