@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cleanup, runBlocks, runCli, startApp, tempDir, waitFor, type App } from './helpers';
+import { finalSocketPath } from '../dist/src/protocol/socket-path.js';
 
 const LIVE = 11;
 let dir: string;
@@ -176,9 +177,13 @@ describe('ispy run', () => {
   });
 });
 
-/** Accepted connections on a UNIX socket path, from /proc/net/unix (state 03 = connected). */
+/**
+ * Accepted connections on an agent's socket, from /proc/net/unix (state 03 = connected). The
+ * kernel lists them under the path the socket was bound at: the agent's staging name.
+ */
 function connectedClients(socketPath: string): number {
   return fs.readFileSync('/proc/net/unix', 'utf8')
     .split('\n')
-    .filter((line) => line.endsWith(` ${socketPath}`) && line.trim().split(/\s+/)[5] === '03').length;
+    .map((line) => line.trim().split(/\s+/))
+    .filter((cols) => cols[5] === '03' && cols.length >= 8 && finalSocketPath(cols.slice(7).join(' ')) === socketPath).length;
 }

@@ -9,21 +9,11 @@
 
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
+import { MAX_SOCKET_PATH, currentUid, defaultSocketDir, stagedBeside, stagingPid } from '../protocol/socket-path';
 
-/** sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, the terminating NUL included. */
-export const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
-
-export function currentUid(): number {
-  return typeof process.getuid === 'function' ? process.getuid() : 0;
-}
-
-/** The per-user folder sockets go in by default: <tmpdir>/ispy-<uid>. */
-export function defaultSocketDir(): string {
-  return path.join(os.tmpdir(), `ispy-${currentUid()}`);
-}
+export { MAX_SOCKET_PATH, currentUid, defaultSocketDir };
 
 export function socketPathFor(template: string | undefined, pid: number): string {
   return (template ?? path.join(defaultSocketDir(), '{pid}.sock')).split('{pid}').join(String(pid));
@@ -129,48 +119,67 @@ function listen(server: net.Server, file: string): Promise<void> {
   });
 }
 
+function fits(file: string): boolean {
+  return Buffer.byteLength(file) <= MAX_SOCKET_PATH;
+}
+
 /**
- * Binds the server at `file` with mode 0600. In a private folder the socket is bound in
- * place (no one else can reach it before the chmod). Elsewhere it is bound inside a fresh
- * 0700 folder beside the target, chmodded, then hard-linked into place (link never
- * replaces an existing file), so it is never reachable with wider permissions.
+ * Binds the server at `file` with mode 0600, so that the final path exists only once it
+ * accepts connections (a client or script that waits for the file and then connects never
+ * meets "connection refused", and a sweep by another agent starting in the same folder
+ * never takes a socket mid-bind for a stale one). The socket is bound and listening under a
+ * staging name, chmodded, then hard-linked into place (link never replaces an existing
+ * file). In a private folder the staging name sits beside the target; elsewhere it is inside
+ * a fresh 0700 folder, so the socket is never reachable with wider permissions. Only when a
+ * private folder's staging name would be too long for a UNIX socket is it bound in place
+ * (still unreachable by anyone else, but connectable a moment after it appears).
  */
 export async function bindSocket(server: net.Server, file: string): Promise<BoundSocket> {
-  if (Buffer.byteLength(file) > MAX_SOCKET_PATH) {
-    throw socketError(file, `path is ${Buffer.byteLength(file)} bytes; UNIX sockets allow at most ${MAX_SOCKET_PATH}`);
-  }
+  if (!fits(file)) throw socketError(file, `path is ${Buffer.byteLength(file)} bytes; UNIX sockets allow at most ${MAX_SOCKET_PATH}`);
   const dir = path.dirname(file);
+  const base = path.basename(file);
   if (!fs.existsSync(dir)) throw socketError(file, `folder ${dir} does not exist`);
   await clearSocketPath(file);
   if (isPrivateDir(dir)) {
-    await listen(server, file);
-    fs.chmodSync(file, 0o600);
+    const staged = stagedBeside(file, process.pid);
+    if (!fits(staged)) {
+      await listen(server, file);
+      fs.chmodSync(file, 0o600);
+    } else {
+      await linkIntoPlace(server, staged, file);
+    }
   } else {
-    const tmp = fs.mkdtempSync(path.join(dir, '.ispy-'));
-    const inner = path.join(tmp, 's');
+    // The fresh folder's name has six random characters: its length is known up front.
+    const needed = Buffer.byteLength(path.join(dir, '.ispy-XXXXXX', base)) - MAX_SOCKET_PATH;
+    if (needed > 0) throw socketError(file, `path is too long to bind safely outside a private folder (needs ${needed} fewer bytes); use a shorter path or a 0700 folder`);
+    const staging = fs.mkdtempSync(path.join(dir, '.ispy-'));
     try {
-      if (Buffer.byteLength(inner) > MAX_SOCKET_PATH) {
-        throw socketError(file, `path is too long to bind safely outside a private folder (needs ${Buffer.byteLength(inner) - MAX_SOCKET_PATH} fewer bytes); use a shorter path or a 0700 folder`);
-      }
-      await listen(server, inner);
-      fs.chmodSync(inner, 0o600);
-      try {
-        fs.linkSync(inner, file);
-      } catch (err) {
-        server.close();
-        throw socketError(file, (err as NodeJS.ErrnoException).code === 'EEXIST' ? 'was created by someone else while binding' : (err as Error).message);
-      }
+      await linkIntoPlace(server, path.join(staging, base), file);
     } finally {
-      try {
-        fs.unlinkSync(inner);
-      } catch {
-        // not created
-      }
-      fs.rmdirSync(tmp);
+      fs.rmdirSync(staging);
     }
   }
   const st = fs.lstatSync(file);
   return { path: file, ino: st.ino, dev: st.dev };
+}
+
+async function linkIntoPlace(server: net.Server, staged: string, file: string): Promise<void> {
+  try {
+    await listen(server, staged);
+    fs.chmodSync(staged, 0o600);
+    try {
+      fs.linkSync(staged, file);
+    } catch (err) {
+      server.close();
+      throw socketError(file, (err as NodeJS.ErrnoException).code === 'EEXIST' ? 'was created by someone else while binding' : (err as Error).message);
+    }
+  } finally {
+    try {
+      fs.unlinkSync(staged);
+    } catch {
+      // not created
+    }
+  }
 }
 
 /** Removes the socket if it is still the inode we bound. Synchronous: runs in 'exit'. */
@@ -183,7 +192,20 @@ export function removeSocket(bound: BoundSocket): void {
   }
 }
 
-/** Removes sockets in a folder whose agent is gone. Returns the paths removed. */
+function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/**
+ * Removes sockets in a folder whose agent is gone, and staging sockets left by an agent
+ * killed while binding (judged by their pid, never by probing: a staging socket is not yet
+ * listening while its agent binds it). Returns the paths removed.
+ */
 export async function sweepStaleSockets(dir: string): Promise<string[]> {
   let names: string[];
   try {
@@ -193,12 +215,13 @@ export async function sweepStaleSockets(dir: string): Promise<string[]> {
   }
   const removed: string[] = [];
   for (const name of names) {
-    if (!name.endsWith('.sock')) continue;
+    const staging = stagingPid(name);
+    if (!name.endsWith('.sock') && staging === undefined) continue;
     const file = path.join(dir, name);
     try {
       const st = fs.lstatSync(file);
       if (!st.isSocket() || st.uid !== currentUid()) continue;
-      if ((await probeSocket(file, 300)) !== 'stale') continue;
+      if (staging !== undefined ? !processGone(staging) : (await probeSocket(file, 300)) !== 'stale') continue;
       const again = fs.lstatSync(file);
       if (again.ino === st.ino) {
         fs.unlinkSync(file);

@@ -25,6 +25,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { finalSocketPath } from '../protocol/socket-path';
 import { connect } from '../client/index';
 import { IspyError, isIspyError } from '../protocol/errors';
 import { closeInspector, closeWithNewSession, interrupted, isInspector, openVerifiedSession, sleep, type InspectorConnection } from './inspector-client';
@@ -99,6 +100,7 @@ function defaultAgentModule(): string {
 function agentLikeSockets(pid: number): string[] {
   const me = process.getuid?.();
   return listeningUnixSockets(pid)
+    .map(finalSocketPath)
     .filter((file) => {
       try {
         const st = lstatSync(file);

@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { stagingPid } from '../protocol/socket-path';
 import { connect } from '../client/index';
 import { IspyError } from '../protocol/index';
 import { formatTable, formatUptime } from './format';
@@ -74,7 +75,7 @@ export async function inspectSocket(file: string, timeoutMs: number): Promise<Ag
 
 /** The sockets in a folder (non-sockets are never touched), each inspected concurrently. */
 export async function listAgents(dir: string, timeoutMs: number): Promise<AgentEntry[]> {
-  const names = fs.readdirSync(dir).filter((n) => n.endsWith('.sock'));
+  const names = fs.readdirSync(dir).filter((n) => n.endsWith('.sock') && stagingPid(n) === undefined);
   const files: { file: string; ino: number }[] = [];
   for (const name of names) {
     const file = path.join(dir, name);

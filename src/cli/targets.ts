@@ -10,8 +10,8 @@
 // `expand()` the fan-out calls when it gets to it, turning it into one target per socket.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { currentUid, defaultSocketDir } from '../protocol/socket-path';
 import { connect, type Client } from '../client/index';
 import { IspyError } from '../protocol/index';
 import { sshTarget, type RemoteHosts } from './ssh';
@@ -26,14 +26,8 @@ export interface Target {
   expand?(opts: { timeoutMs: number }): Promise<Target[]>;
 }
 
-export function currentUid(): number {
-  return typeof process.getuid === 'function' ? process.getuid() : 0;
-}
-
-/** Where agents put their sockets by default: <tmpdir>/ispy-<uid>. */
-export function defaultSocketDir(): string {
-  return path.join(os.tmpdir(), `ispy-${currentUid()}`);
-}
+// Shared with the agent (protocol/socket-path), so both agree on the default folder.
+export { currentUid, defaultSocketDir };
 
 export function pidSocket(pid: number): string {
   return path.join(defaultSocketDir(), `${pid}.sock`);

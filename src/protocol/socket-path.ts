@@ -1,0 +1,47 @@
+// Where agents' sockets live and how they are named: what the agent (which creates them) and
+// the client (`ispy ps`, globs, `ispy attach`) must agree on.
+
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, the terminating NUL included. */
+export const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
+
+export function currentUid(): number {
+  return typeof process.getuid === 'function' ? process.getuid() : 0;
+}
+
+/** The per-user folder sockets go in by default: <tmpdir>/ispy-<uid>. */
+export function defaultSocketDir(): string {
+  return path.join(os.tmpdir(), `ispy-${currentUid()}`);
+}
+
+// Staging names. An agent binds its socket under a staging name and links it into place
+// once it listens. The kernel keeps the path a socket was bound at (it is what
+// /proc/<pid>/net/unix shows, even after that name is unlinked), so a staging name keeps the
+// final basename and `finalSocketPath()` maps it back:
+//   private folder: <dir>/.ispy-<pid>-<random>.<basename>
+//   other folders:  <dir>/.ispy-XXXXXX/<basename>   (a fresh 0700 folder)
+const STAGED_BESIDE = /^\.ispy-(\d+)-[a-z0-9]+\.(.+)$/;
+const STAGING_FOLDER = /^\.ispy-[A-Za-z0-9]{6}$/;
+
+/** The staging name beside `file` for process `pid`. */
+export function stagedBeside(file: string, pid: number): string {
+  return path.join(path.dirname(file), `.ispy-${pid}-${Math.random().toString(36).slice(2, 8)}.${path.basename(file)}`);
+}
+
+/** For a staging name in a private folder (a socket being bound, not an agent's socket): the pid binding it. */
+export function stagingPid(name: string): number | undefined {
+  const m = STAGED_BESIDE.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The path an agent's socket was linked to, given the path it was bound at. */
+export function finalSocketPath(boundAt: string): string {
+  const dir = path.dirname(boundAt);
+  const base = path.basename(boundAt);
+  const beside = STAGED_BESIDE.exec(base);
+  if (beside) return path.join(dir, beside[2]!);
+  if (STAGING_FOLDER.test(path.basename(dir))) return path.join(path.dirname(dir), base);
+  return boundAt;
+}
