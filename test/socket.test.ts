@@ -8,7 +8,7 @@ import { chmodSync, existsSync, linkSync, lstatSync, readdirSync } from 'node:fs
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { cleanup, tempDir } from './helpers';
-import { bindSocket, sweepStaleSockets } from '../dist/src/agent/socket.js';
+import { bindSocket, MAX_SOCKET_PATH, sweepStaleSockets } from '../dist/src/agent/socket.js';
 import { finalSocketPath } from '../dist/src/protocol/socket-path.js';
 
 afterAll(cleanup);
@@ -60,6 +60,30 @@ describe('bindSocket', () => {
       }
     });
   }
+
+  it('in a private folder, binds in place when a staging name would not fit a UNIX socket path', async () => {
+    const dir = tempDir();
+    // The final path just fits; the staging name beside it (~20 bytes more) would not.
+    const file = path.join(dir, 'x'.repeat(MAX_SOCKET_PATH - Buffer.byteLength(dir) - 1));
+    expect(Buffer.byteLength(file)).toBe(MAX_SOCKET_PATH);
+    const { server, listens } = await bindWatched(file);
+    try {
+      expect(listens.map((l) => l.at)).toEqual([file]);
+      expect(lstatSync(file).mode & 0o777).toBe(0o600);
+      expect(await connects(file)).toBe(true);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('outside a private folder, refuses a path whose staging folder would not fit, naming how much shorter', async () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o755);
+    const file = path.join(dir, 'x'.repeat(MAX_SOCKET_PATH - Buffer.byteLength(dir) - 1));
+    const server = net.createServer();
+    await expect(bindSocket(server, file)).rejects.toThrow(/path is too long to bind safely outside a private folder \(needs 13 fewer bytes\); use a shorter path or a 0700 folder/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
 });
 
 describe('finalSocketPath', () => {
