@@ -4,7 +4,7 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, linkSync, lstatSync, readdirSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { cleanup, tempDir } from './helpers';
@@ -76,13 +76,28 @@ describe('bindSocket', () => {
     }
   });
 
-  it('outside a private folder, refuses a path whose staging folder would not fit, naming how much shorter', async () => {
+  it('outside a private folder, falls back to a short staging name, and refuses a path even that would not fit', async () => {
     const dir = tempDir();
     chmodSync(dir, 0o755);
-    const file = path.join(dir, 'x'.repeat(MAX_SOCKET_PATH - Buffer.byteLength(dir) - 1));
-    const server = net.createServer();
-    await expect(bindSocket(server, file)).rejects.toThrow(/path is too long to bind safely outside a private folder \(needs 13 fewer bytes\); use a shorter path or a 0700 folder/);
-    expect(readdirSync(dir)).toEqual([]);
+    // The final path just fits; <dir>/.ispy-XXXXXX/<name> would not, <dir>/.ispy-XXXXXX/s does.
+    const long = path.join(dir, 'y'.repeat(MAX_SOCKET_PATH - Buffer.byteLength(dir) - 1));
+    const { server, listens } = await bindWatched(long);
+    try {
+      expect(path.basename(listens[0]!.at)).toBe('s');
+      expect(await connects(long)).toBe(true);
+      expect(readdirSync(dir)).toEqual([path.basename(long)]);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    // A folder so deep that even <dir>/.ispy-XXXXXX/s is one byte too long.
+    let deep = dir;
+    while (Buffer.byteLength(deep) < MAX_SOCKET_PATH - 14 - 10) deep = path.join(deep, 'd'.repeat(8));
+    deep = path.join(deep, 'e'.repeat(MAX_SOCKET_PATH - 14 - Buffer.byteLength(deep) - 1));
+    mkdirSync(deep, { recursive: true, mode: 0o755 });
+    chmodSync(deep, 0o755);
+    const file = path.join(deep, 'ab');
+    await expect(bindSocket(net.createServer(), file)).rejects.toThrow(/path is too long to bind safely outside a private folder \(needs 1 fewer byte\); use a shorter path or a 0700 folder/);
+    expect(readdirSync(deep)).toEqual([]);
   });
 });
 

@@ -149,12 +149,14 @@ export async function bindSocket(server: net.Server, file: string): Promise<Boun
       await linkIntoPlace(server, staged, file);
     }
   } else {
-    // The fresh folder's name has six random characters: its length is known up front.
-    const needed = Buffer.byteLength(path.join(dir, '.ispy-XXXXXX', base)) - MAX_SOCKET_PATH;
-    if (needed > 0) throw socketError(file, `path is too long to bind safely outside a private folder (needs ${needed} fewer bytes); use a shorter path or a 0700 folder`);
+    // The fresh folder's name has six random characters: its length is known up front. The
+    // socket keeps its basename there when it fits (so `ispy attach` can map it back), else `s`.
+    const inside = fits(path.join(dir, '.ispy-XXXXXX', base)) ? base : 's';
+    const needed = Buffer.byteLength(path.join(dir, '.ispy-XXXXXX', inside)) - MAX_SOCKET_PATH;
+    if (needed > 0) throw socketError(file, `path is too long to bind safely outside a private folder (needs ${needed} fewer byte${needed === 1 ? '' : 's'}); use a shorter path or a 0700 folder`);
     const staging = fs.mkdtempSync(path.join(dir, '.ispy-'));
     try {
-      await linkIntoPlace(server, path.join(staging, base), file);
+      await linkIntoPlace(server, path.join(staging, inside), file);
     } finally {
       fs.rmdirSync(staging);
     }
@@ -164,8 +166,8 @@ export async function bindSocket(server: net.Server, file: string): Promise<Boun
 }
 
 async function linkIntoPlace(server: net.Server, staged: string, file: string): Promise<void> {
+  await listen(server, staged);
   try {
-    await listen(server, staged);
     fs.chmodSync(staged, 0o600);
     try {
       fs.linkSync(staged, file);
@@ -177,7 +179,7 @@ async function linkIntoPlace(server: net.Server, staged: string, file: string): 
     try {
       fs.unlinkSync(staged);
     } catch {
-      // not created
+      // already gone
     }
   }
 }
