@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
-import { MAX_SOCKET_PATH, currentUid, defaultSocketDir, stagedBeside, stagingPid } from '../protocol/socket-path';
+import { MAX_SOCKET_PATH, currentUid, defaultSocketDir, processAlive, stagedBeside, stagingPid } from '../protocol/socket-path';
 
 export { MAX_SOCKET_PATH, currentUid, defaultSocketDir };
 
@@ -123,6 +123,13 @@ function fits(file: string): boolean {
   return Buffer.byteLength(file) <= MAX_SOCKET_PATH;
 }
 
+const FRESH_FOLDER_PREFIX = '.ispy-';
+
+/** Bytes of `<dir>/.ispy-??????/<name>`: mkdtemp appends six characters to the prefix. */
+function stagedInFreshFolderBytes(dir: string, name: string): number {
+  return Buffer.byteLength(path.join(dir, FRESH_FOLDER_PREFIX, name)) + 6;
+}
+
 /**
  * Binds the server at `file` with mode 0600, so that the final path exists only once it
  * accepts connections (a client or script that waits for the file and then connects never
@@ -149,12 +156,12 @@ export async function bindSocket(server: net.Server, file: string): Promise<Boun
       await linkIntoPlace(server, staged, file);
     }
   } else {
-    // The fresh folder's name has six random characters: its length is known up front. The
-    // socket keeps its basename there when it fits (so `ispy attach` can map it back), else `s`.
-    const inside = fits(path.join(dir, '.ispy-XXXXXX', base)) ? base : 's';
-    const needed = Buffer.byteLength(path.join(dir, '.ispy-XXXXXX', inside)) - MAX_SOCKET_PATH;
+    // The socket keeps its basename in the fresh folder when it fits (so `ispy attach` can
+    // map it back), else it is `s`.
+    const inside = stagedInFreshFolderBytes(dir, base) <= MAX_SOCKET_PATH ? base : 's';
+    const needed = stagedInFreshFolderBytes(dir, inside) - MAX_SOCKET_PATH;
     if (needed > 0) throw socketError(file, `path is too long to bind safely outside a private folder (needs ${needed} fewer byte${needed === 1 ? '' : 's'}); use a shorter path or a 0700 folder`);
-    const staging = fs.mkdtempSync(path.join(dir, '.ispy-'));
+    const staging = fs.mkdtempSync(path.join(dir, FRESH_FOLDER_PREFIX));
     try {
       await linkIntoPlace(server, path.join(staging, inside), file);
     } finally {
@@ -194,15 +201,6 @@ export function removeSocket(bound: BoundSocket): void {
   }
 }
 
-function processGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-}
-
 /**
  * Removes sockets in a folder whose agent is gone, and staging sockets left by an agent
  * killed while binding (judged by their pid, never by probing: a staging socket is not yet
@@ -223,7 +221,7 @@ export async function sweepStaleSockets(dir: string): Promise<string[]> {
     try {
       const st = fs.lstatSync(file);
       if (!st.isSocket() || st.uid !== currentUid()) continue;
-      if (staging !== undefined ? !processGone(staging) : (await probeSocket(file, 300)) !== 'stale') continue;
+      if (staging !== undefined ? processAlive(staging) : (await probeSocket(file, 300)) !== 'stale') continue;
       const again = fs.lstatSync(file);
       if (again.ino === st.ino) {
         fs.unlinkSync(file);

@@ -21,7 +21,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { isIspyError } from '../protocol/errors';
 import { closeInspector, isInspector, openVerifiedSession, sleep } from './inspector-client';
-import { isAlive, listeningSockets, startTimeOf } from './procfs';
+import { processAlive } from '../protocol/socket-path';
+import { listeningSockets, startTimeOf } from './procfs';
 
 /**
  * The watcher's active loop (attach-watch.ts): until `untilMs` (epoch ms), or until the
@@ -31,7 +32,7 @@ import { isAlive, listeningSockets, startTimeOf } from './procfs';
 async function watchLateInspector(pid: number, expectedPid: number, startTime: string, untilMs: number, before: Set<number>): Promise<'closed' | 'gone' | 'expired'> {
   const ignored = new Set(before);
   while (Date.now() < untilMs) {
-    if (!isAlive(pid) || (startTime && startTimeOf(pid) !== startTime)) return 'gone';
+    if (!processAlive(pid) || (startTime && startTimeOf(pid) !== startTime)) return 'gone';
     for (const s of listeningSockets(pid)) {
       if (ignored.has(s.port)) continue;
       if (!(await isInspector(s.host, s.port, 1000))) {

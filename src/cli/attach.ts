@@ -25,7 +25,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { finalSocketPath } from '../protocol/socket-path';
+import { finalSocketPath, processAlive } from '../protocol/socket-path';
 import { connect } from '../client/index';
 import { IspyError, isIspyError } from '../protocol/errors';
 import { closeInspector, closeWithNewSession, interrupted, isInspector, openVerifiedSession, sleep, type InspectorConnection } from './inspector-client';
@@ -34,7 +34,6 @@ import {
   environOf,
   innerPid,
   inspectAddress,
-  isAlive,
   isLoopback,
   isNodeExecutable,
   isWildcard,
@@ -416,7 +415,7 @@ export async function attach(pid: number, opts: AttachOptions = {}): Promise<Att
     }
     timings.agentReady = since();
     if (!outcome) {
-      throw new IspyError('ISPY_ERR_UNAVAILABLE', `the agent in process ${pid} did not finish starting within ${startMs} ms (its inspector is closed; ${isAlive(pid) ? 'try `ispy ps` in a moment' : 'the process has exited'})`);
+      throw new IspyError('ISPY_ERR_UNAVAILABLE', `the agent in process ${pid} did not finish starting within ${startMs} ms (its inspector is closed; ${processAlive(pid) ? 'try `ispy ps` in a moment' : 'the process has exited'})`);
     }
     if (outcome.existing !== undefined) throw refuse(`process ${pid} already has an ispy agent (socket ${outcome.existing}); connect with \`ispy connect ${outcome.existing}\` (its inspector is closed)`);
     if (outcome.error !== undefined || typeof outcome.socket !== 'string') throw new IspyError('ISPY_ERR_UNAVAILABLE', `the agent did not start in process ${pid}: ${outcome.error ?? 'no socket'} (its inspector is closed)`);
@@ -447,7 +446,7 @@ async function closeAfterFailure(
   mismatch: boolean,
   watcher: Watcher,
 ): Promise<string> {
-  if (!isAlive(pid)) {
+  if (!processAlive(pid)) {
     conn?.close();
     return '';
   }
@@ -467,7 +466,7 @@ async function closeAfterFailure(
     return `; WARNING: process ${pid}'s inspector is open on port ${found.port} and ispy cannot reach it: restart process ${pid}, or close it from a debugger`;
   }
   const closed = conn ? await closeInspector(pid, found.port, conn, timeoutMs) : await closeWithNewSession(pid, expectedPid, found, timeoutMs);
-  if (closed || !isAlive(pid)) return '';
+  if (closed || !processAlive(pid)) return '';
   watcher.handOver();
   return watcherNote(pid, watcher, found.port);
 }

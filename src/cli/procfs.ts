@@ -226,15 +226,6 @@ export function commOf(pid: number): string {
   return (readProc(pid, 'comm') ?? '?').trim();
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Paths of the UNIX sockets the process listens on (abstract ones left out). */
 export function listeningUnixSockets(pid: number): string[] {
   const inodes = socketInodes(pid);

@@ -11,7 +11,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { currentUid, defaultSocketDir } from '../protocol/socket-path';
+import { currentUid, defaultSocketDir, processAlive } from '../protocol/socket-path';
 import { connect, type Client } from '../client/index';
 import { IspyError } from '../protocol/index';
 import { sshTarget, type RemoteHosts } from './ssh';
@@ -102,15 +102,6 @@ function failingTarget(label: string, err: IspyError): Target {
   return { label, connect: () => Promise.reject(err) };
 }
 
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 function pidTarget(spec: string): Target {
   const pid = Number(spec.slice(4));
   if (!Number.isSafeInteger(pid) || pid <= 0) throw new IspyError('ISPY_ERR_USAGE', `bad target ${spec}: expected pid:<number>, e.g. pid:4242`);
@@ -121,7 +112,7 @@ function pidTarget(spec: string): Target {
       if (!fs.existsSync(file)) {
         throw new IspyError(
           'ISPY_ERR_CONNECT',
-          processExists(pid)
+          processAlive(pid)
             ? `process ${pid} has no agent socket at ${file}: it was started without the agent (node -r ispy/register) or with another socket path; \`ispy ps\` lists live agents`
             : `no process ${pid} on this host (and no agent socket at ${file})`,
         );

@@ -11,6 +11,16 @@ export function currentUid(): number {
   return typeof process.getuid === 'function' ? process.getuid() : 0;
 }
 
+/** Whether `pid` names a live process (one of another user's, which `kill` may not signal, counts). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** The per-user folder sockets go in by default: <tmpdir>/ispy-<uid>. */
 export function defaultSocketDir(): string {
   return path.join(os.tmpdir(), `ispy-${currentUid()}`);
@@ -21,7 +31,7 @@ export function defaultSocketDir(): string {
 // /proc/<pid>/net/unix shows, even after that name is unlinked), so a staging name keeps the
 // final basename and `finalSocketPath()` maps it back:
 //   private folder: <dir>/.ispy-<pid>-<random>.<basename>
-//   other folders:  <dir>/.ispy-XXXXXX/<basename>   (a fresh 0700 folder)
+//   other folders:  <dir>/.ispy-<6 random>/<basename>   (a fresh 0700 folder, from mkdtemp)
 const STAGED_BESIDE = /^\.ispy-(\d+)-[a-z0-9]+\.(.+)$/;
 const STAGING_FOLDER = /^\.ispy-[A-Za-z0-9]{6}$/;
 
