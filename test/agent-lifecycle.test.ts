@@ -50,7 +50,13 @@ describe('exit paths', () => {
     expect(existsSync(sock)).toBe(true);
     const second = await startApp({ script: 'http-app.cjs', socket: null, waitForSocket: false });
     await waitFor(() => !existsSync(sock), 10_000, 'the stale socket to be swept');
-    await second.kill();
+    // Ended as an app ends, so its socket goes with it: a kill by signal would leave one more
+    // stale socket in the user's folder.
+    const secondSock = path.join(path.dirname(sock), `${second.pid}.sock`);
+    await waitFor(() => existsSync(secondSock), 10_000, 'the second socket');
+    await second.get('/exit');
+    await second.exited;
+    expect(existsSync(secondSock)).toBe(false);
   });
 
   it("leaves SIGTERM to the app's own handler, and still removes the socket", async () => {

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { cleanup, startApp, waitFor, type App } from './helpers';
+import { cleanup, startApp, tempDir, waitFor, type App } from './helpers';
 import { connect, type Client } from '../dist/src/client/index.js';
 
 afterAll(cleanup);
@@ -15,8 +15,12 @@ for (const kind of ['cjs', 'esm'] as const) {
     const script = kind === 'cjs' ? 'http-app.cjs' : 'http-app.mjs';
 
     beforeAll(async () => {
+      const dir = tempDir();
       app = await startApp({
         script,
+        dir,
+        // Artefacts (process report) go to the test's folder, not the user's default one.
+        config: { outputDir: dir },
         preload: kind === 'cjs' ? 'require' : 'import',
         env: { API_TOKEN: 'tok-123-secret', DATABASE_URL: 'postgres://app:hunter2@db/app', PLAIN_SETTING: 'visible' },
       });
@@ -124,6 +128,7 @@ for (const kind of ['cjs', 'esm'] as const) {
       const artefacts: { name: string; path?: string }[] = [];
       const report = (await client.call('process', 'report', {}, { onArtefact: (a) => void artefacts.push(a) })) as Record<string, any>;
       expect(report.nodejsVersion).toBe(process.version);
+      expect(path.dirname(report.file)).toBe(app.dir);
       expect(existsSync(report.file)).toBe(true);
       expect(statSync(report.file).mode & 0o777).toBe(0o600);
       expect(path.basename(report.file)).toMatch(new RegExp(`^report-${app.pid}-\\d{8}T\\d{6}Z\\.json$`));

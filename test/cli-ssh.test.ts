@@ -64,8 +64,10 @@ beforeAll(async () => {
   sshd = await startSshd();
   dir = tempDir('ispy-ssh-');
   bridgeLog = path.join(dir, 'bridges.log');
-  apps = await Promise.all(Array.from({ length: LIVE }, (_, i) => startApp({ script: 'hold-app.cjs', dir, socket: path.join(dir, `app-${i}.sock`) })));
-  const doomed = await startApp({ script: 'hold-app.cjs', dir, socket: path.join(dir, 'stale.sock') });
+  // The agents keep their copy of an artefact in this folder, not the user's default one.
+  const config = { outputDir: dir };
+  apps = await Promise.all(Array.from({ length: LIVE }, (_, i) => startApp({ script: 'hold-app.cjs', dir, config, socket: path.join(dir, `app-${i}.sock`) })));
+  const doomed = await startApp({ script: 'hold-app.cjs', dir, config, socket: path.join(dir, 'stale.sock') });
   await doomed.kill('SIGKILL');
   stale = doomed.socket;
   expect(fs.existsSync(stale)).toBe(true);

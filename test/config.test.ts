@@ -1,21 +1,23 @@
 // Unit tests for config loading and the schema checker (the integration side is in agent-startup).
 
-import { describe, expect, it } from 'vitest';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import * as os from 'node:os';
+import { afterAll, describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { cleanup, tempDir } from './helpers';
 import { loadConfig, DEFAULT_LIMITS } from '../src/agent/config';
 import { checkSchema } from '../src/agent/schema';
 
+afterAll(cleanup);
+
 function withConfig(content: unknown): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'ispy-cfg-'));
+  const dir = tempDir('ispy-cfg-');
   writeFileSync(path.join(dir, 'ispy.config.json'), typeof content === 'string' ? content : JSON.stringify(content));
   return dir;
 }
 
 describe('loadConfig', () => {
   it('gives defaults without a config file', () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'ispy-cfg-'));
+    const dir = tempDir('ispy-cfg-');
     const c = loadConfig({ cwd: dir }, {});
     expect(c.file).toBeUndefined();
     expect(c.socket).toBeUndefined();

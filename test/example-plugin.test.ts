@@ -4,9 +4,10 @@
 
 import { createRequire } from 'node:module';
 import * as dc from 'node:diagnostics_channel';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { loadForTest, type TestHarness } from '../dist/src/plugin/index.js';
+import { command, definePlugin, loadForTest, type TestHarness } from '../dist/src/plugin/index.js';
 import { connect, type Client } from '../dist/src/client/index.js';
 import { ROOT, cleanup, startApp, waitFor } from './helpers';
 
@@ -75,6 +76,34 @@ describe('examples/hello-plugin, in-process', () => {
     h = undefined;
     expect(vi.getTimerCount()).toBe(0);
     expect(dc.hasSubscribers('http.server.request.start')).toBe(false);
+  });
+});
+
+describe('loadForTest, the output folder', () => {
+  // A plugin that says where its artefacts go, and writes one on request.
+  const filer = definePlugin({
+    name: 'filer',
+    summary: 'writes a file',
+    commands: {
+      where: command({ summary: 'the output folder', thread: 'main', run: (_a, ctx) => ({ dir: ctx.settings.outputDir }) }),
+      write: command({ summary: 'writes a file', thread: 'main', artefact: true, run: async (_a, ctx) => ({ file: await ctx.artefacts.writeFile('note.txt', 'hi') }) }),
+    },
+  });
+
+  it('is a temp folder of its own that close() removes when the test left nothing in it', async () => {
+    const h = await loadForTest(filer);
+    const { dir } = (await h.run('where')) as { dir: string };
+    expect(existsSync(dir)).toBe(true);
+    await h.close();
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('keeps the artefacts a test made, for it to read', async () => {
+    const h = await loadForTest(filer);
+    const { file } = (await h.run('write')) as { file: string };
+    await h.close();
+    expect(readFileSync(file, 'utf8')).toBe('hi');
+    rmSync(path.dirname(file), { recursive: true });
   });
 });
 

@@ -1,12 +1,14 @@
 // The agent's own module loader (src/agent/loader.ts): same files, same instances as Node's
 // require, nothing half-loaded, and no import() where it could not work.
 
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createRequire } from 'node:module';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DIST, tempDir } from './helpers';
+import { cleanup, DIST, tempDir } from './helpers';
 import { isOwnModule, loadOwn, resolveRelative, DIST_ROOT } from '../dist/src/agent/loader.js';
+
+afterAll(cleanup);
 
 const nodeRequire = createRequire(__filename);
 

@@ -13,7 +13,7 @@
 import { Session } from 'node:inspector';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmdirSync } from 'node:fs';
 import { IspyError } from '../protocol/errors';
 import { toJsonSafe } from '../protocol/index';
 import type { AgentSettings, InspectorAccess, MainThreadAccess, Plugin } from './define';
@@ -80,9 +80,20 @@ function sameThreadInspector(timeoutMs: number): InspectorAccess & { close(): vo
 export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {}): Promise<TestHarness> {
   definePlugin(plugin);
   setQuiet(!opts.verbose);
+  // A folder of its own for artefacts unless the test names one; close() removes it if the
+  // test left nothing in it.
+  const ownOutputDir = opts.settings?.outputDir === undefined ? mkdtempSync(path.join(os.tmpdir(), 'ispy-test-')) : undefined;
+  const removeOwnOutputDir = () => {
+    if (!ownOutputDir) return;
+    try {
+      rmdirSync(ownOutputDir);
+    } catch {
+      // artefacts the test made are left for it to read
+    }
+  };
   const settings: AgentSettings = {
     traces: opts.settings?.traces ?? [],
-    outputDir: opts.settings?.outputDir ?? mkdtempSync(path.join(os.tmpdir(), 'ispy-test-')),
+    outputDir: opts.settings?.outputDir ?? ownOutputDir!,
     redact: opts.settings?.redact ?? [],
     limits: opts.settings?.limits ?? {},
     eval: opts.settings?.eval ?? false,
@@ -91,14 +102,17 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
   const base = { app, settings, pluginOptions: { [plugin.name]: opts.options }, setupTimeoutMs: 5000 };
   const mainOpts: RuntimeOptions = { ...base, thread: 'main' };
   const workerOpts: RuntimeOptions = { ...base, thread: 'worker' };
-  const main: LoadedPlugin = await setupPlugin(plugin, 'test', mainOpts);
+  let main: LoadedPlugin | undefined;
   let worker: LoadedPlugin;
   try {
+    main = await setupPlugin(plugin, 'test', mainOpts);
     worker = await setupPlugin(plugin, 'test', workerOpts);
   } catch (err) {
-    await main.lifetime.close();
+    await main?.lifetime.close();
+    removeOwnOutputDir();
     throw err;
   }
+  const loadedMain = main;
   let inspector: (InspectorAccess & { close(): void }) | undefined;
   const progress: { done?: number; total?: number; message?: string }[] = [];
   const artefacts: string[] = [];
@@ -128,7 +142,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
       call: (command, a) => run(command, a),
     };
     const value = await runCall(
-      onMain ? main : worker,
+      onMain ? loadedMain : worker,
       cmd,
       values,
       controller.signal,
@@ -178,8 +192,9 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
       for (const c of running) c.abort();
       clients.closeAll();
       await worker.lifetime.close();
-      await main.lifetime.close();
+      await loadedMain.lifetime.close();
       inspector?.close();
+      removeOwnOutputDir();
     },
   };
 }
