@@ -98,6 +98,24 @@ describe('loadForTest, the output folder', () => {
     expect(existsSync(dir)).toBe(false);
   });
 
+  it('is removed when the plugin fails to set up', async () => {
+    let dir = '';
+    const failing = definePlugin({
+      name: 'failing',
+      summary: 'fails in setup',
+      setup: {
+        worker(ctx) {
+          dir = ctx.settings.outputDir;
+          throw new Error('no database');
+        },
+      },
+      commands: {},
+    });
+    await expect(loadForTest(failing)).rejects.toThrow(/no database/);
+    expect(dir).not.toBe('');
+    expect(existsSync(dir)).toBe(false);
+  });
+
   it('keeps the artefacts a test made, for it to read', async () => {
     const h = await loadForTest(filer);
     const { file } = (await h.run('write')) as { file: string };

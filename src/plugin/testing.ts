@@ -82,18 +82,19 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
   setQuiet(!opts.verbose);
   // A folder of its own for artefacts unless the test names one; close() removes it if the
   // test left nothing in it.
-  const ownOutputDir = opts.settings?.outputDir === undefined ? mkdtempSync(path.join(os.tmpdir(), 'ispy-test-')) : undefined;
+  const madeOutputDir = opts.settings?.outputDir === undefined;
+  const outputDir = opts.settings?.outputDir ?? mkdtempSync(path.join(os.tmpdir(), 'ispy-test-'));
   const removeOwnOutputDir = () => {
-    if (!ownOutputDir) return;
+    if (!madeOutputDir) return;
     try {
-      rmdirSync(ownOutputDir);
+      rmdirSync(outputDir);
     } catch {
       // artefacts the test made are left for it to read
     }
   };
   const settings: AgentSettings = {
     traces: opts.settings?.traces ?? [],
-    outputDir: opts.settings?.outputDir ?? ownOutputDir!,
+    outputDir,
     redact: opts.settings?.redact ?? [],
     limits: opts.settings?.limits ?? {},
     eval: opts.settings?.eval ?? false,
@@ -102,17 +103,18 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
   const base = { app, settings, pluginOptions: { [plugin.name]: opts.options }, setupTimeoutMs: 5000 };
   const mainOpts: RuntimeOptions = { ...base, thread: 'main' };
   const workerOpts: RuntimeOptions = { ...base, thread: 'worker' };
-  let main: LoadedPlugin | undefined;
+  const main: LoadedPlugin = await setupPlugin(plugin, 'test', mainOpts).catch((err: unknown) => {
+    removeOwnOutputDir();
+    throw err;
+  });
   let worker: LoadedPlugin;
   try {
-    main = await setupPlugin(plugin, 'test', mainOpts);
     worker = await setupPlugin(plugin, 'test', workerOpts);
   } catch (err) {
-    await main?.lifetime.close();
+    await main.lifetime.close();
     removeOwnOutputDir();
     throw err;
   }
-  const loadedMain = main;
   let inspector: (InspectorAccess & { close(): void }) | undefined;
   const progress: { done?: number; total?: number; message?: string }[] = [];
   const artefacts: string[] = [];
@@ -142,7 +144,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
       call: (command, a) => run(command, a),
     };
     const value = await runCall(
-      onMain ? loadedMain : worker,
+      onMain ? main : worker,
       cmd,
       values,
       controller.signal,
@@ -192,7 +194,7 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
       for (const c of running) c.abort();
       clients.closeAll();
       await worker.lifetime.close();
-      await loadedMain.lifetime.close();
+      await main.lifetime.close();
       inspector?.close();
       removeOwnOutputDir();
     },
