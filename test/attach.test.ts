@@ -18,6 +18,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { BIN, DIST, cleanup, runCli, startApp, waitFor, writeFile, type App } from './helpers';
+import { processAlive } from '../dist/src/protocol/socket-path.js';
 import { openVerifiedSession } from '../src/cli/inspector-client';
 import { inspectAddress, isLoopback, listeningPorts, nodeOptionsOf } from '../src/cli/procfs';
 
@@ -56,15 +57,6 @@ function accepts(port: number): Promise<boolean> {
       resolve(false);
     });
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function plainApp(script: string, env: Record<string, string> = {}, config?: Record<string, unknown>): Promise<App & { appPort: number }> {
@@ -217,14 +209,14 @@ describe('ispy attach: refusals, each leaving the inspector as it was', () => {
   it('refuses a process that is not Node.js, and does not signal it', async () => {
     const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
     ours.add(sleeper);
-    await waitFor(() => alive(sleeper.pid!), 5000, 'sleep to start');
+    await waitFor(() => processAlive(sleeper.pid!), 5000, 'sleep to start');
     const r = await runCli(['attach', String(sleeper.pid)]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^ispy: process ${sleeper.pid} is not Node\\.js \\(its program is /.*sleep\\)\\n$`));
     // SIGUSR1 would have killed it.
     await new Promise((res) => setTimeout(res, 200));
     expect(sleeper.exitCode).toBeNull();
-    expect(alive(sleeper.pid!)).toBe(true);
+    expect(processAlive(sleeper.pid!)).toBe(true);
     sleeper.kill('SIGKILL');
   });
 
@@ -267,7 +259,7 @@ describe('ispy attach: refusals, each leaving the inspector as it was', () => {
     ours.add(nobody);
     let err = '';
     nobody.stderr!.on('data', (d) => (err += d));
-    await waitFor(() => alive(nobody.pid!), 5000, 'the nobody process');
+    await waitFor(() => processAlive(nobody.pid!), 5000, 'the nobody process');
     const r = await runCli(['attach', String(nobody.pid)]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`ispy: process ${nobody.pid} belongs to uid 65534, not to you (uid 0); run ispy attach as that user\n`);
@@ -384,9 +376,9 @@ describe('ispy attach: the safety net closes an inspector that outlives ispy', (
     expect(watcher, r.stderr).toBeGreaterThan(0);
     // The thread returns, Node opens the inspector, the watcher closes it and exits.
     await waitFor(() => debuggerLines(app) === 1, 15_000, 'the late inspector to open');
-    await waitFor(() => !alive(watcher), 15_000, 'the watcher to close it and exit');
+    await waitFor(() => !processAlive(watcher), 15_000, 'the watcher to close it and exit');
     expect(listeningPorts(app.pid)).toEqual([app.appPort]);
-    expect(alive(app.pid)).toBe(true);
+    expect(processAlive(app.pid)).toBe(true);
   });
 
   it('closes the inspector when ispy attach is killed while the port is open', async () => {
@@ -415,7 +407,7 @@ describe('ispy attach: the safety net closes an inspector that outlives ispy', (
       }
       await waitFor(() => !listeningPorts(app.pid).includes(port!), 15_000, `the watcher to close port ${port}`);
       expect(await accepts(port!)).toBe(false);
-      expect(alive(app.pid)).toBe(true);
+      expect(processAlive(app.pid)).toBe(true);
       // The watcher also removed the dead ispy's private report folder.
       await waitFor(() => reportDirs().every((n) => dirsBefore.has(n)), 10_000, 'the report folder to be removed');
       return;

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ROOT, cleanup, runCli, waitFor } from './helpers';
+import { processAlive } from '../dist/src/protocol/socket-path.js';
 
 const started: ChildProcess[] = [];
 afterAll(async () => {
@@ -28,15 +29,6 @@ afterAll(async () => {
   );
   await cleanup();
 });
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function run(script: string, args: string[], input?: string): { child: ChildProcess; out: () => string; exited: Promise<number | null> } {
   const child = spawn(process.execPath, [path.join(ROOT, 'examples', script), ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -62,7 +54,7 @@ describe('examples', () => {
     expect(out).toMatch(new RegExp(`^pid +${pid}$`, 'm'));
     // The /slow request the demo leaves in flight is what `requests list` shows.
     expect(out).toMatch(/GET +\/slow/);
-    await waitFor(() => !isAlive(pid), 5000, `demo app ${pid} to stop`);
+    await waitFor(() => !processAlive(pid), 5000, `demo app ${pid} to stop`);
     expect(fs.existsSync(path.dirname(socket!))).toBe(false);
   });
 
@@ -78,7 +70,7 @@ describe('examples', () => {
     const pids = rows.map((x) => x.result.pid as number);
     fleet.child.kill('SIGINT');
     expect(await Promise.race([fleet.exited, new Promise((res) => setTimeout(() => res('timed out'), 10_000))])).toBe(0);
-    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+    for (const pid of pids) expect(processAlive(pid)).toBe(false);
     expect(fs.existsSync(dir)).toBe(false);
   });
 });

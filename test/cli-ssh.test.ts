@@ -15,6 +15,7 @@ import { spawn } from 'node:child_process';
 import { globWord, listCommand, parseSshTarget, remoteSettings, shellQuote } from '../src/cli/ssh';
 import { mergeResults } from '../src/cli/merge';
 import { BIN, cleanup, runBlocks, runCli, startApp, tempDir, waitFor, type App } from './helpers';
+import { processAlive } from '../dist/src/protocol/socket-path.js';
 import { freePort, sshdMissing, startSshd, type Sshd } from './sshd';
 
 const missing = sshdMissing();
@@ -49,15 +50,6 @@ function bridgesSince(from: number): [number, string][] {
   return lines.slice(from).map((l) => [Number(l.slice(0, l.indexOf(' '))), l.slice(l.indexOf(' ') + 1)]);
 }
 const logged = () => bridgesSince(0).length;
-
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 beforeAll(async () => {
   if (missing) return;
@@ -134,7 +126,7 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
     const started = bridgesSince(from);
     expect(started.map(([, args]) => args)).toEqual(['bridge --mux']);
     // It left when the run closed its stdin, before the run exited.
-    expect(running(started[0]![0])).toBe(false);
+    expect(processAlive(started[0]![0])).toBe(false);
     expect(fs.readdirSync(env.TMPDIR!)).toEqual([]);
   });
 
@@ -169,7 +161,7 @@ describe.skipIf(missing !== undefined)('ispy run over ssh', () => {
     const bridges = bridgesSince(from);
     expect(bridges.map(([, args]) => args).sort()).toEqual(['bridge --mux', ...apps.slice(0, 2).map((a) => `bridge ${a.socket}`)].sort());
     // The mute one saw its channel close and went.
-    await waitFor(() => !running(bridges.find(([, a]) => a === 'bridge --mux')![0]), 5000, 'the mute bridge to exit');
+    await waitFor(() => !processAlive(bridges.find(([, a]) => a === 'bridge --mux')![0]), 5000, 'the mute bridge to exit');
   });
 
   it('honours --timeout: a host that never speaks fails within it, the others answer first', async () => {
