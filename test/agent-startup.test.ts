@@ -160,7 +160,7 @@ describe('plugin loading', () => {
     const app = await startApp({
       script: 'http-app.cjs',
       config: {
-        plugins: [path.join(FIXTURES, 'plugins/faulty-setup.cjs'), path.join(FIXTURES, 'plugins/hanging-setup.cjs'), './no-such-plugin.js', 'no-such-package', path.join(FIXTURES, 'plugins/misc.cjs')],
+        plugins: [path.join(FIXTURES, 'plugins/faulty-setup.cjs'), path.join(FIXTURES, 'plugins/hanging-setup.cjs'), path.join(FIXTURES, 'plugins/hanging-worker-setup.cjs'), path.join(FIXTURES, 'plugins/bad-name.cjs'), './no-such-plugin.js', 'no-such-package', path.join(FIXTURES, 'plugins/misc.cjs')],
         limits: { setupTimeout: '300ms' },
       },
     });
@@ -168,12 +168,18 @@ describe('plugin loading', () => {
     const failed = Object.fromEntries(c.welcome.failedPlugins.map((f) => [f.name, f.error]));
     expect(failed.faulty).toMatchObject({ code: 'ISPY_ERR_PLUGIN_LOAD', message: expect.stringMatching(/setup of plugin "faulty" failed: database handle missing/) });
     expect(failed.hanging).toMatchObject({ code: 'ISPY_ERR_SETUP_TIMEOUT', message: expect.stringMatching(/setup of plugin "hanging" on the main thread did not finish within 300 ms/) });
+    expect(failed['hanging-worker']).toMatchObject({ code: 'ISPY_ERR_SETUP_TIMEOUT', message: expect.stringMatching(/setup of plugin "hanging-worker" on the worker thread did not finish within 300 ms/) });
     expect(failed['./no-such-plugin.js']).toMatchObject({ message: expect.stringMatching(/cannot find plugin module/) });
     expect(failed['no-such-package']).toMatchObject({ message: expect.stringMatching(/cannot find plugin module "no-such-package"/) });
     expect(c.plugins.map((p) => p.name).sort()).toEqual(['eval', 'heap', 'misc', 'process', 'profile', 'requests', 'trace']);
     await expect(c.call('faulty', 'ping')).rejects.toMatchObject({ code: 'ISPY_ERR_UNKNOWN_PLUGIN', message: expect.stringMatching(/failed to load: .*database handle missing/) });
     expect(await c.call('misc', 'echo', { text: 'ok' })).toMatchObject({ text: 'ok' });
     expect(app.stderr()).toMatch(/plugin faulty not loaded/);
+    expect(app.stderr()).toMatch(/plugin \.\/no-such-plugin\.js not loaded: cannot find plugin module/);
+    expect(app.stderr()).toMatch(/plugin hanging-worker not loaded/);
+    // Failed while "hanging" was still setting up: reported, and the app lives on.
+    expect(Object.values(failed).some((e) => /name must match/.test(e.message))).toBe(true);
+    expect((await app.get('/')).status).toBe(200);
     await c.close();
     await app.kill();
   });

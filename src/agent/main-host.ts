@@ -75,6 +75,9 @@ export class MainHost {
       } catch (err) {
         result = Promise.reject(err);
       }
+      // Awaited in order below: a plugin that fails while an earlier one is still setting up
+      // must not count as an unhandled rejection meanwhile (which ends the app by default).
+      if (result instanceof Promise) result.catch(() => {});
       return { loc, name, result };
     });
     return (async () => {

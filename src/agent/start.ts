@@ -89,6 +89,8 @@ class Agent implements AgentHandle {
     };
 
     const located = locatePlugins(config);
+    // Said once here, as a plugin that fails its setup is: a missing module is as silent otherwise.
+    for (const f of located.failed) agentLog(`plugin ${f.name} not loaded: ${f.error.message}`);
     this.host = new MainHost(runtime);
     const loaded = await this.host.load(located.found);
     const failedOnMain = [...located.failed, ...loaded.failed];

@@ -70,6 +70,11 @@ async function main(): Promise<void> {
   });
   parent.unref();
 
+  // Until the socket listens, nothing else keeps this thread's loop alive, and every timer
+  // of the start-up (a plugin setup's timeout among them) is unref'd: a worker-side setup
+  // that never settles would let the loop run dry and the worker exit, taking every plugin
+  // with it. The Worker object is unref'd on the main thread, so this never holds the app.
+  const starting = setInterval(() => {}, 60_000);
   try {
     await registry.load(data.plugins, data.failedPlugins);
     server = new AgentServer(registry, {
@@ -102,6 +107,8 @@ async function main(): Promise<void> {
   } catch (err) {
     status({ t: 'failed', error: toWireError(err) });
     await stop();
+  } finally {
+    clearInterval(starting);
   }
 }
 
