@@ -2,7 +2,7 @@
 // folder, wait (bounded) for its socket, talk to it, and kill only what we started.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -161,6 +161,11 @@ export function runCli(args: string[], opts: { input?: string; env?: Record<stri
     });
     child.stdin.end(opts.input ?? '');
   });
+}
+
+/** The files in an output folder other than the agent's audit log (which sits there by default). */
+export function artefactsIn(dir: string): string[] {
+  return readdirSync(dir).filter((n) => !n.startsWith('audit.jsonl'));
 }
 
 export function writeFile(dir: string, name: string, content: string): string {

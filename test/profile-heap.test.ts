@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync, statSync, createWriteStream, existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { cleanup, startApp, tempDir, waitFor, FIXTURES, type App } from './helpers';
+import { artefactsIn, cleanup, startApp, tempDir, waitFor, FIXTURES, type App } from './helpers';
 import { connect, type Client } from '../dist/src/client/index.js';
 
 afterAll(cleanup);
@@ -219,7 +219,7 @@ describe('heap snapshot safety', () => {
       const err = (await client.call('heap', 'snapshot').catch((e) => e)) as any;
       expect(err.code).toBe('ISPY_ERR_UNAVAILABLE');
       expect(err.message).toMatch(/refusing to take a heap snapshot: with [\d.]+ MB of heap it may need about [\d.]+ MB more memory \(15x the heap\), and only 1 MB is available \(limits.snapshotMemory in the config\).*--force/);
-      expect(readdirSync(out)).toEqual([]);
+      expect(artefactsIn(out)).toEqual([]);
       const forced = (await client.call('heap', 'snapshot', { force: true })) as any;
       expect(existsSync(forced.file)).toBe(true);
     } finally {
@@ -241,7 +241,7 @@ describe('heap snapshot safety', () => {
       expect(JSON.parse(readFileSync(result.file, 'utf8')).strings).toContain('spinHere');
       expect(progress[0]).toMatch(/walking the heap/);
       expect(progress.some((m) => /^writing: [\d.]+ MB so far/.test(m))).toBe(true);
-      expect(readdirSync(out)).toEqual([path.basename(result.file)]);
+      expect(artefactsIn(out)).toEqual([path.basename(result.file)]);
       await spinning;
     } finally {
       await client.close();
@@ -259,7 +259,7 @@ describe('heap snapshot safety', () => {
       const snap = client.call('heap', 'snapshot', {}, { signal: controller.signal, onProgress: () => controller.abort() }).catch((e) => e);
       const err = (await snap) as any;
       expect(err).toMatchObject({ code: 'ISPY_ERR_CANCELLED' });
-      expect(readdirSync(out)).toEqual([]);
+      expect(artefactsIn(out)).toEqual([]);
       expect((await app.get('/')).body).toBe('ok');
     } finally {
       await client.close();

@@ -1,7 +1,8 @@
 // The `eval` plugin: evaluate an expression in the app's main context and see the result.
 // It runs arbitrary code inside the process, so it is off unless the config sets
-// "eval": true, and every evaluation is written to the agent's log (and to the audit
-// log, when one is configured, like every command).
+// "eval": true, and every evaluation is written to the agent's log and, before it runs, to
+// the audit log (declared `changes`: the agent refuses it when that line cannot be
+// written). With the audit log turned off ("audit": false) it does not run at all.
 
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
@@ -33,6 +34,7 @@ export default definePlugin({
     eval: command({
       summary: 'Evaluate an expression (await allowed) in the main context and show the result',
       thread: 'main',
+      changes: true,
       args: {
         expression: arg.string({ summary: "JavaScript; `require` resolves from the app's working directory", positional: true, required: true }),
         timeout: arg.duration({ summary: 'how long the synchronous part may run before it is stopped; also how long to wait for a promise', default: '5s', min: '10ms', max: '5m' }),
@@ -43,6 +45,12 @@ export default definePlugin({
           throw new IspyError(
             'ISPY_ERR_UNAVAILABLE',
             `eval is disabled in this process: set "eval": true in ${ctx.settings.configFile ?? 'ispy.config.json (in the app\'s working directory, or the file ISPY_CONFIG names)'} and restart the app`,
+          );
+        }
+        if (ctx.settings.audit === false) {
+          throw new IspyError(
+            'ISPY_ERR_UNAVAILABLE',
+            `eval runs only with the audit log on, and ${ctx.settings.configFile ?? 'the config'} turns it off ("audit": false); remove that key (or name a file) and restart the app`,
           );
         }
         ctx.log(`client ${ctx.client.name} (#${ctx.client.id}) evaluated: ${args.expression.length > 500 ? `${args.expression.slice(0, 500)}…` : args.expression}`);

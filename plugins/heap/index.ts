@@ -88,6 +88,7 @@ export default definePlugin({
     gc: command({
       summary: 'Run a full garbage collection on the main thread and show what it freed',
       thread: 'worker',
+      changes: true,
       async run(_args, ctx) {
         return ctx.inspector.withDomains(['HeapProfiler'], async () => {
           const before = await heapUsage(ctx);
@@ -103,6 +104,7 @@ export default definePlugin({
     snapshot: command({
       summary: 'Write a .heapsnapshot (opens in Chrome DevTools); refuses when it would not fit in memory',
       thread: 'worker',
+      changes: true,
       artefact: true,
       args: {
         force: arg.boolean({ summary: 'take it even when the estimate says memory is short' }),

@@ -39,6 +39,18 @@ function agentWorkerMemory(): Record<string, number> {
   return { heapUsedMB: mb(m.heapUsed), heapTotalMB: mb(m.heapTotal) };
 }
 
+/** What the agent itself holds: its connections against their limit (a share of the fds), and its audit log. */
+function agentSide(ctx: CommandContext): Record<string, unknown> {
+  const c = ctx.agent.connections();
+  return {
+    connections: c.open,
+    connectionLimit: c.limit,
+    limitedBy: c.limitedBy,
+    ...(c.fdLimit !== undefined ? { fdLimit: c.fdLimit } : {}),
+    auditLog: ctx.settings.audit === false ? 'off ("audit": false)' : ctx.settings.audit,
+  };
+}
+
 export default definePlugin({
   name: 'process',
   summary: 'The process at a glance: identity, stack, event loop, handles, environment, modules, report, GC',
@@ -72,6 +84,7 @@ export default definePlugin({
           agentUptimeSeconds: round((Date.now() - ctx.app.agentStartedAt) / 1000, 1),
           mainThread: ctx.mainThread.stuck() ? `not turning its event loop for ${heartbeat} ms` : 'event loop turning',
           memory: { processRssMB: mb(process.memoryUsage.rss()), mainThread: await mainMemory(ctx), agentWorker: agentWorkerMemory() },
+          agent: agentSide(ctx),
           cpu: {
             userSeconds: round(cpu.user / 1e6),
             systemSeconds: round(cpu.system / 1e6),
@@ -265,6 +278,7 @@ export default definePlugin({
     gc: command({
       summary: 'Recent garbage-collection pauses of the main thread, and totals since the agent started',
       thread: 'main',
+      changes: true,
       args: {
         limit: arg.integer({ summary: 'show at most this many recent pauses', default: 20, min: 1, max: 100 }),
       },

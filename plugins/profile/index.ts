@@ -158,6 +158,7 @@ export default definePlugin({
     gate: command({
       summary: 'Profile single calls of one function, at most one every --every, and merge --samples of them',
       thread: 'main',
+      changes: true,
       artefact: true,
       args: {
         target: arg.string({ summary: 'the function: <module>:<export path>, e.g. ./lib/db.js:query or pg:Client.prototype.query', positional: true, required: true }),
@@ -228,6 +229,7 @@ export default definePlugin({
     ungate: command({
       summary: 'Remove a gate (or all): the original function is put back',
       thread: 'main',
+      changes: true,
       args: {
         id: arg.string({ summary: 'gate id, or "all"', positional: true, required: true }),
       },

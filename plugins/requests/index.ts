@@ -152,6 +152,7 @@ export default definePlugin({
     track: command({
       summary: 'Arm async tracking for a bounded time: `show` then lists what each request waits on',
       thread: 'main',
+      changes: true,
       args: {
         duration: arg.duration({ summary: 'how long to stay armed', default: `${DEFAULT_TRACK_MS / 1000}s`, min: '100ms' }),
         off: arg.boolean({ summary: 'disarm now' }),

@@ -62,6 +62,7 @@ export default definePlugin({
     add: command({
       summary: 'Trace calls to a function: <module>:<export path>, e.g. ./lib/db.js:query, pg:Client.prototype.query, global:fetch',
       thread: 'main',
+      changes: true,
       args: {
         target: arg.string({ summary: 'the function to trace', positional: true, required: true }),
         args: arg.boolean({ summary: 'record the arguments' }),
@@ -120,6 +121,7 @@ export default definePlugin({
     remove: command({
       summary: 'Remove a trace (or all): the original function is put back',
       thread: 'main',
+      changes: true,
       args: {
         id: arg.string({ summary: 'trace id, or "all"', positional: true, required: true }),
       },

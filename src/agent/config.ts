@@ -22,12 +22,14 @@ export interface AgentOptions {
   eval?: boolean;
   outputDir?: string;
   redact?: string[];
-  audit?: string;
+  audit?: string | boolean;
   pluginOptions?: Record<string, unknown>;
-  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections' | 'traceEventsPerSecond', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration' | 'traceMaxDuration' | 'snapshotMemory', string | number>>;
+  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections' | 'traceEventsPerSecond', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration' | 'traceMaxDuration' | 'snapshotMemory' | 'auditMaxSize', string | number>>;
   traces?: ConfigTraceInput[];
   /** Folder relative paths are resolved from when no config file is read. Default: process.cwd(). */
   cwd?: string;
+  /** Set by `ispy attach`: who loaded the agent into this process (written to the audit log). */
+  attachedBy?: { pid: number; user?: string; host?: string };
 }
 
 /** A trace as written in the file: its duration may still be a string like "5m". */
@@ -42,6 +44,7 @@ export interface Limits {
   trackMaxDurationMs: number;
   traceEventsPerSecond: number;
   traceMaxDurationMs: number;
+  auditMaxBytes: number;
   /** Set only when the config names it. */
   snapshotMemoryBytes?: number;
 }
@@ -58,11 +61,15 @@ export interface ResolvedConfig {
   eval: boolean;
   outputDir?: string;
   redact: string[];
-  audit?: string;
+  /** The audit log's path; undefined for the default (`<outputDir>/audit.jsonl`); false for none. */
+  audit?: string | false;
   pluginOptions: Record<string, unknown>;
   limits: Limits;
   traces: ConfigTrace[];
 }
+
+/** The audit log's name in the output folder unless the config names another file. */
+export const DEFAULT_AUDIT_NAME = 'audit.jsonl';
 
 export const DEFAULT_LIMITS: Limits = {
   maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
@@ -73,6 +80,7 @@ export const DEFAULT_LIMITS: Limits = {
   trackMaxDurationMs: 5 * 60_000,
   traceEventsPerSecond: 100,
   traceMaxDurationMs: 10 * 60_000,
+  auditMaxBytes: 10 * 1024 * 1024,
 };
 
 export function schemaPath(): string {
@@ -92,6 +100,11 @@ function configError(file: string, message: string): IspyError {
 function show(v: unknown): string {
   const text = JSON.stringify(v);
   return text === undefined ? String(v) : text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function bytes(v: string | number | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  return typeof v === 'number' ? v : (parseBytes(v) ?? fallback);
 }
 
 function ms(v: string | number | undefined, fallback: number): number {
@@ -144,7 +157,7 @@ export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = 
   }
 
   // Options given in code win over the file; they are checked against the same schema.
-  const { config: _c, cwd: _w, ...overrides } = options;
+  const { config: _c, cwd: _w, attachedBy: _a, ...overrides } = options;
   const merged: Record<string, unknown> = { ...raw };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v;
   if (Object.keys(overrides).length) {
@@ -171,15 +184,15 @@ export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = 
       trackMaxDurationMs: ms(limitsRaw.trackMaxDuration, DEFAULT_LIMITS.trackMaxDurationMs),
       traceEventsPerSecond: (limitsRaw.traceEventsPerSecond as number | undefined) ?? DEFAULT_LIMITS.traceEventsPerSecond,
       traceMaxDurationMs: ms(limitsRaw.traceMaxDuration, DEFAULT_LIMITS.traceMaxDurationMs),
+      auditMaxBytes: bytes(limitsRaw.auditMaxSize, DEFAULT_LIMITS.auditMaxBytes),
     },
     traces: ((merged.traces as ConfigTraceInput[] | undefined) ?? []).map((t) => (t.duration === undefined ? { ...t, duration: undefined } : { ...t, duration: ms(t.duration, 60_000) })) as ConfigTrace[],
   };
-  if (limitsRaw.snapshotMemory !== undefined) {
-    resolved.limits.snapshotMemoryBytes = typeof limitsRaw.snapshotMemory === 'number' ? limitsRaw.snapshotMemory : parseBytes(limitsRaw.snapshotMemory);
-  }
+  if (limitsRaw.snapshotMemory !== undefined) resolved.limits.snapshotMemoryBytes = bytes(limitsRaw.snapshotMemory, 0);
   if (file) resolved.file = file;
   if (socket) resolved.socket = path.resolve(baseDir, socket);
   if (typeof merged.outputDir === 'string') resolved.outputDir = path.resolve(baseDir, merged.outputDir);
   if (typeof merged.audit === 'string') resolved.audit = path.resolve(baseDir, merged.audit);
+  else if (merged.audit === false) resolved.audit = false;
   return resolved;
 }

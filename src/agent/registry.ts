@@ -7,9 +7,9 @@
 
 import { IspyError, toWireError } from '../protocol/errors';
 import type { CommandInfo, FailedPlugin, PluginInfo } from '../protocol/index';
-import type { InspectorAccess, MainThreadAccess } from '../plugin/define';
+import type { AgentAccess, InspectorAccess, MainThreadAccess } from '../plugin/define';
 import { ClientListeners, closest, findCommand, importPlugin, runCall, setupPlugin, type LoadedPlugin, type RuntimeOptions } from './runtime';
-import { coerceArgs, usageLine } from '../protocol/args';
+import { coerceArgs, usageLine, type ArgValues } from '../protocol/args';
 import type { MainBridge } from './main-bridge';
 import type { MainThreadInspector } from './inspector';
 import type { HeartbeatReader } from './heartbeat';
@@ -38,10 +38,19 @@ interface Slot {
   loaded?: Promise<LoadedPlugin>;
 }
 
+/** A call whose command was found and whose arguments were checked. */
+export interface PreparedCall {
+  readonly slot: Slot;
+  readonly info: CommandInfo;
+  readonly args: ArgValues;
+}
+
 export class Registry {
   private readonly plugins = new Map<string, Slot>();
   readonly failed: FailedPlugin[] = [];
   private readonly clients = new ClientListeners();
+  /** The agent's own state for worker commands (ctx.agent); set once the server exists. */
+  agent: AgentAccess | undefined;
 
   constructor(
     private readonly opts: RuntimeOptions,
@@ -108,12 +117,20 @@ export class Registry {
     this.bridge.clientClosed(id);
   }
 
-  /** Runs one call. Argument errors are thrown before anything runs. */
-  async dispatch(pluginName: string, commandName: string, rawArgs: Record<string, unknown>, signal: AbortSignal, sink: DispatchSink, client: ClientRef): Promise<unknown> {
+  /** Finds the command and checks the arguments against the catalogue; throws before anything runs. */
+  prepare(pluginName: string, commandName: string, rawArgs: Record<string, unknown>): PreparedCall {
     const slot = this.lookup(pluginName);
     const info = findCommandInfo(slot.entry.info, commandName);
     // Checked here against the catalogue, so a bad call never reaches the main thread.
     const args = coerceArgs(info.args, rawArgs, usageLine(`${pluginName} ${commandName}`, info.args));
+    return { slot, info, args };
+  }
+
+  /** Runs one prepared call on the thread its command runs on. */
+  async dispatch(call: PreparedCall, signal: AbortSignal, sink: DispatchSink, client: ClientRef): Promise<unknown> {
+    const { slot, info, args } = call;
+    const pluginName = slot.entry.name;
+    const commandName = info.name;
     if (info.thread === 'main') {
       let announced: Promise<void> = Promise.resolve();
       const value = await this.bridge.call(
@@ -147,6 +164,7 @@ export class Registry {
         artefacts: artefacts().artefactSink(this.opts.settings.outputDir, (written) => sink.artefact(written)),
         mainThread: this.mainThreadFor(pluginName, client),
         inspector,
+        ...(this.agent ? { agent: this.agent } : {}),
       },
       this.opts,
     );

@@ -12,6 +12,7 @@ import type { CommandInfo, PluginInfo } from '../protocol/index';
 import {
   argInfos,
   definePlugin,
+  type AgentAccess,
   type AgentSettings,
   type AppFacts,
   type ClientHandle,
@@ -275,6 +276,7 @@ export function describeCommand(name: string, cmd: Command<ArgDefs>): CommandInf
     thread: cmd.thread,
     stream: typeof cmd.stream === 'function',
     artefact: cmd.artefact === true,
+    changes: cmd.changes === true,
     args: argInfos(cmd),
   };
 }
@@ -370,6 +372,7 @@ export interface CallServices {
   artefacts: ArtefactSink;
   mainThread?: MainThreadAccess;
   inspector?: InspectorAccess;
+  agent?: AgentAccess;
 }
 
 function unavailable(what: string): never {
@@ -406,6 +409,9 @@ export async function runCall(
     },
     get inspector(): InspectorAccess {
       return services.inspector ?? unavailable('ctx.inspector');
+    },
+    get agent(): AgentAccess {
+      return services.agent ?? unavailable('ctx.agent');
     },
     onUnload: (u) => lifetime.onUnload(u),
     setInterval: (f, ms) => lifetime.setInterval(f, ms),

@@ -2,6 +2,14 @@
 // client, each checking every frame, multiplexing calls by id and cancelling them all
 // when the client goes away. A bad frame gets an error frame and the connection lives on;
 // nothing a client sends can take the agent (let alone the app) down.
+//
+// Every socket counts against one limit from the moment it is accepted, upgraded or not,
+// and that limit is held to a share of the process's file descriptors: the app's own
+// server must never run out of them because of us. A socket must finish its WebSocket
+// handshake within HANDSHAKE_TIMEOUT_MS and say hello within HELLO_TIMEOUT_MS. At the
+// limit, a newcomer (an operator arriving in an incident) takes the slot of a connection
+// that never said hello, else of the one idle longest; when every slot is running a
+// command, the refusal names who holds them.
 
 import * as fs from 'node:fs';
 import type * as http from 'node:http';
@@ -12,37 +20,105 @@ import {
   HARD_MAX_FRAME_BYTES,
   MAX_CALLS_PER_CONNECTION,
   PROTOCOL_VERSION,
+  VIA_HEADER,
   WS_PATH,
   encodeBinaryFrame,
   parseClientMessage,
   toJsonSafe,
   type AgentMessage,
   type CallMessage,
+  type HelloMessage,
   type WelcomeMessage,
 } from '../protocol/index';
 import { IspyError, isIspyError, toWireError } from '../protocol/errors';
 import type { Registry } from './registry';
+import type { AgentAccess, AgentConnections, ConnectedClient } from '../plugin/define';
+import { auditEnd, auditStart, type AuditLog, type AuditedCall, type ClientIdentity } from './audit';
 import { agentLog } from './log';
 
 export interface ServerOptions {
   maxFrameBytes: number;
   maxConnections: number;
-  audit?: string;
+  /** Reads the process's RLIMIT_NOFILE (soft), when it can: the connection limit is held to a share of it. */
+  fdLimit(): number | undefined;
+  /** The operator audit log; undefined when the config turned it off. */
+  audit?: AuditLog;
   /** Told when the first client socket arrives (busy) and when the last one has gone (idle). */
   onActivity?(state: 'busy' | 'idle'): void;
   welcome(): Omit<WelcomeMessage, 'type' | 'protocol' | 'maxFrameBytes' | 'plugins' | 'failedPlugins'>;
 }
 
 const ARTEFACT_CHUNK = 256 * 1024;
-/** A client that connects and never says hello must not hold a connection slot forever. */
-const HELLO_TIMEOUT_MS = 10_000;
+/** From accept to a completed WebSocket upgrade. */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
+/** From the upgrade to the client's hello. */
+export const HELLO_TIMEOUT_MS = 10_000;
+/** The agent's connections take at most this fraction (1/n) of the process's file descriptors. */
+export const FD_SHARE_DIVISOR = 8;
+/** An evicted client gets this long to read its close frame before its socket is cut. */
+const EVICT_GRACE_MS = 1_000;
+/** A refusal names at most this many holders. */
+const HOLDERS_NAMED = 8;
 
-export class AgentServer {
+/** The soft RLIMIT_NOFILE of this process, from /proc (Node has no getrlimit). */
+export function readFdLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    return m && m[1] !== 'unlimited' ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The most connections held at once: limits.maxConnections, or less when the fd limit is low. */
+export function connectionLimit(maxConnections: number, fdLimit: number | undefined): { limit: number; limitedBy: string } {
+  if (fdLimit !== undefined) {
+    const share = Math.max(1, Math.floor(fdLimit / FD_SHARE_DIVISOR));
+    if (share < maxConnections) {
+      return { limit: share, limitedBy: `the process's file-descriptor limit (RLIMIT_NOFILE ${fdLimit}, of which the agent takes at most 1/${FD_SHARE_DIVISOR})` };
+    }
+  }
+  return { limit: maxConnections, limitedBy: 'limits.maxConnections' };
+}
+
+function age(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** One accepted socket, from accept to close: what the limit counts. */
+class Slot {
+  readonly since = Date.now();
+  conn: Connection | undefined;
+  deadline: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly socket: net.Socket,
+    readonly id: number,
+  ) {}
+
+  describe(now: number): ConnectedClient {
+    const c = this.conn;
+    const base: ConnectedClient = {
+      id: this.id,
+      state: !c ? 'handshake' : c.isReady ? 'ready' : 'hello',
+      connectedForMs: now - this.since,
+      idleForMs: now - (c?.lastActive ?? this.since),
+      calls: c?.running ?? 0,
+    };
+    return c?.isReady ? { ...base, ...c.identity, id: this.id } : base;
+  }
+}
+
+let nextConnectionId = 1;
+
+export class AgentServer implements AgentAccess {
   /** What listens on the socket: a plain net server, so an idle agent never loads HTTP or ws. */
   readonly listener: net.Server;
   private web: { http: typeof import('node:http'); server: http.Server; wss: WebSocketServer } | undefined;
-  private readonly connections = new Set<Connection>();
-  /** Open client sockets, counted before any HTTP or WebSocket handshake. */
+  /** Every accepted socket still counted, oldest first (a Map keeps insertion order). */
+  private readonly slots = new Map<net.Socket, Slot>();
+  /** Open client sockets, evicted ones included until they close: for the busy/idle signal. */
   private sockets = 0;
   private closed = false;
 
@@ -50,15 +126,90 @@ export class AgentServer {
     readonly registry: Registry,
     readonly opts: ServerOptions,
   ) {
-    this.listener = net.createServer((socket) => {
-      if (this.closed) return socket.destroy();
-      if (this.sockets++ === 0) this.opts.onActivity?.('busy');
-      socket.once('close', () => {
-        if (--this.sockets === 0 && !this.closed) this.opts.onActivity?.('idle');
-      });
-      // The HTTP parser and the WebSocket layer are loaded by the first client to arrive.
-      this.loadWeb().server.emit('connection', socket);
+    this.listener = net.createServer((socket) => this.onSocket(socket));
+  }
+
+  /** Read at each arrival: the process's fd limit can change while it runs (prlimit). */
+  private currentLimit(): { limit: number; limitedBy: string; fdLimit: number | undefined } {
+    const fdLimit = this.opts.fdLimit();
+    return { ...connectionLimit(this.opts.maxConnections, fdLimit), fdLimit };
+  }
+
+  private onSocket(socket: net.Socket): void {
+    if (this.closed) return void socket.destroy();
+    socket.on('error', () => {});
+    const limit = this.currentLimit();
+    // At or over the limit (it may have dropped): make room, one slot per arrival.
+    while (this.slots.size >= limit.limit) {
+      if (!this.evictOne(limit)) return this.refuseFull(socket, limit);
+    }
+    const slot = new Slot(socket, nextConnectionId++);
+    this.slots.set(socket, slot);
+    // Never upgraded in time (a slow or stuck client, or a flood of them): let go of the fd.
+    slot.deadline = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
+    if (this.sockets++ === 0) this.opts.onActivity?.('busy');
+    socket.once('close', () => {
+      clearTimeout(slot.deadline);
+      if (this.slots.get(socket) === slot) this.slots.delete(socket);
+      if (--this.sockets === 0 && !this.closed) this.opts.onActivity?.('idle');
     });
+    // The HTTP parser and the WebSocket layer are loaded by the first client to arrive.
+    this.loadWeb().server.emit('connection', socket);
+  }
+
+  /**
+   * Frees one slot for a newcomer: the oldest socket that has not said hello, else the ready
+   * connection idle longest with no call running. False when every slot is busy.
+   */
+  private evictOne(limit: { limit: number; limitedBy: string }): boolean {
+    let victim: Slot | undefined;
+    for (const s of this.slots.values()) {
+      if (!s.conn?.isReady) {
+        victim = s;
+        break;
+      }
+    }
+    if (!victim) {
+      for (const s of this.slots.values()) {
+        if (s.conn && s.conn.running === 0 && (!victim || s.conn.lastActive < victim.conn!.lastActive)) victim = s;
+      }
+    }
+    if (!victim) return false;
+    this.slots.delete(victim.socket);
+    clearTimeout(victim.deadline);
+    const was = victim.describe(Date.now());
+    agentLog(`closed ${was.state === 'ready' ? `idle client ${was.name ?? '?'}${was.pid ? ` (pid ${was.pid})` : ''}, idle for ${age(was.idleForMs)},` : 'a connection that had not said hello'} to make room for a new client (limit ${limit.limit}: ${limit.limitedBy})`);
+    if (victim.conn) victim.conn.evict(limit.limit);
+    else victim.socket.destroy();
+    return true;
+  }
+
+  /** Every slot holds a running command: answer 503 naming the holders, and let go. */
+  private refuseFull(socket: net.Socket, limit: { limit: number; limitedBy: string }): void {
+    const now = Date.now();
+    const holders = [...this.slots.values()].map((s) => s.describe(now));
+    const named = holders.slice(0, HOLDERS_NAMED).map((c) => {
+      const who = [c.user && c.host ? `${c.user}@${c.host}` : (c.user ?? c.host), c.pid ? `pid ${c.pid}` : undefined, c.via].filter(Boolean).join(', ');
+      return `${c.name ?? '?'}${who ? ` (${who})` : ''} connected ${age(c.connectedForMs)}, ${c.calls} call${c.calls === 1 ? '' : 's'} running`;
+    });
+    if (holders.length > HOLDERS_NAMED) named.push(`and ${holders.length - HOLDERS_NAMED} more`);
+    const text =
+      `ispy agent (pid ${process.pid}) is at its limit of ${limit.limit} connections (${limit.limitedBy}) and every one is running a command: ` +
+      `${named.join('; ')}. Try again when one finishes${limit.limitedBy === 'limits.maxConnections' ? ', or raise limits.maxConnections' : ''}.`;
+    agentLog(`refused a client: at the limit of ${limit.limit} connections, all busy`);
+    const body = Buffer.from(`${text}\n`);
+    socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+    const cut = setTimeout(() => socket.destroy(), EVICT_GRACE_MS);
+    socket.once('close', () => clearTimeout(cut));
+  }
+
+  /** ctx.agent.connections(): what `process info` shows of the agent's connections. */
+  connections(): AgentConnections {
+    const now = Date.now();
+    const { limit, limitedBy, fdLimit } = this.currentLimit();
+    const out: AgentConnections = { open: this.slots.size, limit, limitedBy, clients: [...this.slots.values()].map((s) => s.describe(now)) };
+    if (fdLimit !== undefined) out.fdLimit = fdLimit;
+    return out;
   }
 
   private loadWeb(): NonNullable<AgentServer['web']> {
@@ -88,27 +239,25 @@ export class AgentServer {
     };
     if (this.closed) return refuse(503, 'ispy agent is stopping');
     if ((req.url ?? '').split('?')[0] !== WS_PATH) return refuse(404, `ispy agent answers on ${WS_PATH}`);
-    if (this.connections.size >= this.opts.maxConnections) {
-      return refuse(503, `ispy agent already has ${this.connections.size} clients (limits.maxConnections)`);
-    }
+    const slot = this.slots.get(socket as net.Socket);
+    // Evicted (or timed out) while its request was on the way.
+    if (!slot) return void socket.destroy();
+    const via = req.headers[VIA_HEADER];
     this.web!.wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new Connection(ws, this);
-      this.connections.add(conn);
-      ws.on('close', () => this.connections.delete(conn));
+      clearTimeout(slot.deadline);
+      slot.conn = new Connection(ws, this, slot.id, typeof via === 'string' ? via.slice(0, 200) : undefined);
     });
-  }
-
-  audit(entry: Record<string, unknown>): void {
-    if (!this.opts.audit) return;
-    const line = `${JSON.stringify({ time: new Date().toISOString(), pid: process.pid, ...entry })}\n`;
-    fs.promises.appendFile(this.opts.audit, line, { mode: 0o600 }).catch((err) => agentLog(`audit log ${this.opts.audit}: ${err.message}`));
   }
 
   /** Closes every connection (cancelling its calls) and the listener. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const c of this.connections) c.close(1001, 'agent stopping');
+    for (const s of this.slots.values()) {
+      clearTimeout(s.deadline);
+      if (s.conn) s.conn.close(1001, 'agent stopping');
+      else s.socket.destroy();
+    }
     if (this.web) {
       this.web.wss.close();
       this.web.server.closeAllConnections();
@@ -117,22 +266,26 @@ export class AgentServer {
   }
 }
 
-let nextConnectionId = 1;
-
 class Connection {
   private ready = false;
-  private client = 'unknown';
-  private readonly id = nextConnectionId++;
+  /** Who is behind it, as its hello and its bridge said. */
+  readonly identity: ClientIdentity;
   private readonly calls = new Map<number, AbortController>();
   private readonly helloTimer: NodeJS.Timeout;
+  /** Its last frame or finished call, ms since the epoch: who is idle longest gives way first. */
+  lastActive = Date.now();
 
   constructor(
     private readonly ws: WebSocket,
     private readonly server: AgentServer,
+    private readonly id: number,
+    via: string | undefined,
   ) {
+    this.identity = { id, name: 'unknown', ...(via !== undefined ? { via } : {}) };
     this.helloTimer = setTimeout(() => {
       this.sendError(new IspyError('ISPY_ERR_NOT_READY', `no hello within ${HELLO_TIMEOUT_MS} ms; closing`));
       ws.close(4001, 'no hello');
+      this.cutAfterGrace();
     }, HELLO_TIMEOUT_MS);
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
     ws.on('close', () => {
@@ -177,9 +330,30 @@ class Connection {
     this.send(msg);
   }
 
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  /** Calls (streams included) running now. */
+  get running(): number {
+    return this.calls.size;
+  }
+
   close(code: number, reason: string): void {
     this.abortAll();
     this.ws.close(code, reason);
+  }
+
+  /** Gives this idle connection's slot to a newcomer: says why, closes, and cuts it if it lingers. */
+  evict(limit: number): void {
+    this.sendError(new IspyError('ISPY_ERR_DISCONNECTED', `closing this connection: it was idle, and the agent is at its limit of ${limit} connections with a new client waiting`));
+    this.close(4002, 'idle connection closed for a new client');
+    this.cutAfterGrace();
+  }
+
+  /** A peer that does not answer a close frame still lets go of its file descriptor. */
+  private cutAfterGrace(): void {
+    setTimeout(() => this.ws.terminate(), EVICT_GRACE_MS).unref();
   }
 
   private abortAll(): void {
@@ -188,6 +362,7 @@ class Connection {
   }
 
   private onFrame(data: RawData, isBinary: boolean): void {
+    this.lastActive = Date.now();
     const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
     if (size > this.server.opts.maxFrameBytes) {
       this.sendError(
@@ -210,7 +385,7 @@ class Connection {
     }
     switch (msg.type) {
       case 'hello':
-        return this.onHello(msg.protocol, msg.client);
+        return this.onHello(msg);
       case 'cancel': {
         const c = this.calls.get(msg.id);
         if (!c) this.sendError(new IspyError('ISPY_ERR_NOT_FOUND', `no running call with id ${msg.id} to cancel`), msg.id);
@@ -222,7 +397,8 @@ class Connection {
     }
   }
 
-  private onHello(protocol: number, client: string): void {
+  private onHello(hello: HelloMessage): void {
+    const { protocol, client } = hello;
     if (this.ready) {
       this.sendError(new IspyError('ISPY_ERR_BAD_FRAME', 'hello was already exchanged on this connection'));
       return;
@@ -241,7 +417,10 @@ class Connection {
       return;
     }
     this.ready = true;
-    this.client = client;
+    this.identity.name = client;
+    if (hello.user !== undefined) this.identity.user = hello.user;
+    if (hello.host !== undefined) this.identity.host = hello.host;
+    if (hello.pid !== undefined) this.identity.pid = hello.pid;
     clearTimeout(this.helloTimer);
     this.send({
       type: 'welcome',
@@ -270,15 +449,32 @@ class Connection {
     this.calls.set(msg.id, controller);
     const started = performance.now();
     const id = msg.id;
-    this.server.registry
-      .dispatch(msg.plugin, msg.command, msg.args, controller.signal, {
+    const audit = this.server.opts.audit;
+    const audited: AuditedCall = { client: this.identity, call: `${this.id}.${id}`, plugin: msg.plugin, command: msg.command, args: msg.args, changes: false };
+    const run = async (): Promise<unknown> => {
+      const call = this.server.registry.prepare(msg.plugin, msg.command, msg.args);
+      audited.changes = call.info.changes === true;
+      // Written, and on disk, before the change is made; if it cannot be, the change is not made.
+      if (audited.changes && audit) auditStart(audit, audited);
+      if (controller.signal.aborted) throw new IspyError('ISPY_ERR_CANCELLED', 'cancelled');
+      return this.server.registry.dispatch(call, controller.signal, {
         data: (data) => this.send({ type: 'data', id, data: toJsonSafe(data) }),
         progress: (u) => this.send({ type: 'progress', id, ...u }),
         artefact: async (info) => {
           this.send({ type: 'artefact', id, name: info.name, path: info.path, size: info.size, inline: msg.fetch === true });
-          if (msg.fetch) await this.streamFile(id, info.path, controller.signal);
+          if (!msg.fetch) return;
+          try {
+            await this.streamFile(id, info.path, controller.signal);
+          } catch (err) {
+            // The client asked for the bytes and will never have them: the agent's copy holds
+            // the app's secrets and nobody knows of it, so it goes.
+            await fs.promises.unlink(info.path).catch(() => {});
+            throw err;
+          }
         },
-      }, { id: this.id, name: this.client })
+      }, { id: this.id, name: this.identity.name });
+    };
+    run()
       .then(
         (value) => {
           this.send({ type: 'result', id, value: toJsonSafe(value) ?? null });
@@ -292,15 +488,8 @@ class Connection {
       )
       .then((errorCode) => {
         this.calls.delete(id);
-        this.server.audit({
-          client: this.client,
-          plugin: msg.plugin,
-          command: msg.command,
-          args: msg.args,
-          ok: errorCode === undefined,
-          ...(errorCode ? { error: errorCode } : {}),
-          ms: Math.round(performance.now() - started),
-        });
+        this.lastActive = Date.now();
+        if (audit) auditEnd(audit, audited, { ...(errorCode ? { error: errorCode } : {}), ms: Math.round(performance.now() - started) });
       });
   }
 

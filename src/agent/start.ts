@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { IspyError, fromWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
-import { loadConfig, type AgentOptions } from './config';
+import { DEFAULT_AUDIT_NAME, loadConfig, type AgentOptions } from './config';
 import { MainHost, locatePlugins } from './main-host';
 import { HeartbeatWriter } from './heartbeat';
 import { defaultSocketDir, ensurePrivateDir, removeSocket, socketPathFor, type BoundSocket } from './socket';
@@ -73,15 +73,17 @@ class Agent implements AgentHandle {
     const config = loadConfig(options);
     if (config.socket === undefined || config.outputDir === undefined) ensurePrivateDir(defaultSocketDir());
     this.socket = socketPathFor(config.socket, process.pid);
+    const outputDir = config.outputDir ?? defaultSocketDir();
     const runtime: RuntimeOptions = {
       thread: 'main',
       app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() },
       settings: {
         ...(config.file ? { configFile: config.file } : {}),
         traces: config.traces,
-        outputDir: config.outputDir ?? defaultSocketDir(),
+        outputDir,
         redact: config.redact,
         eval: config.eval,
+        audit: config.audit === false ? false : (config.audit ?? path.join(outputDir, DEFAULT_AUDIT_NAME)),
         limits: { ...config.limits },
       },
       pluginOptions: config.pluginOptions,
@@ -108,6 +110,7 @@ class Agent implements AgentHandle {
       port: channel.port2,
       ispyVersion: ispyVersion(),
       startedAt: runtime.app.agentStartedAt,
+      ...(options.attachedBy ? { attachedBy: options.attachedBy } : {}),
     };
     const worker = new Worker(path.join(__dirname, 'worker-boot.js'), {
       workerData: data,

@@ -17,7 +17,8 @@ import { HeartbeatReader } from './heartbeat';
 import { MainThreadInspector } from './inspector';
 import { MainBridge } from './main-bridge';
 import { Registry, type PluginEntry } from './registry';
-import { AgentServer } from './server';
+import { AgentServer, readFdLimit } from './server';
+import { AuditLog, AUDIT_KEEP } from './audit';
 import { WorkerHeapCompactor } from './compact';
 import type { RuntimeOptions } from './runtime';
 import type { ResolvedConfig } from './config';
@@ -34,6 +35,8 @@ export interface AgentWorkerData {
   port: MessagePort;
   ispyVersion: string;
   startedAt: number;
+  /** Set when `ispy attach` loaded the agent: who did (for the audit log). */
+  attachedBy?: { pid: number; user?: string; host?: string };
 }
 
 async function main(): Promise<void> {
@@ -77,10 +80,13 @@ async function main(): Promise<void> {
   const starting = setInterval(() => {}, 60_000);
   try {
     await registry.load(data.plugins, data.failedPlugins);
+    const auditFile = data.runtime.settings.audit;
+    const audit = auditFile === false ? undefined : new AuditLog({ file: auditFile, maxBytes: data.config.limits.auditMaxBytes, keep: AUDIT_KEEP });
     server = new AgentServer(registry, {
       maxFrameBytes: data.config.limits.maxFrameBytes,
       maxConnections: data.config.limits.maxConnections,
-      ...(data.config.audit ? { audit: data.config.audit } : {}),
+      fdLimit: readFdLimit,
+      ...(audit ? { audit } : {}),
       // Start-up and each client visit leave garbage in this worker's heap: compact it
       // once nobody is connected, so an idle agent keeps no more memory than it needs.
       onActivity: (state) => (state === 'idle' ? compactor.schedule() : compactor.cancel()),
@@ -94,6 +100,8 @@ async function main(): Promise<void> {
         socket: data.socketPath,
       }),
     });
+    registry.agent = server;
+    if (data.attachedBy) audit?.note({ event: 'attach', by: data.attachedBy, socket: data.socketPath });
     if (data.config.socket === undefined) {
       // Our own folder: tidy the sockets of agents that died without removing theirs.
       void sweepStaleSockets(defaultSocketDir()).catch(() => {});

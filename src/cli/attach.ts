@@ -87,6 +87,14 @@ function refuse(message: string): IspyError {
   return new IspyError('ISPY_ERR_UNAVAILABLE', message);
 }
 
+function userName(): { user?: string } {
+  try {
+    return { user: os.userInfo().username };
+  } catch {
+    return {};
+  }
+}
+
 function defaultAgentModule(): string {
   // dist/src/cli/attach.js → dist/src/index.js
   return path.resolve(__dirname, '..', 'index.js');
@@ -360,6 +368,8 @@ export async function attach(pid: number, opts: AttachOptions = {}): Promise<Att
   const options: Record<string, unknown> = {};
   if (opts.config) options.config = path.resolve(opts.config);
   if (opts.socket) options.socket = path.resolve(opts.socket);
+  // For the agent's audit log: who loaded it.
+  options.attachedBy = { pid: process.pid, host: os.hostname(), ...userName() };
   const agentModule = opts.agentModule ?? defaultAgentModule();
   if (!existsSync(agentModule)) throw new IspyError('ISPY_ERR_UNAVAILABLE', `the agent module ${agentModule} is missing (is ispy built?)`);
   // mkdtemp makes it 0700: only our uid (the target's too) can write the report there.

@@ -12,6 +12,8 @@
 // host through one ssh channel and one Node process.
 
 import * as net from 'node:net';
+import { Transform } from 'node:stream';
+import { ViaInjector, viaFromEnv } from './via';
 import { EXIT_FAILED, EXIT_OK } from './report';
 import { FrameDecoder, FrameType, MAX_PATH_BYTES, MUX_HELLO, dataFrames, encodeFrame, type Frame } from './mux';
 
@@ -41,16 +43,34 @@ export interface BridgeIO {
   error: NodeJS.WritableStream;
 }
 
-/** Pipes until either side closes; resolves with the exit status. */
-export function bridge(file: string, io: BridgeIO): Promise<number> {
+/** The client's bytes with the ssh origin added to its upgrade request (via.ts). */
+function withVia(input: NodeJS.ReadableStream, via: string): Transform {
+  const injector = new ViaInjector(via);
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      const out = injector.push(chunk);
+      done(null, out.length ? out : undefined);
+    },
+    flush(done) {
+      const rest = injector.flush();
+      done(null, rest.length ? rest : undefined);
+    },
+  });
+  input.pipe(t);
+  return t;
+}
+
+/** Pipes until either side closes; resolves with the exit status. `via`: the ssh origin to state (default: from SSH_CONNECTION). */
+export function bridge(file: string, io: BridgeIO, via = viaFromEnv(process.env)): Promise<number> {
   return new Promise((resolve) => {
     const sock = net.connect(file);
+    const source = via ? withVia(io.input, via) : io.input;
     let connected = false;
     let done = false;
     const finish = (status: number) => {
       if (done) return;
       done = true;
-      io.input.unpipe(sock);
+      source.unpipe(sock);
       // stdin may be a pipe whose writer stays open: stop reading so it cannot hold us.
       io.input.pause();
       io.input.destroy?.();
@@ -68,7 +88,7 @@ export function bridge(file: string, io: BridgeIO): Promise<number> {
     io.output.on('error', () => sock.destroy());
     sock.once('connect', () => {
       connected = true;
-      io.input.pipe(sock);
+      source.pipe(sock);
       sock.pipe(io.output, { end: false });
     });
     io.input.once('end', () => {
@@ -84,6 +104,7 @@ export function bridge(file: string, io: BridgeIO): Promise<number> {
 interface MuxSocket {
   sock: net.Socket;
   file: string;
+  via: ViaInjector | undefined;
   connected: boolean;
   /** The client said close, or we sent error: no close frame is owed. */
   quiet: boolean;
@@ -94,7 +115,7 @@ interface MuxSocket {
  * `ispy bridge --mux`: many sockets over stdin/stdout (frames of mux.ts). Resolves with the
  * exit status once stdin ends (0) or carries a frame it cannot read (1, said on stderr).
  */
-export function bridgeMux(io: BridgeIO): Promise<number> {
+export function bridgeMux(io: BridgeIO, via = viaFromEnv(process.env)): Promise<number> {
   return new Promise((resolve) => {
     const streams = new Map<number, MuxSocket>();
     const decoder = new FrameDecoder();
@@ -134,7 +155,7 @@ export function bridgeMux(io: BridgeIO): Promise<number> {
       if (streams.has(id)) return send(encodeFrame(id, FrameType.error, Buffer.from(`stream ${id} is already open; the client picks a new id for each socket`)));
       if (streams.size >= MAX_MUX_STREAMS) return send(encodeFrame(id, FrameType.error, Buffer.from(`too many sockets open through one bridge (${MAX_MUX_STREAMS}); close some first`)));
       if (file === '' || Buffer.byteLength(file) > MAX_PATH_BYTES) return send(encodeFrame(id, FrameType.error, Buffer.from(`bad socket path in open frame: expected 1 to ${MAX_PATH_BYTES} bytes`)));
-      const s: MuxSocket = { sock: net.connect(file), file, connected: false, quiet: false };
+      const s: MuxSocket = { sock: net.connect(file), file, via: via ? new ViaInjector(via) : undefined, connected: false, quiet: false };
       streams.set(id, s);
       if (outputFull) s.sock.pause();
       s.sock.once('connect', () => (s.connected = true));
@@ -159,15 +180,17 @@ export function bridgeMux(io: BridgeIO): Promise<number> {
       const s = streams.get(id);
       if (!s) return; // closed here while the frame was on its way
       switch (type) {
-        case FrameType.data:
-          if (!s.sock.write(payload)) {
+        case FrameType.data: {
+          const bytes = s.via ? s.via.push(payload) : payload;
+          if (bytes.length && !s.sock.write(bytes)) {
             full.add(id);
             io.input.pause();
           }
           return;
+        }
         case FrameType.end:
           // Half-close, as the single bridge does when its stdin ends.
-          s.sock.end();
+          s.sock.end(s.via?.flush() ?? Buffer.alloc(0));
           s.grace = setTimeout(() => s.sock.destroy(), HALF_CLOSE_GRACE_MS);
           s.grace.unref();
           return;

@@ -8,11 +8,13 @@
 //   await c.close();
 
 import * as net from 'node:net';
+import * as os from 'node:os';
 import type { Duplex } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import {
   HARD_MAX_FRAME_BYTES,
+  MAX_HELLO_TEXT,
   PROTOCOL_VERSION,
   WS_PATH,
   decodeBinaryFrame,
@@ -21,6 +23,7 @@ import {
   type ArtefactMessage,
   type CallMessage,
   type ClientMessage,
+  type HelloMessage,
   type PluginInfo,
   type CommandInfo,
   type WelcomeMessage,
@@ -291,6 +294,17 @@ export class Client extends EventEmitter {
   }
 }
 
+/** Who runs this client, for the agent's audit log: user, host and pid, as far as they can be read. */
+function whoAmI(): Pick<HelloMessage, 'user' | 'host' | 'pid'> {
+  const me: Pick<HelloMessage, 'user' | 'host' | 'pid'> = { host: os.hostname().slice(0, MAX_HELLO_TEXT), pid: process.pid };
+  try {
+    me.user = os.userInfo().username.slice(0, MAX_HELLO_TEXT);
+  } catch {
+    // a uid with no passwd entry (a container): the agent knows the uid anyway
+  }
+  return me;
+}
+
 /** Connects to an agent socket (or a supplied stream) and completes the hello/welcome exchange. */
 export function connect(target: string, opts: ConnectOptions = {}): Promise<Client> {
   const timeoutMs = opts.timeoutMs ?? 5000;
@@ -331,7 +345,8 @@ export function connect(target: string, opts: ConnectOptions = {}): Promise<Clie
     });
     ws.on('close', (code, reason) => fail(new IspyError('ISPY_ERR_CONNECT', `agent at ${target} closed the connection (${reason.toString() || code})`)));
     ws.on('open', () => {
-      ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, client: opts.clientName ?? `ispy-client/${process.pid}` }));
+      const hello: HelloMessage = { type: 'hello', protocol: PROTOCOL_VERSION, client: opts.clientName ?? `ispy-client/${process.pid}`, ...whoAmI() };
+      ws.send(JSON.stringify(hello));
     });
     const onFirst = (data: Buffer, isBinary: boolean) => {
       if (isBinary) return;

@@ -130,6 +130,8 @@ export interface AgentSettings {
   limits: Record<string, number>;
   /** Whether the config enabled `eval`. */
   eval: boolean;
+  /** The operator audit log's path, or false when the config turned it off. */
+  audit: string | false;
 }
 
 /** Facts about the app process, captured on its main thread when the agent started. */
@@ -199,6 +201,40 @@ export interface InspectorAccess {
   withDomains<T>(domains: string[], fn: () => Promise<T>, opts?: { timeoutMs?: number }): Promise<T>;
 }
 
+/** One client connection of the agent, as `ctx.agent.connections()` lists it. */
+export interface ConnectedClient {
+  id: number;
+  /** `handshake`: the socket is open, no WebSocket yet; `hello`: upgraded, no hello yet; `ready`: said hello. */
+  state: 'handshake' | 'hello' | 'ready';
+  /** What the client called itself, and who it says runs it (unset before its hello). */
+  name?: string;
+  user?: string;
+  host?: string;
+  pid?: number;
+  /** The bridge it came through (`ssh from 10.0.0.7 port 51234`), as the bridge stated it. */
+  via?: string;
+  connectedForMs: number;
+  /** Since its last frame or call. */
+  idleForMs: number;
+  /** Calls (streams included) running on it now. */
+  calls: number;
+}
+
+export interface AgentConnections {
+  open: number;
+  /** The most connections the agent keeps open at once, and what set that number. */
+  limit: number;
+  limitedBy: string;
+  /** The process's file-descriptor limit (RLIMIT_NOFILE, soft), when it could be read. */
+  fdLimit?: number;
+  clients: ConnectedClient[];
+}
+
+/** The agent itself, as a worker command sees it. */
+export interface AgentAccess {
+  connections(): AgentConnections;
+}
+
 export interface ArtefactWriter {
   /**
    * The file being written (`<final name>.partial`, 0600). For a writer that is not this
@@ -251,6 +287,8 @@ export interface CommandContext extends Lifetime {
   mainThread: MainThreadAccess;
   /** Worker commands only; throws ISPY_ERR_UNAVAILABLE on the main thread. */
   inspector: InspectorAccess;
+  /** The agent's own state (its connections). Worker commands only. */
+  agent: AgentAccess;
 }
 
 // ── commands and plugins ───────────────────────────────────────────────────────
@@ -262,6 +300,12 @@ interface CommandBase<A extends ArgDefs> {
   args?: A;
   /** The command produces a file (sent to the client as an artefact). */
   artefact?: boolean;
+  /**
+   * The command changes the app or its behaviour (instruments a function, pauses it for a
+   * snapshot, forces a GC, runs code): the agent writes an audit line before it runs and
+   * refuses it when that line cannot be written.
+   */
+  changes?: boolean;
 }
 
 export interface ValueCommand<A extends ArgDefs = ArgDefs> extends CommandBase<A> {

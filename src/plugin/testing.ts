@@ -98,6 +98,8 @@ export async function loadForTest(plugin: Plugin, opts: TestHarnessOptions = {})
     redact: opts.settings?.redact ?? [],
     limits: opts.settings?.limits ?? {},
     eval: opts.settings?.eval ?? false,
+    // The harness runs no server, so it keeps no audit log.
+    audit: opts.settings?.audit ?? false,
   };
   const app = { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() };
   const base = { app, settings, pluginOptions: { [plugin.name]: opts.options }, setupTimeoutMs: 5000 };

@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   ISPY_ERR_DISCONNECTED: 'The connection to the agent closed before the call finished.',
   ISPY_ERR_TIMEOUT: 'The call did not finish within the client timeout.',
   ISPY_ERR_USAGE: 'A command line given to the client could not be parsed.',
+  ISPY_ERR_AUDIT: 'The audit log could not be written, so a command that changes the app was not run.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -33,6 +33,11 @@ export const MAX_CALLS_PER_CONNECTION = 64;
 export const MAX_NAME_LENGTH = 128;
 /** The HTTP path the agent's WebSocket endpoint answers on. */
 export const WS_PATH = '/ispy';
+/**
+ * A header `ispy bridge` adds to a client's upgrade request when it runs under sshd: where
+ * the connection came from (`ssh from 10.0.0.7 port 51234`), for the agent's audit log.
+ */
+export const VIA_HEADER = 'x-ispy-via';
 
 export type CallId = number;
 
@@ -45,6 +50,8 @@ export interface CommandInfo {
   stream: boolean;
   /** Produces a file (profile, snapshot, report) sent as an artefact. */
   artefact: boolean;
+  /** Changes the app or its behaviour (a trace, a gate, a snapshot's pause, eval): audited before it runs. Absent from older agents. */
+  changes?: boolean;
   args: ArgInfo[];
 }
 
@@ -69,7 +76,14 @@ export interface HelloMessage {
   type: 'hello';
   protocol: number;
   client: string;
+  /** Who runs the client, as it states it (for the agent's audit log); each optional. */
+  user?: string;
+  host?: string;
+  pid?: number;
 }
+
+/** Longest `client`, `user` or `host` in a hello. */
+export const MAX_HELLO_TEXT = 200;
 
 export interface CallMessage {
   type: 'call';
@@ -182,10 +196,21 @@ export function parseClientMessage(text: string): ClientMessage {
   const m = parseObject(text);
   const id = isCallId(m.id) ? m.id : undefined;
   switch (m.type) {
-    case 'hello':
+    case 'hello': {
       if (typeof m.protocol !== 'number') throw bad('hello needs a numeric "protocol"');
-      if (typeof m.client !== 'string' || m.client.length > 200) throw bad('hello needs a "client" string of at most 200 characters');
-      return { type: 'hello', protocol: m.protocol, client: m.client };
+      if (typeof m.client !== 'string' || m.client.length > MAX_HELLO_TEXT) throw bad(`hello needs a "client" string of at most ${MAX_HELLO_TEXT} characters`);
+      const hello: HelloMessage = { type: 'hello', protocol: m.protocol, client: m.client };
+      for (const key of ['user', 'host'] as const) {
+        if (m[key] === undefined) continue;
+        if (typeof m[key] !== 'string' || m[key].length > MAX_HELLO_TEXT) throw bad(`hello "${key}" must be a string of at most ${MAX_HELLO_TEXT} characters`);
+        hello[key] = m[key];
+      }
+      if (m.pid !== undefined) {
+        if (typeof m.pid !== 'number' || !Number.isSafeInteger(m.pid) || m.pid <= 0) throw bad('hello "pid" must be a positive integer');
+        hello.pid = m.pid;
+      }
+      return hello;
+    }
     case 'call':
       if (id === undefined) throw bad(`call needs an "id" that is a positive integer of at most ${MAX_CALL_ID}`);
       if (!isName(m.plugin)) throw bad(`call needs a "plugin" name (1–${MAX_NAME_LENGTH} characters)`, id);

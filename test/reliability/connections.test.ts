@@ -1,0 +1,130 @@
+// The agent's connections never take the app's file descriptors: every socket counts
+// against one limit from accept, upgraded or not; one that never finishes its handshake is
+// cut; at the limit an idle connection gives its place to a newcomer, and when every one
+// is busy the refusal names who holds them; the limit is held to a share of RLIMIT_NOFILE.
+
+import { afterAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import * as net from 'node:net';
+import { connect, type Client } from '../../src/client/index';
+import { cleanup, startApp, waitFor, type App } from '../helpers';
+
+afterAll(cleanup);
+
+const fds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+
+/** A raw socket to the agent that sends nothing: a client stuck before its handshake. */
+function silent(socket: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(socket);
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+const closed = (s: net.Socket) => s.destroyed || s.readyState === 'closed';
+
+async function fdsSettle(app: App, expected: number): Promise<void> {
+  await waitFor(() => fds(app.pid) === expected, 15_000, `the app's fd count to return to ${expected} (now ${fds(app.pid)})`);
+}
+
+describe('agent connections', () => {
+  it('counts sockets that never finish their handshake against the limit, and cuts them', async () => {
+    const app = await startApp({ script: 'http-app.cjs', config: { limits: { maxConnections: 4 } } });
+    await app.port();
+    // Let the agent's first visit load what it loads (the HTTP and WebSocket layers), and
+    // take the fd count once that visit's socket is gone.
+    const warm = await connect(app.socket);
+    const before = fds(app.pid);
+    await warm.close();
+    await waitFor(() => fds(app.pid) < before, 10_000, 'the first visit to let go of its socket');
+    const base = fds(app.pid);
+    const socks: net.Socket[] = [];
+    let most = 0;
+    for (let i = 0; i < 12; i++) {
+      socks.push(await silent(app.socket));
+      most = Math.max(most, fds(app.pid) - base);
+    }
+    // Newcomers took the slots of the oldest silent ones: never more than the limit held
+    // (plus the one being let go).
+    expect(most).toBeLessThanOrEqual(4 + 1);
+    await waitFor(() => socks.filter((s) => !closed(s)).length <= 4, 10_000, 'the oldest silent sockets to be cut');
+    // An operator arriving now gets in, and sees the limit in process info.
+    const c = await connect(app.socket);
+    const info = (await c.call('process', 'info')) as { agent: { connections: number; connectionLimit: number; limitedBy: string } };
+    expect(info.agent).toMatchObject({ connectionLimit: 4, limitedBy: 'limits.maxConnections' });
+    expect(info.agent.connections).toBeLessThanOrEqual(4);
+    await c.close();
+    // The rest are cut at the handshake deadline (5 s), without any help from their side.
+    await waitFor(() => socks.every(closed), 15_000, 'every silent socket to be cut by the agent');
+    await fdsSettle(app, base);
+    await app.kill();
+  });
+
+  it('gives an idle connection\'s place to a newcomer at the limit', async () => {
+    const app = await startApp({ script: 'http-app.cjs', config: { limits: { maxConnections: 2 } } });
+    const first = await connect(app.socket, { clientName: 'first' });
+    const second = await connect(app.socket, { clientName: 'second' });
+    await second.call('process', 'info'); // `first` is now the one idle longest
+    const third = await connect(app.socket, { clientName: 'third' });
+    expect(((await third.call('process', 'info')) as { pid: number }).pid).toBe(app.pid);
+    await waitFor(() => !first.isOpen, 5000, 'the idle client to be closed');
+    expect(first.closeReason).toBe('idle connection closed for a new client');
+    expect(second.isOpen).toBe(true);
+    expect(app.stderr()).toMatch(/closed idle client first \(pid \d+\), idle for \d+s, to make room for a new client \(limit 2: limits.maxConnections\)/);
+    await second.close();
+    await third.close();
+    await app.kill();
+  });
+
+  it('when every connection is busy, refuses a newcomer naming who holds them', async () => {
+    const app = await startApp({ script: 'http-app.cjs', config: { limits: { maxConnections: 2 } } });
+    const holders: Client[] = [];
+    const streams: Promise<unknown>[] = [];
+    const stop = new AbortController();
+    for (const name of ['holder-a', 'holder-b']) {
+      const c = await connect(app.socket, { clientName: name });
+      holders.push(c);
+      streams.push(c.call('requests', 'watch', {}, { signal: stop.signal }).catch(() => undefined));
+    }
+    // Both streams are running on the agent once a third call on them would see them.
+    await waitFor(async () => {
+      const r = await connect(app.socket).then(
+        (c) => c.close().then(() => 'in'),
+        (err: Error) => err.message,
+      );
+      return r !== 'in' ? r : undefined;
+    }, 5000, 'the busy refusal').then((message) => {
+      expect(message).toMatch(/refused the connection: ispy agent \(pid \d+\) is at its limit of 2 connections \(limits.maxConnections\) and every one is running a command: /);
+      expect(message).toMatch(new RegExp(`holder-a \\(\\S+@\\S+, pid ${process.pid}\\) connected \\d+s, 1 call running; holder-b`));
+      expect(message).toMatch(/raise limits.maxConnections/);
+    });
+    stop.abort();
+    await Promise.all(streams);
+    // Idle now: a newcomer gets in.
+    const late = await connect(app.socket);
+    await late.close();
+    for (const c of holders) await c.close();
+    await app.kill();
+  });
+
+  it.skipIf(!existsSync('/usr/bin/prlimit'))('holds the limit to a share of the process\'s file descriptors', async () => {
+    const app = await startApp({ script: 'http-app.cjs' });
+    await app.port();
+    // Lower the running app's RLIMIT_NOFILE: an eighth of 48 is 6 connections.
+    execFileSync('/usr/bin/prlimit', [`--pid=${app.pid}`, '--nofile=48:48']);
+    const c = await connect(app.socket);
+    const info = (await c.call('process', 'info')) as { agent: Record<string, unknown> };
+    expect(info.agent).toMatchObject({ connectionLimit: 6, fdLimit: 48, limitedBy: expect.stringContaining('RLIMIT_NOFILE 48') });
+    const socks: net.Socket[] = [];
+    for (let i = 0; i < 8; i++) socks.push(await silent(app.socket));
+    // Six slots: the operator's (ready, kept) and the five newest silent ones.
+    await waitFor(() => socks.filter((s) => !closed(s)).length <= 5, 10_000, 'the agent to keep at most 6 connections');
+    expect(c.isOpen).toBe(true);
+    expect((await app.get('/')).status).toBe(200);
+    for (const s of socks) s.destroy();
+    await c.close();
+    await app.kill();
+  });
+});
