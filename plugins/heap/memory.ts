@@ -161,7 +161,7 @@ function walkUp(top: string, p: string[], base: string): Level[] {
  * relative to the mount root itself. When neither leads to a directory, the top of the mount
  * is all there is to read (in a container that is the container's own cgroup).
  */
-export function cgroupLevels(own: string, mounts: CgroupMount[], root: string): Level[] {
+function cgroupLevels(own: string, mounts: CgroupMount[], root: string): Level[] {
   const ownParts = parts(own);
   for (const m of mounts) {
     if (!ownParts) break;
