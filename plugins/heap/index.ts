@@ -13,9 +13,8 @@
 // Progress is the file growing, read from the worker while the main thread writes.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { arg, command, definePlugin, IspyError, type CommandContext } from 'ispy/plugin';
-import { availableMemory, mb } from './memory';
+import { mb, memoryPreflight } from './memory';
 
 /**
  * Extra memory a snapshot takes, as a multiple of the used heap. Measured on Node 20: a
@@ -24,6 +23,13 @@ import { availableMemory, mb } from './memory';
  * could cause, so the estimate takes the high end.
  */
 export const SNAPSHOT_MEMORY_FACTOR = 15;
+
+/**
+ * The .heapsnapshot file's size as a multiple of the used heap: 1.6x for a 76 MB heap and
+ * 1.9x for a 100 MB one (bench/RESULTS.md). It costs memory too when the output folder is
+ * on tmpfs.
+ */
+export const SNAPSHOT_FILE_FACTOR = 2;
 
 const GLOBAL_KEY = 'ispy.heap';
 const API = `globalThis[Symbol.for(${JSON.stringify(GLOBAL_KEY)})]`;
@@ -113,43 +119,44 @@ export default definePlugin({
         if (snapshotSince !== undefined) {
           throw new IspyError('ISPY_ERR_UNAVAILABLE', `a heap snapshot is already being taken (started ${Math.round((Date.now() - snapshotSince) / 1000)}s ago)`);
         }
-        const usage = await heapUsage(ctx);
-        const need = usage.usedSize * SNAPSHOT_MEMORY_FACTOR;
-        const configured = ctx.settings.limits.snapshotMemoryBytes;
-        const available = configured !== undefined ? { bytes: configured, source: 'limits.snapshotMemory in the config' } : availableMemory(() => os.freemem());
-        const estimate = { heapUsedMB: mb(usage.usedSize), estimatedNeedMB: mb(need), availableMB: mb(available.bytes), limitedBy: available.source };
-        if (need > available.bytes && !args.force) {
-          throw new IspyError(
-            'ISPY_ERR_UNAVAILABLE',
-            `refusing to take a heap snapshot: with ${estimate.heapUsedMB} MB of heap it may need about ${estimate.estimatedNeedMB} MB more memory ` +
-              `(${SNAPSHOT_MEMORY_FACTOR}x the heap), and only ${estimate.availableMB} MB is available (${available.source}); ` +
-              'running out would get the process killed. The main thread also freezes while it runs. Use --force to take it anyway.',
-            { details: estimate },
-          );
-        }
+        // Claimed before the preflight awaits, so two calls cannot both pass it.
         snapshotSince = Date.now();
-        const out = await ctx.artefacts.create('heap.heapsnapshot');
-        const started = performance.now();
-        // The main thread is frozen while it writes; this thread watches the file grow.
-        ctx.progress({ message: 'walking the heap (the app is paused)' });
-        const watch = setInterval(() => {
-          fs.promises.stat(out.partialPath).then(
-            (s) => s.size > 0 && ctx.progress({ message: `writing: ${mb(s.size)} MB so far (the app is paused)` }),
-            () => {},
-          );
-        }, 250);
         try {
-          const wrote = await ctx.mainThread.evaluate(`${API} && ${API}.writeSnapshot(${JSON.stringify(out.partialPath)})`, { timeoutMs: 30 * 60_000 });
-          if (wrote !== true) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the heap plugin is not loaded on the main thread');
-          // The write cannot be interrupted; a cancel that came during it discards the file.
-          if (ctx.signal.aborted) throw new IspyError('ISPY_ERR_CANCELLED', 'cancelled: the partial snapshot was deleted');
-          const file = await out.finish();
-          return { file, tookMs: Math.round(performance.now() - started), ...estimate };
-        } catch (err) {
-          await out.abort();
-          throw err;
+          const usage = await heapUsage(ctx);
+          const estimate = await memoryPreflight({
+            action: 'take a heap snapshot',
+            heapUsedBytes: usage.usedSize,
+            factor: SNAPSHOT_MEMORY_FACTOR,
+            fileFactor: SNAPSHOT_FILE_FACTOR,
+            outputDir: ctx.settings.outputDir,
+            configuredBytes: ctx.settings.limits.snapshotMemoryBytes,
+            force: args.force,
+            note: 'The main thread also freezes while it runs.',
+          });
+          const out = await ctx.artefacts.create('heap.heapsnapshot');
+          const started = performance.now();
+          // The main thread is frozen while it writes; this thread watches the file grow.
+          ctx.progress({ message: 'walking the heap (the app is paused)' });
+          const watch = setInterval(() => {
+            fs.promises.stat(out.partialPath).then(
+              (s) => s.size > 0 && ctx.progress({ message: `writing: ${mb(s.size)} MB so far (the app is paused)` }),
+              () => {},
+            );
+          }, 250);
+          try {
+            const wrote = await ctx.mainThread.evaluate(`${API} && ${API}.writeSnapshot(${JSON.stringify(out.partialPath)})`, { timeoutMs: 30 * 60_000 });
+            if (wrote !== true) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the heap plugin is not loaded on the main thread');
+            // The write cannot be interrupted; a cancel that came during it discards the file.
+            if (ctx.signal.aborted) throw new IspyError('ISPY_ERR_CANCELLED', 'cancelled: the partial snapshot was deleted');
+            const file = await out.finish();
+            return { file, tookMs: Math.round(performance.now() - started), ...estimate };
+          } catch (err) {
+            await out.abort();
+            throw err;
+          } finally {
+            clearInterval(watch);
+          }
         } finally {
-          clearInterval(watch);
           snapshotSince = undefined;
         }
       },
