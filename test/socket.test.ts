@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { cleanup, runCli, startApp, tempDir, waitFor } from './helpers';
+import { cleanup, DIST, runCli, startApp, tempDir, waitFor } from './helpers';
 import { bindSocket, MAX_SOCKET_PATH, removeSocket, sweepStaleSockets } from '../dist/src/agent/socket.js';
 import { finalSocketPath, stagingPid } from '../dist/src/protocol/socket-path.js';
 import { listeningUnixSockets } from '../src/cli/procfs';
@@ -162,6 +162,29 @@ describe('bindSocket in a sticky folder others can write (such as /tmp)', () => 
     expect(readdirSync(own)).toEqual([]);
   });
 
+  it.skipIf(!isRoot)("says so in one line when another user's stale socket there cannot be removed (the app runs as nobody; needs root)", async () => {
+    const base = tempDir();
+    chmodSync(base, 0o755);
+    const shared = path.join(base, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const own = path.join(base, 'own');
+    mkdirSync(own, { mode: 0o700 });
+    chownSync(own, 65534, 65534);
+    // Root's stale socket: bound elsewhere, linked under the name, closed; connectable by anyone.
+    const file = path.join(shared, 'app.sock');
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(path.join(base, 'elsewhere'), r));
+    linkSync(path.join(base, 'elsewhere'), file);
+    await new Promise((r) => server.close(r));
+    chmodSync(file, 0o777);
+    const script = `require(${JSON.stringify(path.join(DIST, 'src/agent/socket.js'))}).bindSocket(require('node:net').createServer(), ${JSON.stringify(file)}, ${JSON.stringify(own)}).then(() => console.log('bound'), (e) => console.log(e.code + ' ' + e.message))`;
+    const r = spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, cwd: '/', encoding: 'utf8', timeout: 20_000 });
+    expect(r.stdout).toBe(`ISPY_ERR_SOCKET socket ${file}: is a stale socket ispy cannot remove (EPERM: operation not permitted, unlink '${file}'); remove it or choose another path\n`);
+    expect(lstatSync(file).isSocket()).toBe(true);
+    expect(readdirSync(own)).toEqual([]);
+  });
+
   it.skipIf(!isRoot)('refuses, in one line, a folder on another filesystem than the private folder (a tmpfs; needs root)', async () => {
     const mnt = path.join(tempDir(), 'mnt');
     mkdirSync(mnt);
@@ -179,7 +202,7 @@ describe('bindSocket in a sticky folder others can write (such as /tmp)', () => 
       (e: Error) => e,
     );
     expect(err?.message).toBe(
-      `socket ${file}: folder ${mnt} can be written by others, so the socket is bound in ${own} and hard-linked into it, but they are on different filesystems; use a folder only you can write (e.g. mkdir -m 700 ${mnt}/ispy-0) or set TMPDIR to a folder on the filesystem of ${mnt}`,
+      `socket ${file}: folder ${mnt} can be written by others, so the socket is bound in ${own} and hard-linked into it, but they are on different filesystems; put the socket in a folder only you can write (e.g. mkdir -m 700 ${mnt}/ispy-0) or set TMPDIR to a folder on the filesystem of ${mnt}`,
     );
     expect((err as any).code).toBe('ISPY_ERR_SOCKET');
     expect(server.listening).toBe(false);

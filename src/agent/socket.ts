@@ -130,7 +130,12 @@ export async function clearSocketPath(file: string): Promise<void> {
   // Stale: its owner is gone. Unlink only if it is still the same inode we looked at.
   const again = fs.lstatSync(file);
   if (again.ino !== st.ino || !again.isSocket()) throw socketError(file, 'changed while being checked; not replacing it');
-  fs.unlinkSync(file);
+  try {
+    fs.unlinkSync(file);
+  } catch (err) {
+    // e.g. another user's stale socket in a sticky folder such as /tmp
+    throw socketError(file, `is a stale socket ispy cannot remove (${(err as Error).message}); remove it or choose another path`);
+  }
 }
 
 export interface BoundSocket {
@@ -222,7 +227,7 @@ function crossDeviceError(file: string, privateDir: string): IspyError {
   const dir = path.dirname(file);
   return socketError(
     file,
-    `folder ${dir} can be written by others, so the socket is bound in ${privateDir} and hard-linked into it, but they are on different filesystems; use a folder only you can write (e.g. mkdir -m 700 ${path.join(dir, `ispy-${currentUid()}`)}) or set TMPDIR to a folder on the filesystem of ${dir}`,
+    `folder ${dir} can be written by others, so the socket is bound in ${privateDir} and hard-linked into it, but they are on different filesystems; put the socket in a folder only you can write (e.g. mkdir -m 700 ${path.join(dir, `ispy-${currentUid()}`)}) or set TMPDIR to a folder on the filesystem of ${dir}`,
   );
 }
 
