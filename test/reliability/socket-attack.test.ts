@@ -77,7 +77,17 @@ let sysctlBefore: string | undefined;
 const ours = new Set<ChildProcess>();
 
 afterAll(async () => {
-  for (const c of ours) if (c.exitCode === null && c.signalCode === null) process.kill(c.pid!, 'SIGKILL');
+  // The attacker must be gone before userdel (which refuses a user with live processes).
+  await Promise.all(
+    [...ours].map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          process.kill(c.pid!, 'SIGKILL');
+        }),
+    ),
+  );
   await cleanup();
   if (sysctlBefore !== undefined) writeFileSync(SYSCTL, sysctlBefore);
   if (userMade) spawnSync('userdel', [user]);
