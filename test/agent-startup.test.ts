@@ -89,12 +89,13 @@ describe('config', () => {
 });
 
 describe('socket safety', () => {
-  it('creates the socket 0600 even in a world-writable folder', async () => {
+  it('creates the socket 0600 even in a world-writable (sticky) folder', async () => {
     const dir = tempDir();
     const open = path.join(dir, 'open');
     mkdirSync(open, { mode: 0o777 });
-    (await import('node:fs')).chmodSync(open, 0o777);
-    const app = await startApp({ script: 'http-app.cjs', socket: path.join(open, 'a.sock') });
+    (await import('node:fs')).chmodSync(open, 0o1777);
+    // TMPDIR: the agent binds there in its own folder (<tmpdir>/ispy-<uid>), kept out of the user's.
+    const app = await startApp({ script: 'http-app.cjs', socket: path.join(open, 'a.sock'), env: { TMPDIR: dir } });
     expect(lstatSync(app.socket).mode & 0o777).toBe(0o600);
     expect(lstatSync(app.socket).isSocket()).toBe(true);
     const c = await connect(app.socket);

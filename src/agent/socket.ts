@@ -5,13 +5,15 @@
 // it is created 0600, in a 0700 folder of our own, with no moment at which it is reachable
 // with wider permissions; the final path is never a symbolic link we follow; and we only
 // ever unlink a path that is a socket nobody is listening on (a stale one) or the very
-// inode we created.
+// inode we created. Node itself unlinks the path a socket was bound at when the server
+// closes (libuv's uv__pipe_close), following any folder symlink on the way, so that path
+// always lies in a folder nobody else can write, for the socket's whole life.
 
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
-import { MAX_SOCKET_PATH, currentUid, defaultSocketDir, processAlive, stagedBeside, stagingPid } from '../protocol/socket-path';
+import { MAX_SOCKET_PATH, currentUid, defaultSocketDir, keptLinkIn, processAlive, stagedBeside, stagingPid } from '../protocol/socket-path';
 
 export { MAX_SOCKET_PATH, currentUid, defaultSocketDir };
 
@@ -47,13 +49,42 @@ export function ensurePrivateDir(dir: string): void {
   }
 }
 
-function isPrivateDir(dir: string): boolean {
+/**
+ * Who can change the socket's folder decides how the socket is bound there:
+ * - private: ours, mode 700 (the default folder): bound beside its final name;
+ * - own: only we (and root) can write it, e.g. ours with mode 755: bound in a fresh 0700
+ *   folder inside it, removed once the socket is linked into place;
+ * - shared: others can write it but it is sticky (such as /tmp), so they cannot remove or
+ *   replace our files: bound in our private default folder, where the bound name stays.
+ * A folder others can write without the sticky bit, or one another user owns (its owner
+ * may remove anything in it), is refused: anyone there could replace or remove the socket.
+ */
+type FolderKind = 'private' | 'own' | 'shared';
+
+const STICKY = 0o1000;
+
+function folderKind(file: string, dir: string): FolderKind {
+  let st: fs.Stats;
   try {
-    const st = fs.lstatSync(dir);
-    return st.isDirectory() && st.uid === currentUid() && (st.mode & 0o077) === 0;
-  } catch {
-    return false;
+    st = fs.statSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw socketError(file, `folder ${dir} does not exist`);
+    throw socketError(file, `cannot read folder ${dir} (${(err as Error).message})`);
   }
+  if (!st.isDirectory()) throw socketError(file, `${dir} is ${kind(st)}, not a folder`);
+  const me = currentUid();
+  const mode = (st.mode & 0o7777).toString(8);
+  if (st.uid !== me && st.uid !== 0) {
+    throw socketError(file, `folder ${dir} belongs to uid ${st.uid}, who could replace or remove the socket; use a folder of your own (mode 700), or a sticky one owned by root such as /tmp`);
+  }
+  if ((st.mode & 0o022) !== 0) {
+    if ((st.mode & STICKY) === 0) {
+      const who = (st.mode & 0o002) !== 0 ? 'everyone' : `its group (gid ${st.gid})`;
+      throw socketError(file, `folder ${dir} (mode ${mode}) can be written by ${who} and is not sticky, so anyone there could replace or remove the socket; use a folder only you can write (chmod 700 ${dir}) or a sticky one such as /tmp (chmod +t ${dir})`);
+    }
+    return 'shared';
+  }
+  return st.uid === me && (st.mode & 0o077) === 0 ? 'private' : 'own';
 }
 
 /** Resolves with true when something accepts a connection on the socket. */
@@ -99,13 +130,23 @@ export async function clearSocketPath(file: string): Promise<void> {
   // Stale: its owner is gone. Unlink only if it is still the same inode we looked at.
   const again = fs.lstatSync(file);
   if (again.ino !== st.ino || !again.isSocket()) throw socketError(file, 'changed while being checked; not replacing it');
-  fs.unlinkSync(file);
+  try {
+    fs.unlinkSync(file);
+  } catch (err) {
+    // e.g. another user's stale socket in a sticky folder such as /tmp
+    throw socketError(file, `is a stale socket ispy cannot remove (${(err as Error).message}); remove it or choose another path`);
+  }
 }
 
 export interface BoundSocket {
   path: string;
   ino: number;
   dev: number;
+  /**
+   * For a socket in a folder others can write: the name it was bound at, a second link to
+   * it kept in the agent's private folder while it lives (Node unlinks it at close).
+   */
+  staged?: string;
 }
 
 function listen(server: net.Server, file: string): Promise<void> {
@@ -136,18 +177,21 @@ function stagedInFreshFolderBytes(dir: string, name: string): number {
  * meets "connection refused", and a sweep by another agent starting in the same folder
  * never takes a socket mid-bind for a stale one). The socket is bound and listening under a
  * staging name, chmodded, then hard-linked into place (link never replaces an existing
- * file). In a private folder the staging name sits beside the target; elsewhere it is inside
- * a fresh 0700 folder, so the socket is never reachable with wider permissions. Only when a
- * private folder's staging name would be too long for a UNIX socket is it bound in place
- * (still unreachable by anyone else, but connectable a moment after it appears).
+ * file). Where the staging name goes depends on who can write the folder (folderKind):
+ * beside the target in a private folder; in a fresh 0700 folder inside a folder only we can
+ * write; in `privateDir` (our default folder) for a sticky folder others can write, where
+ * it stays until the socket is gone, so that Node's unlink of it at close never happens
+ * where someone could have planted a link. Only when a private folder's staging name would
+ * be too long for a UNIX socket is it bound in place (still unreachable by anyone else, but
+ * connectable a moment after it appears).
  */
-export async function bindSocket(server: net.Server, file: string): Promise<BoundSocket> {
+export async function bindSocket(server: net.Server, file: string, privateDir = defaultSocketDir()): Promise<BoundSocket> {
   if (!fits(file)) throw socketError(file, `path is ${Buffer.byteLength(file)} bytes; UNIX sockets allow at most ${MAX_SOCKET_PATH}`);
   const dir = path.dirname(file);
   const base = path.basename(file);
-  if (!fs.existsSync(dir)) throw socketError(file, `folder ${dir} does not exist`);
+  const where = folderKind(file, dir);
   await clearSocketPath(file);
-  if (isPrivateDir(dir)) {
+  if (where === 'private') {
     const staged = stagedBeside(file, process.pid);
     if (!fits(staged)) {
       await listen(server, file);
@@ -155,21 +199,66 @@ export async function bindSocket(server: net.Server, file: string): Promise<Boun
     } else {
       await linkIntoPlace(server, staged, file);
     }
-  } else {
+  } else if (where === 'own') {
     // The socket keeps its basename in the fresh folder when it fits (so `ispy attach` can
     // map it back), else it is `s`.
     const inside = stagedInFreshFolderBytes(dir, base) <= MAX_SOCKET_PATH ? base : 's';
     const needed = stagedInFreshFolderBytes(dir, inside) - MAX_SOCKET_PATH;
     if (needed > 0) throw socketError(file, `path is too long to bind safely outside a private folder (needs ${needed} fewer byte${needed === 1 ? '' : 's'}); use a shorter path or a 0700 folder`);
-    const staging = fs.mkdtempSync(path.join(dir, FRESH_FOLDER_PREFIX));
+    let staging: string;
+    try {
+      staging = fs.mkdtempSync(path.join(dir, FRESH_FOLDER_PREFIX));
+    } catch (err) {
+      throw socketError(file, `cannot create a staging folder in ${dir} (${(err as Error).message})`);
+    }
     try {
       await linkIntoPlace(server, path.join(staging, inside), file);
     } finally {
       fs.rmdirSync(staging);
     }
+  } else {
+    return bindFromPrivateDir(server, file, privateDir);
   }
   const st = fs.lstatSync(file);
   return { path: file, ino: st.ino, dev: st.dev };
+}
+
+function crossDeviceError(file: string, privateDir: string): IspyError {
+  const dir = path.dirname(file);
+  return socketError(
+    file,
+    `folder ${dir} can be written by others, so the socket is bound in ${privateDir} and hard-linked into it, but they are on different filesystems; put the socket in a folder only you can write (e.g. mkdir -m 700 ${path.join(dir, `ispy-${currentUid()}`)}) or set TMPDIR to a folder on the filesystem of ${dir}`,
+  );
+}
+
+/** The 'shared' route of bindSocket: bound in our private folder, that name kept. */
+async function bindFromPrivateDir(server: net.Server, file: string, privateDir: string): Promise<BoundSocket> {
+  ensurePrivateDir(privateDir);
+  // A hard link cannot cross filesystems: say so before binding anything.
+  if (fs.statSync(privateDir).dev !== fs.statSync(path.dirname(file)).dev) throw crossDeviceError(file, privateDir);
+  let staged = keptLinkIn(privateDir, path.basename(file), process.pid);
+  if (!fits(staged)) staged = keptLinkIn(privateDir, 's', process.pid);
+  if (!fits(staged)) {
+    throw socketError(file, `its folder can be written by others, so the socket is bound in ${privateDir}, whose path is too long for a UNIX socket; use a folder only you can write, or a shorter TMPDIR`);
+  }
+  await listen(server, staged);
+  try {
+    fs.chmodSync(staged, 0o600);
+    fs.linkSync(staged, file);
+  } catch (err) {
+    server.close();
+    try {
+      fs.unlinkSync(staged); // our own name, in our private folder
+    } catch {
+      // already gone: closing unlinks it
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    // Bind mounts of one filesystem share st_dev, yet link across them fails with EXDEV.
+    if (code === 'EXDEV') throw crossDeviceError(file, privateDir);
+    throw socketError(file, code === 'EEXIST' ? 'was created by someone else while binding' : (err as Error).message);
+  }
+  const st = fs.lstatSync(file);
+  return { path: file, ino: st.ino, dev: st.dev, staged };
 }
 
 async function linkIntoPlace(server: net.Server, staged: string, file: string): Promise<void> {
@@ -191,13 +280,18 @@ async function linkIntoPlace(server: net.Server, staged: string, file: string): 
   }
 }
 
-/** Removes the socket if it is still the inode we bound. Synchronous: runs in 'exit'. */
+/**
+ * Removes the socket's names (its path, and the kept staging link if any) while they are
+ * still the inode we bound. Synchronous: runs in 'exit'.
+ */
 export function removeSocket(bound: BoundSocket): void {
-  try {
-    const st = fs.lstatSync(bound.path);
-    if (st.isSocket() && st.ino === bound.ino && st.dev === bound.dev) fs.unlinkSync(bound.path);
-  } catch {
-    // already gone
+  for (const name of bound.staged === undefined ? [bound.path] : [bound.path, bound.staged]) {
+    try {
+      const st = fs.lstatSync(name);
+      if (st.isSocket() && st.ino === bound.ino && st.dev === bound.dev) fs.unlinkSync(name);
+    } catch {
+      // already gone
+    }
   }
 }
 

@@ -102,13 +102,15 @@ async function main(): Promise<void> {
     });
     registry.agent = server;
     if (data.attachedBy) audit?.note({ event: 'attach', by: data.attachedBy, socket: data.socketPath });
-    if (data.config.socket === undefined) {
-      // Our own folder: tidy the sockets of agents that died without removing theirs.
-      void sweepStaleSockets(defaultSocketDir()).catch(() => {});
-    }
+    // Our own folder: tidy the sockets (and staging links) of agents that died without
+    // removing theirs.
+    const sweepOurFolder = () => void sweepStaleSockets(defaultSocketDir()).catch(() => {});
+    if (data.config.socket === undefined) sweepOurFolder();
     // The listener keeps this worker's own loop alive; the Worker object is unref'd on the
     // main thread, so none of this keeps the app's process alive.
     bound = await bindSocket(server.listener, data.socketPath);
+    // A socket in a folder others can write is bound in our folder too (its kept link).
+    if (bound.staged !== undefined) sweepOurFolder();
     if (stopping) return;
     status({ t: 'ready', socket: bound, failedPlugins: registry.failed });
     compactor.schedule();

@@ -119,15 +119,16 @@ function agentLikeSockets(pid: number): string[] {
     .slice(0, 16);
 }
 
-async function agentAnswersAt(socket: string, pid: number): Promise<boolean> {
-  if (!existsSync(socket)) return false;
+/** The socket path the agent of `pid` answering at `socket` names (it may be reached through a second link), if it does. */
+async function agentAnswersAt(socket: string, pid: number): Promise<string | undefined> {
+  if (!existsSync(socket)) return undefined;
   try {
     const client = await connect(socket, { timeoutMs: 1000, clientName: `ispy-attach/${process.pid}` });
     const theirs = client.welcome.pid === pid;
     await client.close();
-    return theirs;
+    return theirs ? client.welcome.socket || socket : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -182,7 +183,7 @@ export async function checkTarget(pid: number): Promise<TargetInfo> {
   // through the session (its marker on globalThis) and the inspector closed at once.
   const sockets = agentLikeSockets(pid);
   const answers = await Promise.all(sockets.map((socket) => agentAnswersAt(socket, pid)));
-  const agentSocket = sockets.find((_, i) => answers[i]);
+  const agentSocket = answers.find((a) => a !== undefined);
   if (agentSocket) throw refuse(`process ${pid} already has an ispy agent (socket ${agentSocket}); connect with \`ispy connect ${agentSocket}\``);
   const mine = listeningSockets(pid);
   const open = await Promise.all(mine.map(async (s) => ((await isInspector(s.host, s.port)) ? s : undefined)));

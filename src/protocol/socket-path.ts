@@ -30,19 +30,37 @@ export function defaultSocketDir(): string {
 // once it listens. The kernel keeps the path a socket was bound at (it is what
 // /proc/<pid>/net/unix shows, even after that name is unlinked), so a staging name keeps the
 // final basename and `finalSocketPath()` maps it back:
-//   private folder: <dir>/.ispy-<pid>-<random>.<basename>
-//   other folders:  <dir>/.ispy-<6 random>/<basename>   (a fresh 0700 folder, from mkdtemp)
+//   private folder:            <dir>/.ispy-<pid>-<random>.<basename>
+//   folder only we can write:  <dir>/.ispy-<6 random>/<basename>   (a fresh 0700 folder, from mkdtemp)
+// A socket in a folder others can write is bound in the agent's private default folder
+// under a name kept there for the socket's whole life (Node unlinks the bound path when the
+// server closes, so it must stay where nobody else can plant a link):
+//   <defaultSocketDir>/.ispy-link-<pid>-<random>.<basename>
+// That name is a live link to the same socket, so it is its own "final" path.
 const STAGED_BESIDE = /^\.ispy-(\d+)-[a-z0-9]+\.(.+)$/;
 const STAGING_FOLDER = /^\.ispy-[A-Za-z0-9]{6}$/;
+const KEPT_LINK = /^\.ispy-link-(\d+)-[a-z0-9]+\.(.+)$/;
+
+function randomTag(): string {
+  return Math.random().toString(36).slice(2, 8).padEnd(6, '0');
+}
 
 /** The staging name beside `file` for process `pid`. */
 export function stagedBeside(file: string, pid: number): string {
-  return path.join(path.dirname(file), `.ispy-${pid}-${Math.random().toString(36).slice(2, 8)}.${path.basename(file)}`);
+  return path.join(path.dirname(file), `.ispy-${pid}-${randomTag()}.${path.basename(file)}`);
 }
 
-/** For a staging name in a private folder (a socket being bound, not an agent's socket): the pid binding it. */
+/** The name, in private folder `dir`, a socket whose folder others can write is bound at. */
+export function keptLinkIn(dir: string, basename: string, pid: number): string {
+  return path.join(dir, `.ispy-link-${pid}-${randomTag()}.${basename}`);
+}
+
+/**
+ * For a staging name in a private folder (a socket being bound beside its final name, or the
+ * kept link of a socket in a folder others can write): the pid of the agent it belongs to.
+ */
 export function stagingPid(name: string): number | undefined {
-  const m = STAGED_BESIDE.exec(name);
+  const m = STAGED_BESIDE.exec(name) ?? KEPT_LINK.exec(name);
   return m ? Number(m[1]) : undefined;
 }
 
@@ -50,6 +68,9 @@ export function stagingPid(name: string): number | undefined {
 export function finalSocketPath(boundAt: string): string {
   const dir = path.dirname(boundAt);
   const base = path.basename(boundAt);
+  // A kept link is itself a name of the live socket; its final name is elsewhere (the
+  // agent's welcome names it).
+  if (KEPT_LINK.test(base)) return boundAt;
   const beside = STAGED_BESIDE.exec(base);
   if (beside) return path.join(dir, beside[2]!);
   if (STAGING_FOLDER.test(path.basename(dir))) return path.join(path.dirname(dir), base);
