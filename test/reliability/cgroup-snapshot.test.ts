@@ -4,10 +4,10 @@
 // and the kernel killed the app, leaving a 0-byte .partial. Needs root and a memory cgroup
 // this process may create children in; skips with the reason otherwise.
 
-import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanup, runCli, startApp, tempDir, waitFor, type App } from '../helpers';
+import { artefactsIn, cleanup, runCli, startApp, tempDir, waitFor, type App } from '../helpers';
 
 const MB = 1048576;
 
@@ -123,7 +123,7 @@ describe.skipIf(!cgroup)(`heap snapshot in an app whose own memory cgroup is tig
     expect(app!.child.exitCode).toBeNull();
     expect(app!.child.signalCode).toBeNull();
     expect((await app!.get('/alloc?mb=0')).status).toBe(200);
-    expect(readdirSync(out)).toEqual([]);
+    expect(artefactsIn(out)).toEqual([]);
   }, 90_000);
 
   it('takes the snapshot when it fits within the cgroup limit', async () => {
@@ -136,7 +136,7 @@ describe.skipIf(!cgroup)(`heap snapshot in an app whose own memory cgroup is tig
     // The guard saw the limit (the old one saw MemAvailable, gigabytes); usage may have
     // dropped since it was read, so only the limit bounds what it found.
     expect(result.availableMB, result.limitedBy).toBeLessThanOrEqual(limit / MB);
-    expect(readdirSync(out)).toEqual([path.basename(result.file)]);
+    expect(artefactsIn(out)).toEqual([path.basename(result.file)]);
     expect(statSync(result.file).size).toBeGreaterThan(heapMB * MB);
     const head = Buffer.alloc(20);
     const fd = openSync(result.file, 'r');
