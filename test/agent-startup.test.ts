@@ -26,6 +26,15 @@ async function expectRefusal(opts: Parameters<typeof startApp>[0], pattern: RegE
 }
 
 describe('config', () => {
+  it('refuses an output or audit folder where nothing can ever be written, before any command hangs on it', async () => {
+    const dir = tempDir();
+    const config = path.join(dir, 'ispy.config.json');
+    // mkdir -p under /proc never returns: the agent must not even try.
+    await expectRefusal({ script: 'http-app.cjs', dir, config: { outputDir: '/proc/self/ispy-out' } }, new RegExp(`^ispy: config ${config}: outputDir: /proc/self is on a proc filesystem, where no file can be made; choose a folder on disk`));
+    writeFileSync(path.join(dir, 'a-file'), '');
+    await expectRefusal({ script: 'http-app.cjs', dir, config: { audit: 'a-file/audit.jsonl' } }, new RegExp(`^ispy: config ${config}: audit: ${dir}/a-file is not a folder`));
+  });
+
   it('refuses invalid JSON, naming the file', async () => {
     const dir = tempDir();
     writeFileSync(path.join(dir, 'ispy.config.json'), '{ "socket": ');

@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArtefactSink } from '../plugin/define';
+import { makeFolder } from './dirs';
 
 function stamp(d = new Date()): string {
   return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
@@ -38,7 +39,7 @@ export interface ArtefactStream {
 }
 
 export async function createArtefact(dir: string, requested: string): Promise<ArtefactStream> {
-  await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
+  makeFolder(dir);
   let name = artefactName(requested);
   let file = path.join(dir, name);
   for (let n = 2; fs.existsSync(file) || fs.existsSync(`${file}.partial`); n++) {

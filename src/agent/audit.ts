@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
 import { agentLog } from './log';
+import { makeFolder } from './dirs';
 
 /** Who is behind a connection, as the client stated it (and the bridge that carried it). */
 export interface ClientIdentity {
@@ -65,7 +66,7 @@ export class AuditLog {
     const line = `${JSON.stringify({ time: new Date().toISOString(), pid: process.pid, ...entry })}\n`;
     const { file } = this.opts;
     try {
-      fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      makeFolder(path.dirname(file));
       let fd = this.open();
       try {
         const size = fs.fstatSync(fd).size;

@@ -16,6 +16,7 @@ import type { RuntimeOptions } from './runtime';
 import type { AgentWorkerData } from './worker';
 import type { WorkerStatus } from './rpc';
 import { agentLog } from './log';
+import { folderProblem } from './dirs';
 import { packageRoot } from './paths';
 
 export interface AgentHandle {
@@ -74,6 +75,13 @@ class Agent implements AgentHandle {
     if (config.socket === undefined || config.outputDir === undefined) ensurePrivateDir(defaultSocketDir());
     this.socket = socketPathFor(config.socket, process.pid);
     const outputDir = config.outputDir ?? defaultSocketDir();
+    const auditFile = config.audit === false ? false : (config.audit ?? path.join(outputDir, DEFAULT_AUDIT_NAME));
+    // Checked now, not at the first artefact: a folder that can never be written (under
+    // /proc, below a file) is a config mistake, said in one line while the app starts.
+    for (const [key, dir] of [['outputDir', outputDir], ['audit', auditFile === false ? undefined : path.dirname(auditFile)]] as const) {
+      const problem = dir === undefined ? undefined : folderProblem(dir);
+      if (problem) throw new IspyError('ISPY_ERR_CONFIG', `${config.file ? `config ${config.file}: ` : ''}${key}: ${problem}`);
+    }
     const runtime: RuntimeOptions = {
       thread: 'main',
       app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() },
@@ -83,7 +91,7 @@ class Agent implements AgentHandle {
         outputDir,
         redact: config.redact,
         eval: config.eval,
-        audit: config.audit === false ? false : (config.audit ?? path.join(outputDir, DEFAULT_AUDIT_NAME)),
+        audit: auditFile,
         limits: { ...config.limits },
       },
       pluginOptions: config.pluginOptions,
