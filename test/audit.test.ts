@@ -5,7 +5,7 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Duplex } from 'node:stream';
@@ -76,10 +76,14 @@ describe('audit log', () => {
 
   it('refuses a change when its line cannot be written, and still answers what changes nothing', async () => {
     const dir = tempDir();
-    writeFileSync(path.join(dir, 'not-a-folder'), '');
-    const app = await startApp({ script: 'http-app.cjs', dir, config: { outputDir: dir, eval: true, audit: 'not-a-folder/audit.jsonl' } });
+    const logs = path.join(dir, 'logs');
+    mkdirSync(logs);
+    const app = await startApp({ script: 'http-app.cjs', dir, config: { outputDir: dir, eval: true, audit: 'logs/audit.jsonl' } });
+    // Fine at start (checked then); broken later: the folder becomes a file.
+    rmdirSync(logs);
+    writeFileSync(logs, '');
     const c = await connect(app.socket);
-    await expect(c.call('heap', 'gc')).rejects.toMatchObject({ code: 'ISPY_ERR_AUDIT', message: expect.stringContaining(`cannot write the audit log ${path.join(dir, 'not-a-folder', 'audit.jsonl')}`) });
+    await expect(c.call('heap', 'gc')).rejects.toMatchObject({ code: 'ISPY_ERR_AUDIT', message: expect.stringContaining(`cannot write the audit log ${path.join(logs, 'audit.jsonl')}`) });
     await expect(c.call('eval', 'eval', { expression: 'globalThis.ranAnyway = 1' })).rejects.toMatchObject({ code: 'ISPY_ERR_AUDIT' });
     expect(((await c.call('process', 'info')) as { pid: number }).pid).toBe(app.pid);
     await c.close();
