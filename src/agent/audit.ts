@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
-import { agentLog } from './log';
+import { agentLogThrottled } from './log';
 import { makeFolder } from './dirs';
 
 /** Who is behind a connection, as the client stated it (and the bridge that carried it). */
@@ -52,9 +52,6 @@ function stamp(d = new Date()): string {
 let rotations = 0;
 
 export class AuditLog {
-  /** When a failure to write was last said in the agent's log (said at most once a minute). */
-  private lastComplaint = 0;
-
   constructor(readonly opts: AuditOptions) {}
 
   /**
@@ -91,9 +88,7 @@ export class AuditLog {
     try {
       this.write(entry);
     } catch (err) {
-      if (Date.now() - this.lastComplaint < 60_000) return;
-      this.lastComplaint = Date.now();
-      agentLog((err as Error).message);
+      agentLogThrottled('audit', (err as Error).message);
     }
   }
 

@@ -20,3 +20,23 @@ export function agentLog(message: string): void {
     // Nowhere left to report it.
   }
 }
+
+const THROTTLE_MS = 60_000;
+const throttled = new Map<string, { at: number; held: number }>();
+
+/**
+ * The same, at most once a minute per `kind`: for lines a client can cause at will (each
+ * connection closed to make room, each refusal, each broken connection), so that no client
+ * can fill the app's stderr. The next line said counts the ones held back.
+ */
+export function agentLogThrottled(kind: string, message: string): void {
+  const now = Date.now();
+  const last = throttled.get(kind);
+  if (last && now - last.at < THROTTLE_MS) {
+    last.held++;
+    return;
+  }
+  const held = last?.held ?? 0;
+  throttled.set(kind, { at: now, held: 0 });
+  agentLog(held ? `${message} (and ${held} more like it in the last ${Math.round((now - last!.at) / 1000)}s)` : message);
+}

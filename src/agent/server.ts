@@ -34,7 +34,7 @@ import { IspyError, isIspyError, toWireError } from '../protocol/errors';
 import type { Registry } from './registry';
 import type { AgentAccess, AgentConnections, ConnectedClient } from '../plugin/define';
 import { auditEnd, auditStart, type AuditLog, type AuditedCall, type ClientIdentity } from './audit';
-import { agentLog } from './log';
+import { agentLogThrottled } from './log';
 
 export interface ServerOptions {
   maxFrameBytes: number;
@@ -178,7 +178,7 @@ export class AgentServer implements AgentAccess {
     this.slots.delete(victim.socket);
     clearTimeout(victim.deadline);
     const was = victim.describe(Date.now());
-    agentLog(`closed ${was.state === 'ready' ? `idle client ${was.name ?? '?'}${was.pid ? ` (pid ${was.pid})` : ''}, idle for ${age(was.idleForMs)},` : 'a connection that had not said hello'} to make room for a new client (limit ${limit.limit}: ${limit.limitedBy})`);
+    agentLogThrottled('evict', `closed ${was.state === 'ready' ? `idle client ${was.name ?? '?'}${was.pid ? ` (pid ${was.pid})` : ''}, idle for ${age(was.idleForMs)},` : 'a connection that had not said hello'} to make room for a new client (limit ${limit.limit}: ${limit.limitedBy})`);
     if (victim.conn) victim.conn.evict(limit.limit);
     else victim.socket.destroy();
     return true;
@@ -196,7 +196,7 @@ export class AgentServer implements AgentAccess {
     const text =
       `ispy agent (pid ${process.pid}) is at its limit of ${limit.limit} connections (${limit.limitedBy}) and every one is running a command: ` +
       `${named.join('; ')}. Try again when one finishes${limit.limitedBy === 'limits.maxConnections' ? ', or raise limits.maxConnections' : ''}.`;
-    agentLog(`refused a client: at the limit of ${limit.limit} connections, all busy`);
+    agentLogThrottled('refuse', `refused a client: at the limit of ${limit.limit} connections, all busy`);
     const body = Buffer.from(`${text}\n`);
     socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
     const cut = setTimeout(() => socket.destroy(), EVICT_GRACE_MS);
@@ -295,7 +295,7 @@ class Connection {
     });
     ws.on('error', (err) => {
       // A frame over the hard limit ends up here; ws closes the connection with 1009.
-      agentLog(`client connection: ${err.message}`);
+      agentLogThrottled('connection-error', `client connection: ${err.message}`);
     });
   }
 
@@ -405,7 +405,7 @@ class Connection {
     }
     const w = this.server.opts.welcome();
     if (protocol !== PROTOCOL_VERSION) {
-      agentLog(`refused client "${client}": it speaks protocol ${protocol}, this agent speaks ${PROTOCOL_VERSION}`);
+      agentLogThrottled('protocol', `refused client "${client}": it speaks protocol ${protocol}, this agent speaks ${PROTOCOL_VERSION}`);
       this.sendError(
         new IspyError(
           'ISPY_ERR_PROTOCOL_VERSION',
