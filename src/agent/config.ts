@@ -24,7 +24,7 @@ export interface AgentOptions {
   redact?: string[];
   audit?: string | boolean;
   pluginOptions?: Record<string, unknown>;
-  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections' | 'traceEventsPerSecond', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration' | 'traceMaxDuration' | 'snapshotMemory' | 'auditMaxSize', string | number>>;
+  limits?: Partial<Record<'maxFrameBytes' | 'maxConnections' | 'traceEventsPerSecond', number> & Record<'mainThreadTimeout' | 'inspectorTimeout' | 'setupTimeout' | 'trackMaxDuration' | 'traceMaxDuration' | 'snapshotMemory' | 'auditMaxSize' | 'idleBeforeEviction', string | number>>;
   traces?: ConfigTraceInput[];
   /** Folder relative paths are resolved from when no config file is read. Default: process.cwd(). */
   cwd?: string;
@@ -38,6 +38,7 @@ export type ConfigTraceInput = Omit<ConfigTrace, 'duration'> & { duration?: numb
 export interface Limits {
   maxFrameBytes: number;
   maxConnections: number;
+  idleBeforeEvictionMs: number;
   mainThreadTimeoutMs: number;
   inspectorTimeoutMs: number;
   setupTimeoutMs: number;
@@ -74,6 +75,7 @@ export const DEFAULT_AUDIT_NAME = 'audit.jsonl';
 export const DEFAULT_LIMITS: Limits = {
   maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
   maxConnections: 32,
+  idleBeforeEvictionMs: 30_000,
   mainThreadTimeoutMs: 2000,
   inspectorTimeoutMs: 1000,
   setupTimeoutMs: 5000,
@@ -178,6 +180,7 @@ export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = 
     limits: {
       maxFrameBytes: (limitsRaw.maxFrameBytes as number | undefined) ?? DEFAULT_LIMITS.maxFrameBytes,
       maxConnections: (limitsRaw.maxConnections as number | undefined) ?? DEFAULT_LIMITS.maxConnections,
+      idleBeforeEvictionMs: ms(limitsRaw.idleBeforeEviction, DEFAULT_LIMITS.idleBeforeEvictionMs),
       mainThreadTimeoutMs: ms(limitsRaw.mainThreadTimeout, DEFAULT_LIMITS.mainThreadTimeoutMs),
       inspectorTimeoutMs: ms(limitsRaw.inspectorTimeout, DEFAULT_LIMITS.inspectorTimeoutMs),
       setupTimeoutMs: ms(limitsRaw.setupTimeout, DEFAULT_LIMITS.setupTimeoutMs),

@@ -8,8 +8,9 @@
 // server must never run out of them because of us. A socket must finish its WebSocket
 // handshake within HANDSHAKE_TIMEOUT_MS and say hello within HELLO_TIMEOUT_MS. At the
 // limit, a newcomer (an operator arriving in an incident) takes the slot of a connection
-// that never said hello, else of the one idle longest; when every slot is running a
-// command, the refusal names who holds them.
+// that has been stuck before its hello for a while, else of the one idle longest (idle
+// for at least limits.idleBeforeEviction: a script between two of its commands is not
+// idle); when none can give way, the refusal names who holds the slots.
 
 import * as fs from 'node:fs';
 import type * as http from 'node:http';
@@ -39,6 +40,8 @@ import { agentLogThrottled } from './log';
 export interface ServerOptions {
   maxFrameBytes: number;
   maxConnections: number;
+  /** How long a ready connection must have been idle (no frame, no call) before it gives its place to a newcomer. */
+  idleBeforeEvictionMs: number;
   /** Reads the process's RLIMIT_NOFILE (soft), when it can: the connection limit is held to a share of it. */
   fdLimit(): number | undefined;
   /** The operator audit log; undefined when the config turned it off. */
@@ -55,6 +58,8 @@ export const HANDSHAKE_TIMEOUT_MS = 5_000;
 export const HELLO_TIMEOUT_MS = 10_000;
 /** The agent's connections take at most this fraction (1/n) of the process's file descriptors. */
 export const FD_SHARE_DIVISOR = 8;
+/** A socket younger than this that has not said hello is a client still connecting: it keeps its place. */
+export const CONNECTING_GRACE_MS = 2_000;
 /** An evicted client gets this long to read its close frame before its socket is cut. */
 const EVICT_GRACE_MS = 1_000;
 /** A refusal names at most this many holders. */
@@ -158,49 +163,55 @@ export class AgentServer implements AgentAccess {
   }
 
   /**
-   * Frees one slot for a newcomer: the oldest socket that has not said hello, else the ready
-   * connection idle longest with no call running. False when every slot is busy.
+   * Frees one slot for a newcomer: the oldest socket stuck before its hello for
+   * CONNECTING_GRACE_MS, else the ready connection idle longest, if idle (no call, no frame)
+   * for idleBeforeEvictionMs. False when none can give way.
    */
   private evictOne(limit: { limit: number; limitedBy: string }): boolean {
+    const now = Date.now();
     let victim: Slot | undefined;
     for (const s of this.slots.values()) {
-      if (!s.conn?.isReady) {
+      if (!s.conn?.isReady && now - s.since >= CONNECTING_GRACE_MS) {
         victim = s;
         break;
       }
     }
     if (!victim) {
       for (const s of this.slots.values()) {
-        if (s.conn && s.conn.running === 0 && (!victim || s.conn.lastActive < victim.conn!.lastActive)) victim = s;
+        const c = s.conn;
+        if (!c?.isReady || c.running > 0 || now - c.lastActive < this.opts.idleBeforeEvictionMs) continue;
+        if (!victim || c.lastActive < victim.conn!.lastActive) victim = s;
       }
     }
     if (!victim) return false;
     this.slots.delete(victim.socket);
     clearTimeout(victim.deadline);
-    const was = victim.describe(Date.now());
-    agentLogThrottled('evict', `closed ${was.state === 'ready' ? `idle client ${was.name ?? '?'}${was.pid ? ` (pid ${was.pid})` : ''}, idle for ${age(was.idleForMs)},` : 'a connection that had not said hello'} to make room for a new client (limit ${limit.limit}: ${limit.limitedBy})`);
+    const was = victim.describe(now);
+    agentLogThrottled('evict', `closed ${was.state === 'ready' ? `idle client ${was.name ?? '?'}${was.pid ? ` (pid ${was.pid})` : ''}, idle for ${age(was.idleForMs)},` : `a connection that had not said hello in ${age(was.connectedForMs)}`} to make room for a new client (limit ${limit.limit}: ${limit.limitedBy})`);
     if (victim.conn) victim.conn.evict(limit.limit);
     else victim.socket.destroy();
     return true;
   }
 
-  /** Every slot holds a running command: answer 503 naming the holders, and let go. */
+  /** No slot can give way: answer 503 naming the holders, and let go. */
   private refuseFull(socket: net.Socket, limit: { limit: number; limitedBy: string }): void {
     const now = Date.now();
     const holders = [...this.slots.values()].map((s) => s.describe(now));
     const named = holders.slice(0, HOLDERS_NAMED).map((c) => {
+      if (c.state !== 'ready') return `a client still connecting (${age(c.connectedForMs)})`;
       const who = [c.user && c.host ? `${c.user}@${c.host}` : (c.user ?? c.host), c.pid ? `pid ${c.pid}` : undefined, c.via].filter(Boolean).join(', ');
-      return `${c.name ?? '?'}${who ? ` (${who})` : ''} connected ${age(c.connectedForMs)}, ${c.calls} call${c.calls === 1 ? '' : 's'} running`;
+      const doing = c.calls > 0 ? `${c.calls} call${c.calls === 1 ? '' : 's'} running` : `active ${age(c.idleForMs)} ago`;
+      return `${c.name ?? '?'}${who ? ` (${who})` : ''} connected ${age(c.connectedForMs)}, ${doing}`;
     });
     if (holders.length > HOLDERS_NAMED) named.push(`and ${holders.length - HOLDERS_NAMED} more`);
     const text =
-      `ispy agent (pid ${process.pid}) is at its limit of ${limit.limit} connections (${limit.limitedBy}) and every one is running a command: ` +
-      `${named.join('; ')}. Try again when one finishes${limit.limitedBy === 'limits.maxConnections' ? ', or raise limits.maxConnections' : ''}.`;
-    agentLogThrottled('refuse', `refused a client: at the limit of ${limit.limit} connections, all busy`);
+      `ispy agent (pid ${process.pid}) is at its limit of ${limit.limit} connections (${limit.limitedBy}) and none can give way ` +
+      `(each is running a command, was active in the last ${age(this.opts.idleBeforeEvictionMs)}, or is still connecting): ` +
+      `${named.join('; ')}. Try again in a moment${limit.limitedBy === 'limits.maxConnections' ? ', or raise limits.maxConnections' : ''}.`;
+    agentLogThrottled('refuse', `refused a client: at the limit of ${limit.limit} connections, none idle`);
     const body = Buffer.from(`${text}\n`);
-    socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
-    const cut = setTimeout(() => socket.destroy(), EVICT_GRACE_MS);
-    socket.once('close', () => clearTimeout(cut));
+    // Over a UNIX socket the answer sits in the peer's buffer once written: let go at once.
+    socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
   }
 
   /** ctx.agent.connections(): what `process info` shows of the agent's connections. */

@@ -85,6 +85,7 @@ async function main(): Promise<void> {
     server = new AgentServer(registry, {
       maxFrameBytes: data.config.limits.maxFrameBytes,
       maxConnections: data.config.limits.maxConnections,
+      idleBeforeEvictionMs: data.config.limits.idleBeforeEvictionMs,
       fdLimit: readFdLimit,
       ...(audit ? { audit } : {}),
       // Start-up and each client visit leave garbage in this worker's heap: compact it

@@ -337,10 +337,13 @@ export function connect(target: string, opts: ConnectOptions = {}): Promise<Clie
     ws.on('unexpected-response', (_req, res) => {
       // The agent refuses with a one-line text body (too many clients, stopping); pass it on.
       let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString('utf8').slice(0, 300)));
+      // Bounded: the agent's refusal (which names who holds its connections) fits well within it.
+      res.on('data', (d: Buffer) => {
+        if (body.length < 4000) body += d.toString('utf8');
+      });
       res.on('end', () => {
         const refused = res.statusCode === 503 || res.statusCode === 404;
-        fail(new IspyError('ISPY_ERR_CONNECT', refused ? `agent at ${target} refused the connection: ${body.trim() || `HTTP ${res.statusCode}`}` : `${target} is not an ispy agent socket (HTTP ${res.statusCode})`));
+        fail(new IspyError('ISPY_ERR_CONNECT', refused ? `agent at ${target} refused the connection: ${body.slice(0, 4000).trim() || `HTTP ${res.statusCode}`}` : `${target} is not an ispy agent socket (HTTP ${res.statusCode})`));
       });
     });
     ws.on('close', (code, reason) => fail(new IspyError('ISPY_ERR_CONNECT', `agent at ${target} closed the connection (${reason.toString() || code})`)));

@@ -1,13 +1,14 @@
 // The agent's connections never take the app's file descriptors: every socket counts
 // against one limit from accept, upgraded or not; one that never finishes its handshake is
-// cut; at the limit an idle connection gives its place to a newcomer, and when every one
-// is busy the refusal names who holds them; the limit is held to a share of RLIMIT_NOFILE.
+// cut; at the limit a socket stuck before its hello, or a connection idle for a while,
+// gives its place to a newcomer (a script between two commands is not idle), and when none
+// can, the refusal names who holds the places; the limit is held to a share of RLIMIT_NOFILE.
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import * as net from 'node:net';
-import { connect, type Client } from '../../src/client/index';
+import { connect } from '../../src/client/index';
 import { cleanup, startApp, waitFor, type App } from '../helpers';
 
 afterAll(cleanup);
@@ -18,6 +19,8 @@ const fds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 function silent(socket: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect(socket);
+    // Reads (and drops) whatever comes, so it sees the agent close it.
+    s.resume();
     s.once('connect', () => resolve(s));
     s.once('error', reject);
   });
@@ -46,12 +49,12 @@ describe('agent connections', () => {
       socks.push(await silent(app.socket));
       most = Math.max(most, fds(app.pid) - base);
     }
-    // Newcomers took the slots of the oldest silent ones: never more than the limit held
-    // (plus the one being let go).
+    // Never more than the limit held (plus one being let go): the sockets past it were
+    // refused at once, the others are still "connecting" for their first two seconds.
     expect(most).toBeLessThanOrEqual(4 + 1);
-    await waitFor(() => socks.filter((s) => !closed(s)).length <= 4, 10_000, 'the oldest silent sockets to be cut');
-    // An operator arriving now gets in, and sees the limit in process info.
-    const c = await connect(app.socket);
+    await waitFor(() => socks.filter((s) => !closed(s)).length <= 4, 10_000, 'the sockets past the limit to be refused');
+    // An operator arriving once they have been stuck a while takes the place of one.
+    const c = await waitFor(() => connect(app.socket).catch(() => undefined), 10_000, 'a place for the operator');
     const info = (await c.call('process', 'info')) as { agent: { connections: number; connectionLimit: number; limitedBy: string } };
     expect(info.agent).toMatchObject({ connectionLimit: 4, limitedBy: 'limits.maxConnections' });
     expect(info.agent.connections).toBeLessThanOrEqual(4);
@@ -63,11 +66,12 @@ describe('agent connections', () => {
   });
 
   it('gives an idle connection\'s place to a newcomer at the limit', async () => {
-    const app = await startApp({ script: 'http-app.cjs', config: { limits: { maxConnections: 2 } } });
+    const app = await startApp({ script: 'http-app.cjs', config: { limits: { maxConnections: 2, idleBeforeEviction: '300ms' } } });
     const first = await connect(app.socket, { clientName: 'first' });
     const second = await connect(app.socket, { clientName: 'second' });
     await second.call('process', 'info'); // `first` is now the one idle longest
-    const third = await connect(app.socket, { clientName: 'third' });
+    // Refused until one of them has been idle for 300 ms; then `first` gives way.
+    const third = await waitFor(() => connect(app.socket, { clientName: 'third' }).catch(() => undefined), 10_000, 'a place for the third client');
     expect(((await third.call('process', 'info')) as { pid: number }).pid).toBe(app.pid);
     await waitFor(() => !first.isOpen, 5000, 'the idle client to be closed');
     expect(first.closeReason).toBe('idle connection closed for a new client');
@@ -78,17 +82,14 @@ describe('agent connections', () => {
     await app.kill();
   });
 
-  it('when every connection is busy, refuses a newcomer naming who holds them', async () => {
+  it('when none can give way (a command running, or active a moment ago), refuses a newcomer naming who holds them', async () => {
     const app = await startApp({ script: 'http-app.cjs', config: { limits: { maxConnections: 2 } } });
-    const holders: Client[] = [];
-    const streams: Promise<unknown>[] = [];
     const stop = new AbortController();
-    for (const name of ['holder-a', 'holder-b']) {
-      const c = await connect(app.socket, { clientName: name });
-      holders.push(c);
-      streams.push(c.call('requests', 'watch', {}, { signal: stop.signal }).catch(() => undefined));
-    }
-    // Both streams are running on the agent once a third call on them would see them.
+    const a = await connect(app.socket, { clientName: 'holder-a' });
+    const stream = a.call('requests', 'watch', {}, { signal: stop.signal }).catch(() => undefined);
+    // A script between two of its commands: idle for a moment only, so it keeps its place.
+    const b = await connect(app.socket, { clientName: 'holder-b' });
+    await b.call('process', 'info');
     await waitFor(async () => {
       const r = await connect(app.socket).then(
         (c) => c.close().then(() => 'in'),
@@ -96,16 +97,15 @@ describe('agent connections', () => {
       );
       return r !== 'in' ? r : undefined;
     }, 5000, 'the busy refusal').then((message) => {
-      expect(message).toMatch(/refused the connection: ispy agent \(pid \d+\) is at its limit of 2 connections \(limits.maxConnections\) and every one is running a command: /);
-      expect(message).toMatch(new RegExp(`holder-a \\(\\S+@\\S+, pid ${process.pid}\\) connected \\d+s, 1 call running; holder-b`));
+      expect(message).toMatch(/refused the connection: ispy agent \(pid \d+\) is at its limit of 2 connections \(limits.maxConnections\) and none can give way \(each is running a command, was active in the last 30s, or is still connecting\): /);
+      expect(message).toMatch(new RegExp(`holder-a \\(\\S+@\\S+, pid ${process.pid}\\) connected \\d+s, 1 call running; holder-b \\(\\S+@\\S+, pid ${process.pid}\\) connected \\d+s, active \\d+s ago`));
       expect(message).toMatch(/raise limits.maxConnections/);
     });
+    expect(a.isOpen && b.isOpen).toBe(true);
     stop.abort();
-    await Promise.all(streams);
-    // Idle now: a newcomer gets in.
-    const late = await connect(app.socket);
-    await late.close();
-    for (const c of holders) await c.close();
+    await stream;
+    await a.close();
+    await b.close();
     await app.kill();
   });
 
