@@ -18,6 +18,7 @@ import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { WebSocketServer, WebSocket, RawData } from 'ws';
 import {
+  EVICTED_CLOSE,
   HARD_MAX_FRAME_BYTES,
   MAX_CALLS_PER_CONNECTION,
   PROTOCOL_VERSION,
@@ -358,7 +359,7 @@ class Connection {
   /** Gives this idle connection's slot to a newcomer: says why, closes, and cuts it if it lingers. */
   evict(limit: number): void {
     this.sendError(new IspyError('ISPY_ERR_DISCONNECTED', `closing this connection: it was idle, and the agent is at its limit of ${limit} connections with a new client waiting`));
-    this.close(4002, 'idle connection closed for a new client');
+    this.close(EVICTED_CLOSE.code, EVICTED_CLOSE.reason);
     this.cutAfterGrace();
   }
 

@@ -3,7 +3,7 @@
 //   0 everything answered, 1 something failed, 2 something was typed wrong.
 
 import type { Client } from '../client/index';
-import { isIspyError, type ErrorCode } from '../protocol/index';
+import { EVICTED_CLOSE, isIspyError, type ErrorCode } from '../protocol/index';
 import { errorUsage } from './line';
 import type { Style } from './style';
 
@@ -40,6 +40,10 @@ export function goneReason(client: Client): string {
 }
 
 export function goneMessage(client: Client): string {
+  // Not gone: it made room for another client while this one sat idle at its limit.
+  if (client.closeReason === EVICTED_CLOSE.reason) {
+    return `agent ${client.welcome.pid} closed this connection after it sat idle, to make room for another client (the agent is at its connection limit); connect again to go on`;
+  }
   return `agent ${client.welcome.pid} went away (${goneReason(client)})`;
 }
 

@@ -38,6 +38,8 @@ export const WS_PATH = '/ispy';
  * the connection came from (`ssh from 10.0.0.7 port 51234`), for the agent's audit log.
  */
 export const VIA_HEADER = 'x-ispy-via';
+/** Close code and reason of a connection that gave its place to a newcomer at the agent's connection limit. */
+export const EVICTED_CLOSE = { code: 4002, reason: 'idle connection closed for a new client' } as const;
 
 export type CallId = number;
 
