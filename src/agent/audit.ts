@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IspyError } from '../protocol/errors';
+import { toJsonSafe } from '../protocol/index';
 import { agentLogThrottled } from './log';
 import { makeFolder } from './dirs';
 
@@ -37,11 +38,13 @@ export interface AuditOptions {
 export const AUDIT_KEEP = 4;
 /** Strings in logged arguments are cut here: enough to tell what ran, not a copy of a payload. */
 const MAX_ARG_CHARS = 2000;
+const MAX_ARG_DEPTH = 8;
 
-function clip(args: Record<string, unknown>): Record<string, unknown> {
+/** Arguments as they can be logged: strings cut, depth bounded (a client may send args nested 15k deep). */
+function clip(args: Record<string, unknown>): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(args)) out[k] = typeof v === 'string' && v.length > MAX_ARG_CHARS ? `${v.slice(0, MAX_ARG_CHARS)}…` : v;
-  return out;
+  return toJsonSafe(out, MAX_ARG_DEPTH);
 }
 
 /** Sorts in time order, to the millisecond. */
