@@ -59,7 +59,8 @@ async function watchLateInspector(pid: number, expectedPid: number, startTime: s
         () => {},
       );
       conn.requestClose(closeExpression(expectedPid));
-      const closed = await waitPortClosed(pid, s.port, untilMs - Date.now(), () => otherProcess || gone());
+      // Minutes, should the thread stay blocked: poll gently.
+      const closed = await waitPortClosed(pid, s.port, untilMs - Date.now(), () => otherProcess || gone(), 20);
       conn.close();
       if (closed) return 'closed';
       if (otherProcess) ignored.add(s.port);

@@ -386,7 +386,8 @@ export function armExpression(expectedPid: number, reportDir: string): string {
   return `(() => {
     if (process.pid !== ${expectedPid}) return process.pid;
     const KEY = ${key};
-    if (globalThis[KEY]) return process.pid;
+    // One of an earlier attach still armed would watch the inspector it opened, not this one.
+    if (globalThis[KEY]) globalThis[KEY].disarm();
     const load = require;
     const inspector = load('node:inspector');
     // The inspector we opened: the deadline closes that one only.
@@ -627,12 +628,14 @@ export async function attach(pid: number, opts: AttachOptions = {}): Promise<Att
       writeFileSync(files.go, '', { mode: 0o600 });
       const c = conn;
       conn = undefined;
-      c.requestClose(goExpression(agentModule, options, files), () => step('close sent'));
+      c.requestClose(goExpression(agentModule, options, files));
+      step('close sent');
       const closed = await waitPortClosed(pid, found.port, left(closeBy));
       c.close();
-      // Not closed: the close waits behind whatever holds the main thread. Our folder goes
-      // in the finally, so when it runs there it closes the port and loads nothing.
-      if (!closed) throw blocked(pid, "run ispy's close", WINDOW_MS);
+      // Not closed: the close waits behind whatever holds the main thread; taking `go` away
+      // makes it close the port and load nothing when it runs. Should `go` be gone already,
+      // the close ran at the last moment (it renames `go` right after closing): go on.
+      if (!closed && tryUnlink(files.go)) throw blocked(pid, "run ispy's close", WINDOW_MS);
       timings.closed = since();
       step('port closed');
       openMs = Math.round(timings.closed);

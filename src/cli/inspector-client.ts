@@ -309,9 +309,12 @@ export async function openVerifiedSession(pid: number, expectedPid: number, host
   return conn;
 }
 
-/** Waits until the target no longer listens on `port` (or `stop()` says to give up); false when it still does. */
-export async function waitPortClosed(pid: number, port: number, timeoutMs: number, stop?: () => boolean): Promise<boolean> {
-  for (const deadline = performance.now() + timeoutMs; performance.now() < deadline; await sleep(2)) {
+/**
+ * Waits until the target no longer listens on `port` (or `stop()` says to give up); false
+ * when it still does. Polls every `everyMs`: often while the window is ours to bound.
+ */
+export async function waitPortClosed(pid: number, port: number, timeoutMs: number, stop?: () => boolean, everyMs = 2): Promise<boolean> {
+  for (const deadline = performance.now() + timeoutMs; performance.now() < deadline; await sleep(everyMs)) {
     if (!listeningPorts(pid).includes(port)) return true;
     if (stop?.()) break;
   }
