@@ -505,6 +505,8 @@ describe('ispy attach: the window is bounded whatever the main thread does', () 
     // watcher is left to close the port.
     const app = await plainApp('attach-busy.cjs', { ...INSPECT_ANY, ATTACH_BUSY_ON_OPEN: '1000,6000' });
     const before = listeningPorts(app.pid);
+    const reportDirs = () => readdirSync(os.tmpdir()).filter((n) => n.startsWith('ispy-attach-'));
+    const dirsBefore = new Set(reportDirs());
     const cli = spawn(process.execPath, [BIN, 'attach', String(app.pid), '--socket', path.join(app.dir, 'killed.sock')], {
       detached: true,
       env: { ...process.env, ISPY_VERBOSE: '1' },
@@ -533,8 +535,10 @@ describe('ispy attach: the window is bounded whatever the main thread does', () 
     expect(performance.now() - unblocked).toBeGreaterThan(DEADLINE_MS - 1000);
     expect(app.stdout()).not.toContain('SPUN');
     expect(await accepts(port!)).toBe(false);
-    // Then nothing of it is left: the worker ended, the global is gone.
+    // Then nothing of it is left: the worker ended, the global is gone, and the deadline
+    // removed the dead ispy's report folder.
     await settles(app, { symbols: [], workers: 0, agent: false, inspector: null });
+    expect(reportDirs().filter((n) => !dirsBefore.has(n))).toEqual([]);
   });
 });
 
