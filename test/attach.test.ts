@@ -20,7 +20,8 @@ import { WebSocketServer } from 'ws';
 import { BIN, DIST, cleanup, runCli, startApp, waitFor, writeFile, type App } from './helpers';
 import { processAlive } from '../dist/src/protocol/socket-path.js';
 import { openVerifiedSession } from '../src/cli/inspector-client';
-import { inspectAddress, isLoopback, listeningPorts, nodeOptionsOf } from '../src/cli/procfs';
+import { inspectAddress, isLoopback, listeningPorts, nodeOptionsOf, readProc } from '../src/cli/procfs';
+import { DEADLINE_MS, SESSION_MS, WINDOW_MS } from '../src/cli/attach';
 
 const ours = new Set<ChildProcess>();
 
@@ -360,6 +361,184 @@ describe('ispy attach: the session is checked to be the target', () => {
     } finally {
       await fake.close();
     }
+  });
+});
+
+describe('ispy attach: the window is bounded whatever the main thread does', () => {
+  const INSPECT_ANY = { NODE_OPTIONS: '--inspect-port=127.0.0.1:0' };
+
+  /**
+   * Samples the target's listening ports from /proc every few milliseconds (on this test's
+   * event loop, idle while it awaits the CLI) and records each span in which it listened
+   * on a port other than its own: the inspector's windows as an outsider sees them.
+   */
+  function watchWindows(pid: number, appPort: number): { stop(): { from: number; to: number }[] } {
+    const spans: { from: number; to: number }[] = [];
+    let openSince: number | undefined;
+    let last = performance.now();
+    let stopped = false;
+    const sample = () => {
+      if (stopped) return;
+      const now = performance.now();
+      const open = listeningPorts(pid).some((p) => p !== appPort);
+      if (open && openSince === undefined) openSince = last;
+      if (!open && openSince !== undefined) {
+        spans.push({ from: openSince, to: now });
+        openSince = undefined;
+      }
+      last = now;
+      setTimeout(sample, 2);
+    };
+    sample();
+    return {
+      stop() {
+        stopped = true;
+        if (openSince !== undefined) spans.push({ from: openSince, to: Infinity });
+        return spans;
+      },
+    };
+  }
+
+  async function state(app: App): Promise<{ symbols: string[]; workers: number; agent: boolean; inspector: string | null }> {
+    return JSON.parse((await app.get('/state', 20_000)).body);
+  }
+
+  /** Waits until /state reads `want`: a terminated worker's exit reaches the app a moment later. */
+  async function settles(app: App, want: Awaited<ReturnType<typeof state>>): Promise<void> {
+    let last: unknown;
+    await waitFor(async () => {
+      last = await state(app);
+      return JSON.stringify(last) === JSON.stringify(want);
+    }, 10_000, `the app's state to be ${JSON.stringify(want)}`).catch((err: Error) => {
+      throw new Error(`${err.message}; last: ${JSON.stringify(last)}`);
+    });
+  }
+
+  /** Gone, or a zombie (killed, not yet reaped by whoever inherited it). */
+  function dead(pid: number): boolean {
+    const stat = readProc(pid, 'stat');
+    return !processAlive(pid) || stat === undefined || stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  }
+
+  /** The pid of `ispy attach`'s watcher: its child running attach-watch.js. */
+  function watcherOf(cli: number): number | undefined {
+    for (const name of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+      const stat = readProc(Number(name), 'stat');
+      const ppid = stat ? Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) : NaN;
+      if (ppid === cli && (readProc(Number(name), 'cmdline') ?? '').includes('attach-watch.js')) return Number(name);
+    }
+    return undefined;
+  }
+
+  it('attaches to a main thread busy in JavaScript within the bound, and closes the inspector Node reopens when the loop comes back', async () => {
+    const app = await plainApp('attach-busy.cjs', INSPECT_ANY);
+    const sock = path.join(app.dir, 'busy.sock');
+    // Longer than the window's bound, shorter than --timeout (5 s) after ispy's own start-up.
+    await app.get('/spin?ms=4500&in=handler');
+    const windows = watchWindows(app.pid, app.appPort);
+    const r = await runCli(['attach', String(app.pid), '--socket', sock, '--json']);
+    const spans = windows.stop();
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    // Closed from the interrupt while the thread spun; the agent started once it was free.
+    expect(out.inspector.openMs).toBeLessThan(WINDOW_MS);
+    expect(out.inspector.reopened).toBe(true);
+    expect(spans.length, JSON.stringify(spans)).toBeGreaterThan(0);
+    for (const s of spans) expect(s.to - s.from, JSON.stringify(spans)).toBeLessThan(WINDOW_MS);
+    // Node's second opening (its wake-up of the event loop) was closed again at once.
+    expect(debuggerLines(app)).toBe(2);
+    expect(listeningPorts(app.pid)).toEqual([app.appPort]);
+    expect(await accepts(out.inspector.port)).toBe(false);
+    // Nothing of the attach is left: no global, no deadline worker (the one worker is the agent's).
+    await settles(app, { symbols: [], workers: 1, agent: true, inspector: null });
+    expect((await runJson(sock, 'process info')).pid).toBe(app.pid);
+  });
+
+  it('says the main thread is busy and loads nothing when it does not come back to its event loop in time', async () => {
+    // It spins from the moment its inspector opens, however long ispy took to get there.
+    const app = await plainApp('attach-busy.cjs', { ...INSPECT_ANY, ATTACH_BUSY_ON_OPEN: '0,3000' });
+    const sock = path.join(app.dir, 'late.sock');
+    const windows = watchWindows(app.pid, app.appPort);
+    const r = await runCli(['attach', String(app.pid), '--socket', sock, '--timeout', '1s']);
+    expect(r.code).toBe(1);
+    const m = new RegExp(
+      `^ispy: process ${app.pid}'s main thread is busy: it ran ispy's close between its own work \\(its inspector was open for (\\d+) ms and is closed\\) but has not come back to its event loop within 1000 ms, so ispy loaded nothing and left nothing in it; try again when it is less busy, or with a longer --timeout\n$`,
+    ).exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    expect(Number(m![1])).toBeLessThan(WINDOW_MS);
+    expect(listeningPorts(app.pid)).toEqual([app.appPort]);
+    // Once the thread is back (it answers), nothing starts later, and a reopening by Node
+    // (when the signal's interrupt, not its wake-up of the loop, opened it) is closed again.
+    expect(await state(app)).toMatchObject({ symbols: [], agent: false });
+    await waitFor(async () => (await state(app)).inspector === null && listeningPorts(app.pid).length === 1, 10_000, 'any reopened inspector to be closed');
+    // An absence: an agent started from the abandoned attach would have its socket within
+    // this time (its start takes ~0.2 s here).
+    await new Promise((res) => setTimeout(res, 1500));
+    expect(existsSync(sock)).toBe(false);
+    await settles(app, { symbols: [], workers: 0, agent: false, inspector: null });
+    for (const s of windows.stop()) expect(s.to - s.from).toBeLessThan(WINDOW_MS);
+  });
+
+  it('queues the close in a main thread blocked in native code, says so, and the port closes the moment the thread returns (without the watcher)', async () => {
+    // The app blocks (a synchronous child process) as soon as its inspector opens, before
+    // ispy's first evaluation arrives.
+    const app = await plainApp('attach-busy.cjs', { ...INSPECT_ANY, ATTACH_BUSY_ON_OPEN: '4500,0' });
+    const r = await runCli(['attach', String(app.pid), '--socket', path.join(app.dir, 'blocked.sock')]);
+    expect(r.code).toBe(1);
+    const m = new RegExp(
+      `^ispy: process ${app.pid}'s main thread did not answer within ${SESSION_MS} ms of its inspector opening: it is blocked in native code or in a long built-in call \\(.+\\), which the inspector cannot interrupt; ispy loaded nothing; port (\\d+) stays open until that thread returns: ispy's close waits in its queue and runs then \\(Node's inspector can only be closed from the main thread\\); a watcher \\(pid (\\d+)\\) also watches it, for up to 5 minutes\n$`,
+    ).exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    // ispy gave up at the bound (3 s after the port opened), not at the thread's return (4.5 s).
+    expect(app.stdout()).not.toContain('UNBLOCKED');
+    // The close queued in the target does it, not the watcher: kill that first.
+    process.kill(Number(m![2]), 'SIGKILL');
+    await waitFor(() => app.stdout().includes('UNBLOCKED'), 15_000, 'the main thread to return');
+    await waitFor(() => !listeningPorts(app.pid).includes(Number(m![1])), 5000, `port ${m![1]} to close once the thread returned`);
+    expect(await accepts(Number(m![1]))).toBe(false);
+    await settles(app, { symbols: [], workers: 0, agent: false, inspector: null });
+  });
+
+  it('the target closes its own inspector when ispy and its watcher are both killed mid-attach, even with its main thread spinning', async () => {
+    // Blocked when ispy's first evaluation (pid check, deadline armed) arrives, then spinning
+    // in JavaScript: no timer of the main thread could fire, and neither ispy nor its
+    // watcher is left to close the port.
+    const app = await plainApp('attach-busy.cjs', { ...INSPECT_ANY, ATTACH_BUSY_ON_OPEN: '1000,6000' });
+    const before = listeningPorts(app.pid);
+    const reportDirs = () => readdirSync(os.tmpdir()).filter((n) => n.startsWith('ispy-attach-'));
+    const dirsBefore = new Set(reportDirs());
+    const cli = spawn(process.execPath, [BIN, 'attach', String(app.pid), '--socket', path.join(app.dir, 'killed.sock')], {
+      detached: true,
+      env: { ...process.env, ISPY_VERBOSE: '1' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    ours.add(cli);
+    let err = '';
+    cli.stderr!.on('data', (d) => (err += d));
+    await waitFor(() => err.includes('first evaluation sent') || cli.exitCode !== null, 15_000, 'ispy to send its first evaluation');
+    expect(err).toContain('first evaluation sent (pid check, deadline armed in the target)');
+    const watcher = watcherOf(cli.pid!);
+    // Both groups: ispy's (it leads its own here), and the watcher's (it starts its own session).
+    process.kill(-cli.pid!, 'SIGKILL');
+    if (watcher !== undefined) process.kill(-watcher, 'SIGKILL');
+    expect(watcher, err).toBeGreaterThan(0);
+    expect(app.stdout()).toContain('BLOCKED');
+    expect(app.stdout(), 'the first evaluation came before the block; ispy went on').not.toContain('UNBLOCKED');
+    const port = listeningPorts(app.pid).find((p) => !before.includes(p));
+    expect(port, err).toBeGreaterThan(0);
+    await waitFor(() => dead(watcher!) && cli.signalCode !== null, 5000, 'ispy and its watcher to die');
+
+    await waitFor(() => app.stdout().includes('UNBLOCKED'), 10_000, 'the main thread to return');
+    const unblocked = performance.now();
+    await waitFor(() => !listeningPorts(app.pid).includes(port!), DEADLINE_MS + 5000, `port ${port} to be closed by the deadline in the target`);
+    // Closed by the deadline, mid-spin.
+    expect(performance.now() - unblocked).toBeGreaterThan(DEADLINE_MS - 1000);
+    expect(app.stdout()).not.toContain('SPUN');
+    expect(await accepts(port!)).toBe(false);
+    // Then nothing of it is left: the worker ended, the global is gone, and the deadline
+    // removed the dead ispy's report folder.
+    await settles(app, { symbols: [], workers: 0, agent: false, inspector: null });
+    expect(reportDirs().filter((n) => !dirsBefore.has(n))).toEqual([]);
   });
 });
 

@@ -8,7 +8,8 @@
 //                                    its pid through the session, then exit
 //
 // The second case covers a target whose main thread was blocked in native code when
-// SIGUSR1 came: Node opens the inspector only when the thread returns, after ispy has gone.
+// SIGUSR1 came: Node opens the inspector only when the thread returns, after ispy has gone;
+// and one whose main thread blocked while the port was open: the close waits in its queue.
 // Bounded: it exits after <watch ms>, or when the target exits (or its pid is reused). Its
 // only output is `ready` on stdout once it is listening; stderr is ignored.
 //
@@ -20,7 +21,7 @@ import { rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { isIspyError } from '../protocol/errors';
-import { closeInspector, isInspector, openVerifiedSession, sleep } from './inspector-client';
+import { closeExpression, isInspector, openSession, sleep, waitPortClosed } from './inspector-client';
 import { processAlive } from '../protocol/socket-path';
 import { listeningSockets, startTimeOf } from './procfs';
 
@@ -28,24 +29,41 @@ import { listeningSockets, startTimeOf } from './procfs';
  * The watcher's active loop (attach-watch.ts): until `untilMs` (epoch ms), or until the
  * process is gone or is no longer the one we signalled (pid reused), close any inspector it
  * has open on a port not in `before`. Returns once it closed one.
+ *
+ * The close goes right behind the pid check, not after its answer: it acts only in the
+ * target (it checks the pid itself), and a main thread blocked in native code then runs
+ * both the moment it returns. The answer only tells whether to keep waiting for this port.
  */
 async function watchLateInspector(pid: number, expectedPid: number, startTime: string, untilMs: number, before: Set<number>): Promise<'closed' | 'gone' | 'expired'> {
   const ignored = new Set(before);
+  const gone = () => !processAlive(pid) || (startTime !== '' && startTimeOf(pid) !== startTime);
   while (Date.now() < untilMs) {
-    if (!processAlive(pid) || (startTime && startTimeOf(pid) !== startTime)) return 'gone';
+    if (gone()) return 'gone';
     for (const s of listeningSockets(pid)) {
       if (ignored.has(s.port)) continue;
       if (!(await isInspector(s.host, s.port, 1000))) {
         ignored.add(s.port);
         continue;
       }
+      let conn;
       try {
-        const conn = await openVerifiedSession(pid, expectedPid, s.host, s.port, 5000);
-        if (await closeInspector(pid, s.port, conn, 5000)) return 'closed';
+        conn = await openSession(s.host, s.port, 5000);
       } catch (err) {
-        // Another process behind it: never act on it. Anything else: try again.
-        if (isIspyError(err) && err.details?.otherProcess !== undefined) ignored.add(s.port);
+        // A URL pointing elsewhere: never act on it. Anything else: try again.
+        if (isIspyError(err)) ignored.add(s.port);
+        continue;
       }
+      let otherProcess = false;
+      conn.evaluate('process.pid', untilMs - Date.now()).then(
+        (seen) => (otherProcess = seen !== expectedPid),
+        () => {},
+      );
+      conn.requestClose(closeExpression(expectedPid));
+      // Minutes, should the thread stay blocked: poll gently.
+      const closed = await waitPortClosed(pid, s.port, untilMs - Date.now(), () => otherProcess || gone(), 20);
+      conn.close();
+      if (closed) return 'closed';
+      if (otherProcess) ignored.add(s.port);
     }
     await sleep(50);
   }

@@ -2,6 +2,16 @@
 // its watcher: is this port an inspector, open a session whose process is checked to be
 // the one we mean, evaluate in it, and close the inspector from inside (which is the only
 // way to close it) while watching the port go.
+//
+// What runs where in the target (Node's src/inspector_io.cc, inspector_agent.cc): the port,
+// the HTTP answers (/json/list, /json/version) and the WebSocket belong to the inspector's
+// own thread and answer whatever the main thread does. Every protocol message is handed to
+// the main thread through a V8 interrupt, which JavaScript takes at its next function call
+// or loop iteration, even mid-busy-loop: an evaluation there is answered at once. What
+// cannot be interrupted (native code: a synchronous child process or file read; and long
+// built-ins such as JSON.parse of a huge string or sorting a huge array) holds every message
+// until it returns. `inspector.close()` (process._debugEnd) stops the listener of the
+// thread that calls it, so only an evaluation on the main thread closes the port.
 
 import * as http from 'node:http';
 import WebSocket from 'ws';
@@ -71,8 +81,56 @@ export function interrupted(): IspyError {
   return new IspyError('ISPY_ERR_CANCELLED', 'interrupted');
 }
 
-/** Runs in the target: closes its inspector (and every session on it, ours included). */
-const CLOSE_EXPRESSION = "require('node:inspector').close()";
+/** A message the target's main thread did not answer in time (the inspector's own thread had taken it). */
+export class NoAnswerError extends Error {
+  constructor(method: string, timeoutMs: number) {
+    super(`${method} did not answer within ${timeoutMs} ms`);
+    this.name = 'NoAnswerError';
+  }
+}
+
+/** Where `ispy attach`'s first evaluation keeps the deadline it arms in the target (attach.ts). */
+export const DEADLINE_KEY = 'ispy.attach.deadline';
+
+/**
+ * A function, as JavaScript source for the target, called as `(CLOSE_FUNCTION)(require,
+ * onReopened?)`: closes the inspector (and every session on it, ours included), and closes
+ * it again should it reopen within the next two turns of the event loop. Why: SIGUSR1 makes
+ * Node ask for the inspector twice (Agent::RequestIoThreadStart), by an interrupt, which a
+ * main thread busy in JavaScript takes at once, and by waking the event loop. When the
+ * interrupt opened it and we closed it before the loop came round, the wake-up, handled
+ * when the loop next polls, opens it again. That poll comes before a setImmediate callback
+ * of the same turn, or of the next one when we ran in the middle of a poll.
+ */
+export const CLOSE_FUNCTION = `(load, onReopened) => {
+  const inspector = load('node:inspector');
+  const { setImmediate } = load('node:timers');
+  inspector.close();
+  const again = (turns) => setImmediate(() => {
+    if (inspector.url() !== undefined) {
+      inspector.close();
+      if (onReopened) onReopened();
+    }
+    if (turns > 1) again(turns - 1);
+  });
+  again(2);
+}`;
+
+/**
+ * Runs in the target: closes its inspector (CLOSE_FUNCTION), and takes off the deadline
+ * `ispy attach` armed there, if any. It acts only in the process whose pid is
+ * `expectedPid`, so it may be sent before the pid check has answered: queued behind it, it
+ * runs the moment a blocked main thread returns, whoever is still there.
+ */
+export function closeExpression(expectedPid: number): string {
+  return `(() => {
+    if (process.pid !== ${expectedPid}) return process.pid;
+    const deadline = globalThis[Symbol.for(${JSON.stringify(DEADLINE_KEY)})];
+    if (deadline) deadline.disarm();
+    (${CLOSE_FUNCTION})(require);
+    return process.pid;
+  })()`;
+}
 
 /** A minimal inspector protocol client over the WebSocket the target's inspector offers. */
 export class InspectorConnection {
@@ -117,29 +175,42 @@ export class InspectorConnection {
     });
   }
 
-  send(method: string, params: Record<string, unknown>, timeoutMs: number, signal?: AbortSignal): Promise<any> {
+  /** True once the connection has ended (closed by either side). */
+  get closed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
+  /** Sends a request; `onSent` runs once it has left for the target (handed to the kernel). */
+  send(method: string, params: Record<string, unknown>, timeoutMs: number, signal?: AbortSignal, onSent?: () => void): Promise<any> {
     if (this.closedReason) return Promise.reject(new Error(this.closedReason));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const onAbort = () => settle({ error: { message: 'interrupted' } });
-      const timer = setTimeout(() => settle({ error: { message: `${method} did not answer within ${timeoutMs} ms` } }), timeoutMs);
-      const settle = (m: { result?: unknown; error?: { message: string } }) => {
+      const timer = setTimeout(() => settle({ error: { message: '' } }, true), Math.max(0, timeoutMs));
+      const settle = (m: { result?: unknown; error?: { message: string } }, late = false) => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         this.pending.delete(id);
         if (signal?.aborted) reject(interrupted());
+        else if (late) reject(new NoAnswerError(method, timeoutMs));
         else if (m.error) reject(new Error(m.error.message));
         else resolve(m.result);
       };
       this.pending.set(id, settle);
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.ws.send(JSON.stringify({ id, method, params }));
+      this.ws.send(JSON.stringify({ id, method, params }), () => onSent?.());
     });
   }
 
-  /** Evaluates in the target with the console's `require`; returns the JSON value or throws its exception. */
-  async evaluate(expression: string, timeoutMs: number, signal?: AbortSignal): Promise<unknown> {
-    const r = (await this.send('Runtime.evaluate', { expression, includeCommandLineAPI: true, returnByValue: true, awaitPromise: true }, timeoutMs, signal)) as {
+  /**
+   * Evaluates in the target with the console's `require`; returns the JSON value or throws
+   * its exception. Never with awaitPromise: the answer to that waits for a microtask
+   * checkpoint, which a main thread busy in JavaScript does not reach until it is done (an
+   * attach to a spinning process used to wait for the whole spin), while a plain evaluation
+   * is answered from the interrupt.
+   */
+  async evaluate(expression: string, timeoutMs: number, signal?: AbortSignal, onSent?: () => void): Promise<unknown> {
+    const r = (await this.send('Runtime.evaluate', { expression, includeCommandLineAPI: true, returnByValue: true }, timeoutMs, signal, onSent)) as {
       result: { value?: unknown };
       exceptionDetails?: { exception?: { description?: string }; text: string };
     };
@@ -150,11 +221,12 @@ export class InspectorConnection {
   /**
    * Runs an expression that closes the target's inspector; its answer never comes (the
    * close ends our connection too). Should the main thread be stuck, the request waits in
-   * its queue and runs when the thread is free.
+   * its queue and runs when the thread is free, even after this connection has ended (the
+   * inspector's thread hands each message to the main thread as it arrives).
    */
-  requestClose(expression = CLOSE_EXPRESSION): void {
+  requestClose(expression: string, onSent?: () => void): void {
     try {
-      this.ws.send(JSON.stringify({ id: this.nextId++, method: 'Runtime.evaluate', params: { expression, includeCommandLineAPI: true } }));
+      this.ws.send(JSON.stringify({ id: this.nextId++, method: 'Runtime.evaluate', params: { expression, includeCommandLineAPI: true } }), () => onSent?.());
     } catch {
       // already closed
     }
@@ -167,13 +239,13 @@ export class InspectorConnection {
 }
 
 /**
- * Connects to the inspector at host:port and checks, through the session, that the
- * process behind it is `pid` (as it sees itself: `expectedPid`). Refuses, touching
- * nothing, when it is another process.
+ * Connects to the inspector at host:port (the inspector's own thread answers this part,
+ * whatever the main thread does). Refuses, touching nothing, a debugger URL that points
+ * anywhere but back to the same loopback port.
  */
-export async function openVerifiedSession(pid: number, expectedPid: number, host: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<InspectorConnection> {
+export async function openSession(host: string, port: number, timeoutMs: number): Promise<InspectorConnection> {
   const dial = dialHost(host);
-  const targets = (await getJson(dial, port, '/json/list', timeoutMs)) as { webSocketDebuggerUrl?: string }[] | null;
+  const targets = (await getJson(dial, port, '/json/list', Math.max(1, timeoutMs))) as { webSocketDebuggerUrl?: string }[] | null;
   const url = Array.isArray(targets) ? targets[0]?.webSocketDebuggerUrl : undefined;
   if (typeof url !== 'string') throw refuse(`the inspector on ${dial}:${port} offers no debugger target; not touching it`);
   // The URL must point where we asked, never elsewhere.
@@ -186,43 +258,91 @@ export async function openVerifiedSession(pid: number, expectedPid: number, host
   if (u.protocol !== 'ws:' || Number(u.port || 80) !== port || !isLoopback(u.hostname)) {
     throw refuse(`the inspector on ${dial}:${port} points elsewhere (${url}); not touching it`);
   }
-  const conn = await InspectorConnection.open(url, timeoutMs);
+  return InspectorConnection.open(url, Math.max(1, timeoutMs));
+}
+
+/**
+ * Checks through the session that the process behind it is `pid` (as it sees itself:
+ * `expectedPid`), with `expression`, which must evaluate to the process's pid and act only
+ * when that is `expectedPid`. Closes the connection and refuses when it is another process;
+ * a NoAnswerError (connection kept) when the main thread did not answer in time.
+ */
+export async function verifyPid(
+  conn: InspectorConnection,
+  pid: number,
+  expectedPid: number,
+  where: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+  expression = 'process.pid',
+  onSent?: () => void,
+): Promise<void> {
   let seen: unknown;
   try {
-    seen = await conn.evaluate('process.pid', timeoutMs, signal);
+    seen = await conn.evaluate(expression, timeoutMs, signal, onSent);
   } catch (err) {
-    conn.close();
+    if (!(err instanceof NoAnswerError)) conn.close();
     throw err;
   }
   if (seen !== expectedPid) {
     conn.close();
-    throw new IspyError('ISPY_ERR_UNAVAILABLE', `the inspector on ${dial}:${port} belongs to process ${String(seen)}, not ${pid}; ispy did not touch it`, {
+    throw new IspyError('ISPY_ERR_UNAVAILABLE', `the inspector on ${where} belongs to process ${String(seen)}, not ${pid}; ispy did not touch it`, {
       details: { otherProcess: seen },
     });
+  }
+}
+
+/**
+ * Connects to the inspector at host:port and checks, through the session, that the
+ * process behind it is `pid` (as it sees itself: `expectedPid`). Refuses, touching
+ * nothing, when it is another process.
+ */
+export async function openVerifiedSession(pid: number, expectedPid: number, host: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<InspectorConnection> {
+  const deadline = performance.now() + timeoutMs;
+  const conn = await openSession(host, port, timeoutMs);
+  try {
+    await verifyPid(conn, pid, expectedPid, `${dialHost(host)}:${port}`, deadline - performance.now(), signal);
+  } catch (err) {
+    conn.close();
+    throw err;
   }
   return conn;
 }
 
-/** Closes the target's inspector and waits until the port refuses connections. False when it did not close in time. */
-export async function closeInspector(pid: number, port: number, conn: InspectorConnection, timeoutMs: number, expression?: string): Promise<boolean> {
+/**
+ * Waits until the target no longer listens on `port` (or `stop()` says to give up); false
+ * when it still does. Polls every `everyMs`: often while the window is ours to bound.
+ */
+export async function waitPortClosed(pid: number, port: number, timeoutMs: number, stop?: () => boolean, everyMs = 2): Promise<boolean> {
+  for (const deadline = performance.now() + timeoutMs; performance.now() < deadline; await sleep(everyMs)) {
+    if (!listeningPorts(pid).includes(port)) return true;
+    if (stop?.()) break;
+  }
+  return !listeningPorts(pid).includes(port);
+}
+
+/** Closes the target's inspector through `conn` and waits until the port is gone. False when it did not close in time. */
+export async function closeInspector(pid: number, port: number, conn: InspectorConnection, timeoutMs: number, expression: string): Promise<boolean> {
   conn.requestClose(expression);
   try {
-    for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(2)) {
-      if (!listeningPorts(pid).includes(port)) return true;
-    }
-    return !listeningPorts(pid).includes(port);
+    return await waitPortClosed(pid, port, timeoutMs);
   } finally {
     conn.close();
   }
 }
 
-/** Closes an inspector of `pid` through a session of our own, after checking whose it is. */
+/**
+ * Closes an inspector of `pid` through a session of our own. The close checks the pid
+ * itself, so it is sent without waiting for the pid check (which a blocked main thread
+ * would not answer): it runs when that thread can.
+ */
 export async function closeWithNewSession(pid: number, expectedPid: number, at: ListeningSocket, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
   let conn: InspectorConnection;
   try {
-    conn = await openVerifiedSession(pid, expectedPid, at.host, at.port, timeoutMs);
+    conn = await openSession(at.host, at.port, timeoutMs);
   } catch {
     return false;
   }
-  return closeInspector(pid, at.port, conn, timeoutMs);
+  return closeInspector(pid, at.port, conn, deadline - performance.now(), closeExpression(expectedPid));
 }

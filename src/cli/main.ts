@@ -193,7 +193,7 @@ export function buildProgram(): Command {
     .argument('<pid>', 'the process id')
     .option('--socket <path>', 'socket path for the agent ({pid} allowed; default: its config, else <tmpdir>/ispy-<uid>/<pid>.sock)')
     .option('--config <file>', 'ispy.config.json for the agent (default: the one the process would read: $ISPY_CONFIG, else its cwd)')
-    .addOption(new Option('--timeout <duration>', 'longest wait for each step (the agent\'s start-up gets at least 15s)').argParser(durationOption).default(5000, '5s'))
+    .addOption(new Option('--timeout <duration>', 'longest wait for the inspector to open and for the main thread to come back to its event loop (while the port is open: at most 3s in all, whatever this says; the agent\'s start-up gets at least 15s)').argParser(durationOption).default(5000, '5s'))
     .option('--json', 'one JSON object: {pid, socket, inspector: {host, port, openMs, closed}, timings, plugins, failedPlugins, connect}')
     .action(attachAction)
     .addHelpText('after', '\nExamples:\n  ispy attach 4242\n  ispy attach 4242 --socket /tmp/ispy-debug/{pid}.sock && ispy connect /tmp/ispy-debug/4242.sock');
