@@ -9,6 +9,7 @@
 // with "main thread busy for N ms".
 
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { toWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
@@ -34,6 +35,21 @@ export interface AgentWorkerData {
   port: MessagePort;
   ispyVersion: string;
   startedAt: number;
+}
+
+/**
+ * Removes the partial artefacts agents killed mid-write left in the output folder, once
+ * this agent is serving (never in start-up's way). The sweep's code loads only when the
+ * folder holds a `.partial` file at all: an idle agent does not carry it.
+ */
+function sweepPartialArtefactsSoon(dir: string): void {
+  fs.promises
+    .readdir(dir)
+    .then((names) => {
+      if (names.some((n) => n.endsWith('.partial'))) return (require('./artefacts') as typeof import('./artefacts')).sweepPartialArtefacts(dir, names);
+      return undefined;
+    })
+    .catch(() => {});
 }
 
 async function main(): Promise<void> {
@@ -98,6 +114,7 @@ async function main(): Promise<void> {
     bound = await bindSocket(server.listener, data.socketPath);
     if (stopping) return;
     status({ t: 'ready', socket: bound, failedPlugins: registry.failed });
+    sweepPartialArtefactsSoon(data.runtime.settings.outputDir);
     compactor.schedule();
   } catch (err) {
     status({ t: 'failed', error: toWireError(err) });
