@@ -86,7 +86,7 @@ async function runClients(app, { clients = 200, rounds = 1, seconds, limit, load
   } catch (err) {
     problems.push(`a client after the crowd could not get \`process info\`: ${err.message}`);
   }
-  const stat = (xs) => ({ p50: lib.round(lib.percentile(xs, 50), 1), p99: lib.round(lib.percentile(xs, 99), 1), max: lib.round(Math.max(0, ...xs), 1) });
+  const stat = (xs) => ({ p50: lib.round(lib.percentile(xs, 50), 1), p99: lib.round(lib.percentile(xs, 99), 1), max: lib.round(xs.reduce((m, x) => Math.max(m, x), 0), 1) });
   return {
     clients,
     connected: connected.length,
