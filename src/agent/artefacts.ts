@@ -146,18 +146,19 @@ export function artefactSink(dir: string, announce: (written: WrittenArtefact) =
  * during a heap snapshot leaves `heap-<pid>-<stamp>.heapsnapshot.partial`, never finished
  * and never removed). Only names of that pattern whose pid is dead, only regular files of
  * this user (a symbolic link is never followed, nor removed); `names` is the folder's
- * listing when the caller has it. Returns the paths removed.
+ * listing. Synchronous: it runs in the agent worker, and async calls would start libuv's
+ * thread pool in an app that may never use it. Returns the paths removed.
  */
-export async function sweepPartialArtefacts(dir: string, names?: string[]): Promise<string[]> {
+export function sweepPartialArtefacts(dir: string, names: string[]): string[] {
   const removed: string[] = [];
-  for (const name of names ?? (await fs.promises.readdir(dir).catch(() => []))) {
+  for (const name of names) {
     const pid = partialArtefactPid(name);
     if (pid === undefined || processAlive(pid)) continue;
     const file = path.join(dir, name);
     try {
-      const st = await fs.promises.lstat(file);
+      const st = fs.lstatSync(file);
       if (!st.isFile() || st.uid !== currentUid()) continue;
-      await fs.promises.unlink(file);
+      fs.unlinkSync(file);
       removed.push(file);
     } catch {
       // gone already (another agent swept it), or not ours to remove

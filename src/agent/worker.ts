@@ -39,17 +39,17 @@ export interface AgentWorkerData {
 
 /**
  * Removes the partial artefacts agents killed mid-write left in the output folder, once
- * this agent is serving (never in start-up's way). The sweep's code loads only when the
- * folder holds a `.partial` file at all: an idle agent does not carry it.
+ * this agent is serving. Synchronous on purpose (one readdir, in this thread): an async one
+ * would start libuv's thread pool in an app that may never use it. The sweep's code loads
+ * only when the folder holds a `.partial` file at all: an idle agent does not carry it.
  */
-function sweepPartialArtefactsSoon(dir: string): void {
-  fs.promises
-    .readdir(dir)
-    .then((names) => {
-      if (names.some((n) => n.endsWith('.partial'))) return (require('./artefacts') as typeof import('./artefacts')).sweepPartialArtefacts(dir, names);
-      return undefined;
-    })
-    .catch(() => {});
+function sweepPartialArtefacts(dir: string): void {
+  try {
+    const names = fs.readdirSync(dir);
+    if (names.some((n) => n.endsWith('.partial'))) (require('./artefacts') as typeof import('./artefacts')).sweepPartialArtefacts(dir, names);
+  } catch {
+    // no folder yet, or not readable: nothing of ours to sweep
+  }
 }
 
 async function main(): Promise<void> {
@@ -114,7 +114,7 @@ async function main(): Promise<void> {
     bound = await bindSocket(server.listener, data.socketPath);
     if (stopping) return;
     status({ t: 'ready', socket: bound, failedPlugins: registry.failed });
-    sweepPartialArtefactsSoon(data.runtime.settings.outputDir);
+    sweepPartialArtefacts(data.runtime.settings.outputDir);
     compactor.schedule();
   } catch (err) {
     status({ t: 'failed', error: toWireError(err) });
