@@ -6,12 +6,12 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanup } from '../helpers';
-import { engineApp, startReliabApp } from './harness';
+import { engineApp, needsProc, NO_PROC, startReliabApp } from './harness';
 import { runClients } from '../../bench/reliability-clients.js';
 
 afterAll(cleanup);
 
-describe('200 concurrent clients', () => {
+describe.skipIf(NO_PROC !== undefined)(needsProc('200 concurrent clients'), () => {
   it('with room for them: every command of every client answers, no request fails, no connection is left', async () => {
     const app = await startReliabApp({ limits: { maxConnections: 210 } });
     const result = await runClients(engineApp(app), { clients: 200, rounds: 3 });

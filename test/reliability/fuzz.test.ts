@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import WebSocket from 'ws';
 import { cleanup, tempDir, waitFor } from '../helpers';
 import { connect } from '../../dist/src/client/index.js';
-import { engineApp, startReliabApp } from './harness';
+import { engineApp, needsProc, NO_PROC, startReliabApp } from './harness';
 import { fuzzConfig, runFuzz } from '../../bench/reliability-fuzz.js';
 import { seedFrom } from '../../bench/reliability-lib.js';
 
@@ -17,7 +17,7 @@ afterAll(cleanup);
 
 const SEED = seedFrom('ISPY_FUZZ_SEED', 20261122);
 
-describe('protocol fuzzing', () => {
+describe.skipIf(NO_PROC !== undefined)(needsProc('protocol fuzzing'), () => {
   it('10k fuzzed frames: the app serves throughout, every bad frame gets an error or a close, nothing is left behind', async () => {
     const dir = tempDir('ispy-r-');
     const app = await startReliabApp(fuzzConfig(dir), { dir });

@@ -7,6 +7,12 @@ import { existsSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { startApp, tempDir, type App } from '../helpers';
 
+/** Why the checks cannot run here, when they cannot: they read the app's fds, threads and memory in /proc. */
+export const NO_PROC = existsSync('/proc/self/fd') && existsSync('/proc/self/task') ? undefined : 'needs /proc (Linux): the checks read the app\'s fds, threads and memory there';
+
+/** A describe title that says why it was skipped, when it was. */
+export const needsProc = (title: string): string => (NO_PROC ? `${title} (skipped: ${NO_PROC})` : title);
+
 export interface ReliabApp extends App {
   /** The HTTP port the app printed. */
   httpPort: number;

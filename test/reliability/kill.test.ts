@@ -9,12 +9,12 @@ import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { cleanup, tempDir, waitFor } from '../helpers';
 import { connect, type Client } from '../../dist/src/client/index.js';
-import { engineApp, filesIn, startReliabApp, type ReliabApp } from './harness';
+import { engineApp, filesIn, needsProc, NO_PROC, type ReliabApp, startReliabApp } from './harness';
 import { killAppMidSnapshot, killClientMid } from '../../bench/reliability-kill.js';
 
 afterAll(cleanup);
 
-describe('kill -9 of the client mid-command', () => {
+describe.skipIf(NO_PROC !== undefined)(needsProc('kill -9 of the client mid-command'), () => {
   let app: ReliabApp;
   let probe: Client;
   let handlesBefore: string;
@@ -62,7 +62,7 @@ describe('kill -9 of the client mid-command', () => {
   });
 });
 
-describe('kill -9 of the app mid heap snapshot', () => {
+describe.skipIf(NO_PROC !== undefined)(needsProc('kill -9 of the app mid heap snapshot'), () => {
   it('leaves a .partial, which the next agent with that output folder sweeps; live pids, other names, symlinks and folders stay', async () => {
     const shared = tempDir('ispy-r-');
     const out = path.join(shared, 'out');

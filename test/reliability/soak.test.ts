@@ -6,7 +6,7 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanup } from '../helpers';
-import { engineApp, startReliabApp } from './harness';
+import { engineApp, needsProc, NO_PROC, startReliabApp } from './harness';
 import { runSoak } from '../../bench/reliability-soak.js';
 import { memoryVerdict, prng } from '../../bench/reliability-lib.js';
 
@@ -48,7 +48,7 @@ describe('memory verdict', () => {
   });
 });
 
-describe('soak', () => {
+describe.skipIf(NO_PROC !== undefined)(needsProc('soak'), () => {
   it('clients come and go for ~30 s while the app serves HTTP: memory and fds flat, fds back to baseline, nothing left on', async () => {
     const app = await startReliabApp();
     const result = await runSoak(engineApp(app), { seconds: 10, minWarmupVisits: 1000, maxWarmupSeconds: 45, settleSeconds: 5, clients: 4, loadConnections: 4 });
