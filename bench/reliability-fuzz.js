@@ -726,6 +726,9 @@ async function runFuzz(app, { frames = 10_000, concurrency = 8, seed = 1, maxFra
   const partials = app.outputDir && fs.existsSync(app.outputDir) ? fs.readdirSync(app.outputDir).filter((f) => f.endsWith('.partial')) : [];
   if (partials.length) problems.push(`partial artefacts left: ${partials.join(', ')}`);
 
+  // When the agent itself died, say so first: every other problem follows from it.
+  const died = /^ispy: agent worker failed.*(?:\n\s+at .*){0,4}/m.exec(app.stderr());
+  if (died) problems.unshift(`the agent worker died: ${died[0].replace(/\n\s+/g, ' ← ')}`);
   const agentLines = app.stderr().split('\n').filter((l) => l.startsWith('ispy: '));
   return {
     seed,
