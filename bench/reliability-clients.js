@@ -12,7 +12,6 @@
 const path = require('node:path');
 const { performance } = require('node:perf_hooks');
 const lib = require('./reliability-lib');
-const { settledFdCount } = require('./reliability-fuzz');
 
 const COMMANDS = [
   ['process', 'info', {}],
@@ -23,7 +22,7 @@ const COMMANDS = [
 async function runClients(app, { clients = 200, rounds = 1, seconds, limit, loadConnections = 4, timeoutMs = 30_000, log = () => {} } = {}) {
   const { connect } = lib.client();
   const problems = [];
-  const fdBaseline = await settledFdCount(app.pid);
+  const fdBaseline = await lib.settledFdCount(app.pid);
   // Requests that take a little while, so `requests list` has some in flight to show.
   const load = lib.httpLoad(app.port, { connections: loadConnections, path: '/slow?ms=5' });
 
@@ -77,7 +76,7 @@ async function runClients(app, { clients = 200, rounds = 1, seconds, limit, load
   if (http.failed) problems.push(`${http.failed} of ${http.ok + http.failed} HTTP requests failed: ${http.errors.join('; ')}`);
 
   // Nobody is connected any more: the agent holds no connection (nor anything else).
-  const fdAfter = await settledFdCount(app.pid, fdBaseline);
+  const fdAfter = await lib.settledFdCount(app.pid, fdBaseline);
   if (fdAfter !== fdBaseline) problems.push(`the app holds ${fdAfter} file descriptors after the clients left, ${fdBaseline} before: ${lib.fdList(app.pid).join(', ')}`);
   try {
     const c = await connect(app.socket, { timeoutMs, clientName: 'many-after' });

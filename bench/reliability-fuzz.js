@@ -627,7 +627,7 @@ async function runFuzz(app, { frames = 10_000, concurrency = 8, seed = 1, maxFra
   const welcome = first.welcome;
   const catalogue = welcome.plugins.filter((p) => p.name !== 'eval').map((p) => ({ name: p.name, commands: p.commands }));
   await first.close();
-  const fdBaseline = await settledFdCount(app.pid);
+  const fdBaseline = await lib.settledFdCount(app.pid);
   const limits = { maxFrameBytes: welcome.maxFrameBytes, hard: Math.min(64 * 1024 * 1024, welcome.maxFrameBytes * 8) };
 
   const run = {
@@ -719,7 +719,7 @@ async function runFuzz(app, { frames = 10_000, concurrency = 8, seed = 1, maxFra
   } catch (err) {
     problems.push(`the agent did not answer after the run: ${err.message}`);
   }
-  const fdAfter = await settledFdCount(app.pid, fdBaseline);
+  const fdAfter = await lib.settledFdCount(app.pid, fdBaseline);
   if (fdAfter !== fdBaseline) problems.push(`the app holds ${fdAfter} file descriptors after the run, ${fdBaseline} before: ${lib.fdList(app.pid).join(', ')}`);
   const stdout = app.stdout().split('\n').filter((l) => l && !/^PORT \d+$/.test(l));
   if (stdout.length) problems.push(`the agent wrote to the app's stdout: ${stdout.slice(0, 3).join(' | ')}`);
@@ -756,24 +756,7 @@ async function runFuzz(app, { frames = 10_000, concurrency = 8, seed = 1, maxFra
   };
 }
 
-/** The fd count once it has stopped moving (or reached `target`), bounded. */
-async function settledFdCount(pid, target) {
-  let last = lib.fdCount(pid);
-  let stableSince = Date.now();
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    await lib.sleep(100);
-    const now = lib.fdCount(pid);
-    if (target !== undefined && now === target) return now;
-    if (now !== last) {
-      last = now;
-      stableSince = Date.now();
-    } else if (target === undefined && Date.now() - stableSince >= 500) return now;
-  }
-  return last;
-}
-
-module.exports = { runFuzz, fuzzConfig, expectationOf, encodeFrame, settledFdCount };
+module.exports = { runFuzz, fuzzConfig };
 
 if (require.main === module) {
   const common = require('./lib/common');

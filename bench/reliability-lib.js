@@ -91,6 +91,23 @@ function fdList(pid) {
   return out;
 }
 
+/** The fd count once it has stopped moving (or reached `target`), bounded. */
+async function settledFdCount(pid, target) {
+  let last = fdCount(pid);
+  let stableSince = Date.now();
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    await sleep(100);
+    const now = fdCount(pid);
+    if (target !== undefined && now === target) return now;
+    if (now !== last) {
+      last = now;
+      stableSince = Date.now();
+    } else if (target === undefined && Date.now() - stableSince >= 500) return now;
+  }
+  return last;
+}
+
 /** Resident set size of a process, in kB. */
 function rssKB(pid) {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -324,6 +341,7 @@ module.exports = {
   processAlive,
   fdCount,
   fdList,
+  settledFdCount,
   rssKB,
   sleep,
   waitFor,

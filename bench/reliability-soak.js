@@ -14,7 +14,6 @@ const net = require('node:net');
 const path = require('node:path');
 const { performance } = require('node:perf_hooks');
 const lib = require('./reliability-lib');
-const { settledFdCount } = require('./reliability-fuzz');
 
 /**
  * One visit's commands, picked in turn: each is [plugin, command, args, cancelAfterMs?].
@@ -63,7 +62,7 @@ async function visit(app, i, commands, { timeoutMs }) {
  */
 async function runSoak(app, { seconds = 12, minWarmupVisits = 1000, maxWarmupSeconds = 45, settleSeconds = 5, clients = 4, loadConnections = 4, loadGapMs = 0, loadPath = '/', sampleMs = 250, timeoutMs = 30_000, log = () => {} } = {}) {
   const problems = [];
-  const fdBaseline = await settledFdCount(app.pid);
+  const fdBaseline = await lib.settledFdCount(app.pid);
   const load = lib.httpLoad(app.port, { connections: loadConnections, gapMs: loadGapMs, path: loadPath });
   const t0 = performance.now();
   const samples = [];
@@ -127,7 +126,7 @@ async function runSoak(app, { seconds = 12, minWarmupVisits = 1000, maxWarmupSec
   const fdCeiling = fdBaseline + clients + loadConnections + 2;
   const fdMax = samples.filter((x) => x.t > warmEnd).reduce((m, x) => Math.max(m, x.fd), 0);
   if (fdMax > fdCeiling) problems.push(`the app held ${fdMax} file descriptors during the soak, above ${fdCeiling} (baseline ${fdBaseline} + ${clients} clients + ${loadConnections} load connections + 2)`);
-  const fdAfter = await settledFdCount(app.pid, fdBaseline);
+  const fdAfter = await lib.settledFdCount(app.pid, fdBaseline);
   if (fdAfter !== fdBaseline) problems.push(`the app holds ${fdAfter} file descriptors after the soak, ${fdBaseline} before: ${lib.fdList(app.pid).join(', ')}`);
   const left = await lib.leftovers(app.socket, app.port, { graceMs: 5000 });
   // With nobody connected the agent compacts its heap: what RSS comes back to when idle.
