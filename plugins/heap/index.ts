@@ -44,6 +44,16 @@ async function heapUsage(ctx: CommandContext): Promise<HeapUsage> {
   return ctx.inspector.post<HeapUsage>('Runtime.getHeapUsage');
 }
 
+/** fsync of a file another writer (V8, on the main thread) filled. */
+async function flush(file: string): Promise<void> {
+  const handle = await fs.promises.open(file, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 export default definePlugin({
   name: 'heap',
   summary: 'Heap statistics, garbage collection, and heap snapshots',
@@ -143,11 +153,16 @@ export default definePlugin({
               () => {},
             );
           }, 250);
+          const cancelled = () => new IspyError('ISPY_ERR_CANCELLED', 'cancelled: the partial snapshot was deleted');
           try {
+            // Gone before the heap walk began: do not freeze the app for a file nobody waits for.
+            if (ctx.signal.aborted) throw cancelled();
             const wrote = await ctx.mainThread.evaluate(`${API} && ${API}.writeSnapshot(${JSON.stringify(out.partialPath)})`, { timeoutMs: 30 * 60_000 });
             if (wrote !== true) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the heap plugin is not loaded on the main thread');
-            // The write cannot be interrupted; a cancel that came during it discards the file.
-            if (ctx.signal.aborted) throw new IspyError('ISPY_ERR_CANCELLED', 'cancelled: the partial snapshot was deleted');
+            // Flushing hundreds of MB takes a while: flush before the last look at the signal, so
+            // a cancel or disconnect during the write or the flush discards the file.
+            await flush(out.partialPath);
+            if (ctx.signal.aborted) throw cancelled();
             const file = await out.finish();
             return { file, tookMs: Math.round(performance.now() - started), ...estimate };
           } catch (err) {

@@ -30,6 +30,8 @@ const finished: Gate[] = [];
 let nextGate = 1;
 // One whole-process profile of each kind at a time (they share the worker's inspector session).
 const running = { cpu: undefined as number | undefined, alloc: undefined as number | undefined };
+/** A cancelled call leaves no artefact: its result says so. */
+const CANCELLED_NOTE = 'cancelled: no file was written (what was sampled until then is summarised here)';
 
 /** Waits `ms`, reporting a countdown; resolves early on abort. */
 async function countdown(ctx: CommandContext, ms: number, what: string): Promise<void> {
@@ -150,8 +152,11 @@ export default definePlugin({
           durationMs: args.duration,
           label: 'profiling',
         });
+        const summary = { ...(busyAtStart ? { busyAtStart } : {}), ...topFunctions(profile, args.top) };
+        // Cancelled (or its client gone): say what was sampled, keep no file nobody waits for.
+        if (ctx.signal.aborted) return { cancelled: true, note: CANCELLED_NOTE, ...summary };
         const file = await saveCpuProfile(ctx, profile, 'cpu', args.format);
-        return { file, cancelled: ctx.signal.aborted, ...(busyAtStart ? { busyAtStart } : {}), ...topFunctions(profile, args.top) };
+        return { file, cancelled: false, ...summary };
       },
     }),
 
@@ -190,6 +195,8 @@ export default definePlugin({
           if (!gate.profiles.length) return { ...gate.status(), note: 'no call was profiled: the function was not called while the gate was on' };
           // Our own wrapper frames sit between the caller and the function: leave them out.
           const merged = mergeProfiles(gate.profiles, (f) => OWN_FRAMES.test(f.url));
+          // A gate removed because its call was cancelled or its client went away keeps no file.
+          if (!args.detach && ctx.signal.aborted) return { ...gate.status(), cancelled: true, note: CANCELLED_NOTE, ...topFunctions(merged, args.top) };
           const name = `gate-${target.key.replace(/[^A-Za-z0-9_-]/g, '_')}`;
           gate.file = await ctx.artefacts.writeFile(`${name}.cpuprofile`, JSON.stringify(merged));
           const gaps = gate.sampleTimes.slice(1).map((t, i) => Math.round(t - gate.sampleTimes[i]!));
@@ -262,9 +269,10 @@ export default definePlugin({
           durationMs: args.duration,
           label: 'sampling allocations',
         });
-        const file = await ctx.artefacts.writeFile('alloc.heapprofile', JSON.stringify(profile));
         const { topAllocations } = require('./heapprofile') as typeof import('./heapprofile');
-        return { file, cancelled: ctx.signal.aborted, ...topAllocations(profile, args.top) };
+        if (ctx.signal.aborted) return { cancelled: true, note: CANCELLED_NOTE, ...topAllocations(profile, args.top) };
+        const file = await ctx.artefacts.writeFile('alloc.heapprofile', JSON.stringify(profile));
+        return { file, cancelled: false, ...topAllocations(profile, args.top) };
       },
     }),
   },

@@ -6,18 +6,29 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArtefactSink } from '../plugin/define';
 import { makeFolder } from './dirs';
+import { currentUid, processAlive } from '../protocol/socket-path';
 
 function stamp(d = new Date()): string {
   return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
 }
 
-/** `report.json` → `report-<pid>-20261122T200102Z.json`. */
-export function artefactName(requested: string, pid = process.pid): string {
+/** `report.json` → `report-<pid>-20261122T200102Z.json`; the n-th of that name in the same second gets `-n` before its last extension. */
+export function artefactName(requested: string, pid = process.pid, n = 1): string {
   const base = path.basename(requested);
   const dot = base.indexOf('.');
   const stem = dot > 0 ? base.slice(0, dot) : base;
   const ext = dot > 0 ? base.slice(dot) : '';
-  return `${stem}-${pid}-${stamp()}${ext}`;
+  const name = `${stem}-${pid}-${stamp()}${ext}`;
+  return n === 1 ? name : name.replace(/(\.[^.]*)?$/, (last) => `-${n}${last}`);
+}
+
+/** An artefact name being written (see artefactName): `<stem>-<pid>-<stamp>[-n][.ext…][-n.ext].partial`. */
+const PARTIAL_NAME = /^.+?-(\d+)-\d{8}T\d{6}Z(?:-\d+)?(?:\.[^/]*)?\.partial$/;
+
+/** For the name of a partial artefact, the pid of the agent that was writing it. */
+export function partialArtefactPid(name: string): number | undefined {
+  const m = PARTIAL_NAME.exec(name);
+  return m ? Number(m[1]) : undefined;
 }
 
 export interface WrittenArtefact {
@@ -38,16 +49,28 @@ export interface ArtefactStream {
   abort(): Promise<void>;
 }
 
+/**
+ * A fresh `<name>.partial`, opened exclusively. Two calls asking for the same name in the
+ * same second (two gates on one function) both see it free; the exclusive open decides,
+ * and the one that loses takes the next number.
+ */
+async function openFresh(dir: string, requested: string): Promise<{ name: string; file: string; handle: fs.promises.FileHandle }> {
+  for (let n = 1; ; n++) {
+    const name = artefactName(requested, process.pid, n);
+    const file = path.join(dir, name);
+    if (fs.existsSync(file)) continue;
+    try {
+      return { name, file, handle: await fs.promises.open(`${file}.partial`, 'wx', 0o600) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || n >= 1000) throw err;
+    }
+  }
+}
+
 export async function createArtefact(dir: string, requested: string): Promise<ArtefactStream> {
   makeFolder(dir);
-  let name = artefactName(requested);
-  let file = path.join(dir, name);
-  for (let n = 2; fs.existsSync(file) || fs.existsSync(`${file}.partial`); n++) {
-    name = artefactName(requested).replace(/(\.[^.]*)?$/, (ext) => `-${n}${ext}`);
-    file = path.join(dir, name);
-  }
+  const { name, file, handle } = await openFresh(dir, requested);
   const partial = `${file}.partial`;
-  const handle = await fs.promises.open(partial, 'wx', 0o600);
   let state: 'open' | 'done' | 'aborted' = 'open';
   let tail: Promise<unknown> = Promise.resolve();
   return {
@@ -117,4 +140,30 @@ export function artefactSink(dir: string, announce: (written: WrittenArtefact) =
       };
     },
   };
+}
+
+/**
+ * Removes the partial artefacts that agents killed mid-write left in `dir` (a `kill -9`
+ * during a heap snapshot leaves `heap-<pid>-<stamp>.heapsnapshot.partial`, never finished
+ * and never removed). Only names of that pattern whose pid is dead, only regular files of
+ * this user (a symbolic link is never followed, nor removed); `names` is the folder's
+ * listing. Synchronous: it runs in the agent worker, and async calls would start libuv's
+ * thread pool in an app that may never use it. Returns the paths removed.
+ */
+export function sweepPartialArtefacts(dir: string, names: string[]): string[] {
+  const removed: string[] = [];
+  for (const name of names) {
+    const pid = partialArtefactPid(name);
+    if (pid === undefined || processAlive(pid)) continue;
+    const file = path.join(dir, name);
+    try {
+      const st = fs.lstatSync(file);
+      if (!st.isFile() || st.uid !== currentUid()) continue;
+      fs.unlinkSync(file);
+      removed.push(file);
+    } catch {
+      // gone already (another agent swept it), or not ours to remove
+    }
+  }
+  return removed;
 }

@@ -9,6 +9,7 @@
 // with "main thread busy for N ms".
 
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { toWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
@@ -37,6 +38,21 @@ export interface AgentWorkerData {
   startedAt: number;
   /** Set when `ispy attach` loaded the agent: who did (for the audit log). */
   attachedBy?: { pid: number; user?: string; host?: string };
+}
+
+/**
+ * Removes the partial artefacts agents killed mid-write left in the output folder, once
+ * this agent is serving. Synchronous on purpose (one readdir, in this thread): an async one
+ * would start libuv's thread pool in an app that may never use it. The sweep's code loads
+ * only when the folder holds a `.partial` file at all: an idle agent does not carry it.
+ */
+function sweepPartialArtefacts(dir: string): void {
+  try {
+    const names = fs.readdirSync(dir);
+    if (names.some((n) => n.endsWith('.partial'))) (require('./artefacts') as typeof import('./artefacts')).sweepPartialArtefacts(dir, names);
+  } catch {
+    // no folder yet, or not readable: nothing of ours to sweep
+  }
 }
 
 async function main(): Promise<void> {
@@ -114,6 +130,7 @@ async function main(): Promise<void> {
     if (bound.staged !== undefined) sweepOurFolder();
     if (stopping) return;
     status({ t: 'ready', socket: bound, failedPlugins: registry.failed });
+    sweepPartialArtefacts(data.runtime.settings.outputDir);
     compactor.schedule();
   } catch (err) {
     status({ t: 'failed', error: toWireError(err) });

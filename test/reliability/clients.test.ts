@@ -1,0 +1,38 @@
+// 200 clients at once on one agent while the app serves HTTP (bench/reliability-clients.js
+// runs the same for a minute): with limits.maxConnections raised to fit them, all are
+// served; with the default limit, the excess are refused with a message naming the limit
+// and the rest are served. Either way, no HTTP request fails and, once they have gone, the
+// app holds exactly the file descriptors it held before.
+
+import { afterAll, describe, expect, it } from 'vitest';
+import { cleanup } from '../helpers';
+import { engineApp, needsProc, NO_PROC, startReliabApp } from './harness';
+import { runClients } from '../../bench/reliability-clients.js';
+
+afterAll(cleanup);
+
+describe.skipIf(NO_PROC !== undefined)(needsProc('200 concurrent clients'), () => {
+  it('with room for them: every command of every client answers, no request fails, no connection is left', async () => {
+    const app = await startReliabApp({ limits: { maxConnections: 210 } });
+    const result = await runClients(engineApp(app), { clients: 200, rounds: 3 });
+    const { problems, ...figures } = result;
+    console.log(`200 clients: ${JSON.stringify(figures)}`);
+    expect(problems).toEqual([]);
+    expect(result.connected).toBe(200);
+    expect(result.calls).toBe(1800);
+    // They were all connected at once: the app held a socket for each.
+    expect(result.fdPeak).toBeGreaterThanOrEqual(result.fdBaseline + 200);
+    await app.kill();
+  }, 90_000);
+
+  it('with the default limit (32): the excess are refused naming the limit, the rest are served, nothing breaks', async () => {
+    const app = await startReliabApp();
+    const result = await runClients(engineApp(app), { clients: 200, rounds: 1, limit: 32 });
+    const { problems, ...figures } = result;
+    console.log(`200 clients, default limit: ${JSON.stringify(figures)}`);
+    expect(problems).toEqual([]);
+    expect(result).toMatchObject({ connected: 32, refused: 168, calls: 96 });
+    expect(result.refusal).toMatch(/refused the connection: ispy agent already has 32 clients \(limits\.maxConnections\)/);
+    await app.kill();
+  }, 90_000);
+});

@@ -1,0 +1,44 @@
+// Shared by the reliability tests: the app they run against (test/fixtures/reliab-app.cjs
+// with the agent) in the shape the checks' engines take. The engines live in
+// bench/reliability-*.js, so that the long forms (`node bench/reliability.js`) run the very
+// same checks.
+
+import { existsSync, readdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { startApp, tempDir, type App } from '../helpers';
+
+/** Why the checks cannot run here, when they cannot: they read the app's fds, threads and memory in /proc. */
+export const NO_PROC = existsSync('/proc/self/fd') && existsSync('/proc/self/task') ? undefined : 'needs /proc (Linux): the checks read the app\'s fds, threads and memory there';
+
+/** A describe title that says why it was skipped, when it was. */
+export const needsProc = (title: string): string => (NO_PROC ? `${title} (skipped: ${NO_PROC})` : title);
+
+export interface ReliabApp extends App {
+  /** The HTTP port the app printed. */
+  httpPort: number;
+  /** The agent's artefact folder (config `outputDir`). */
+  outputDir: string;
+}
+
+/**
+ * Starts test/fixtures/reliab-app.cjs with the agent. `config` is written as its
+ * ispy.config.json (relative paths resolve from its folder); `outputDir` defaults to
+ * `<its folder>/out`.
+ */
+export async function startReliabApp(config: Record<string, unknown> = {}, opts: { dir?: string; env?: Record<string, string> } = {}): Promise<ReliabApp> {
+  const dir = opts.dir ?? tempDir('ispy-r-');
+  const full = { outputDir: 'out', ...config };
+  const app = await startApp({ script: 'reliab-app.cjs', dir, config: full, ...(opts.env ? { env: opts.env } : {}) });
+  const httpPort = await app.port();
+  return Object.assign(app, { httpPort, outputDir: path.resolve(dir, String(full.outputDir)) });
+}
+
+/** What the engines in bench/reliability-*.js take as the app. */
+export function engineApp(app: ReliabApp): { pid: number; socket: string; port: number; outputDir: string; stdout(): string; stderr(): string } {
+  return { pid: app.pid, socket: app.socket, port: app.httpPort, outputDir: app.outputDir, stdout: app.stdout, stderr: app.stderr };
+}
+
+/** The files in a folder (none when it does not exist). */
+export function filesIn(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
