@@ -33,7 +33,8 @@ function threadNames(pid) {
 }
 
 const profilerRunning = (app) => threadNames(app.pid).includes('v8:ProfEvntProc');
-const filesIn = (dir) => (fs.existsSync(dir) ? fs.readdirSync(dir).sort() : []);
+/** What a call left in the folder: everything but the agent's audit log, which lives there. */
+const filesIn = (dir) => (fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => !n.startsWith('audit.jsonl')).sort() : []);
 
 /** What each command looks like in the app while it runs, seen from outside or from another client. */
 const SCENARIOS = {

@@ -3,7 +3,8 @@
 // bench/reliability-*.js, so that the long forms (`node bench/reliability.js`) run the very
 // same checks.
 
-import { existsSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { startApp, tempDir, type App } from '../helpers';
 
@@ -38,7 +39,22 @@ export function engineApp(app: ReliabApp): { pid: number; socket: string; port: 
   return { pid: app.pid, socket: app.socket, port: app.httpPort, outputDir: app.outputDir, stdout: app.stdout, stderr: app.stderr };
 }
 
-/** The files in a folder (none when it does not exist). */
+/** The files in a folder (none when it does not exist), but for the agent's audit log, which lives there. */
 export function filesIn(dir: string): string[] {
-  return existsSync(dir) ? readdirSync(dir).sort() : [];
+  return existsSync(dir) ? readdirSync(dir).filter((n) => !n.startsWith('audit.jsonl')).sort() : [];
+}
+
+/**
+ * Raises the running app's soft RLIMIT_NOFILE to at least `min` (the agent holds its
+ * connections to an eighth of it), up to the hard limit. Returns why it could not, if so.
+ */
+export function ensureFdLimit(pid: number, min: number): string | undefined {
+  const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+  if (!m) return `cannot read the fd limit of process ${pid}`;
+  const [soft, hard] = [m[1] === 'unlimited' ? Infinity : Number(m[1]), m[2] === 'unlimited' ? Infinity : Number(m[2])];
+  if (soft >= min) return undefined;
+  if (hard < min) return `the fd limit's hard ceiling (${hard}) is below the ${min} this check needs`;
+  if (!existsSync('/usr/bin/prlimit')) return `the fd limit (${soft}) is below ${min}, and prlimit is missing to raise it`;
+  execFileSync('/usr/bin/prlimit', [`--pid=${pid}`, `--nofile=${min}:${m[2] === 'unlimited' ? 'unlimited' : hard}`]);
+  return undefined;
 }
