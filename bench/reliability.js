@@ -1,12 +1,13 @@
 'use strict';
 // Runs the long forms of the reliability checks one after another, each in its own process
-// (bench/reliability-fuzz.js, -clients.js, -kill.js, -soak.js: the same engines the tests in
-// test/reliability/ run short), and writes their figures into the section "## Reliability
-// (issue 11)" of bench/RESULTS.md, between its "generated" markers; notes below the end
-// marker are kept. About 25 minutes.
+// (bench/reliability-fuzz.js, -clients.js, -kill.js, -flood.js, -soak.js: the same engines
+// the tests in test/reliability/ run short; test/reliability/connections.test.ts has the
+// flood's short form), and writes their figures into the section "## Reliability (issue
+// 11)" of bench/RESULTS.md, between its "generated" markers; notes below the end marker are
+// kept. About 27 minutes.
 //
-//   node bench/reliability.js                 all four, long; rewrites the section
-//   node bench/reliability.js --only soak     some of them (fuzz, clients, kill, soak)
+//   node bench/reliability.js                 all five, long; rewrites the section
+//   node bench/reliability.js --only soak     some of them (fuzz, clients, kill, flood, soak)
 //   node bench/reliability.js --quick         small sizes, a smoke test; RESULTS.md left alone
 //   node bench/reliability.js --no-write      run and print only
 
@@ -28,6 +29,7 @@ const CHECKS = [
   { name: 'fuzz', args: ['--frames', '10000', '--concurrency', '12'], quick: ['--frames', '500'], timeoutMs: 1_800_000 },
   { name: 'clients', args: ['--clients', '200', '--seconds', '60'], quick: ['--clients', '200', '--seconds', '5'], timeoutMs: 600_000 },
   { name: 'kill', args: ['--rounds', '25'], quick: ['--rounds', '1'], timeoutMs: 1_800_000 },
+  { name: 'flood', args: ['--burst', '300', '--seconds', '60', '--rate', '100'], quick: ['--burst', '100', '--seconds', '5', '--rate', '50'], timeoutMs: 600_000 },
   { name: 'soak', args: ['--seconds', '600'], quick: ['--seconds', '20', '--warmup-visits', '1000', '--settle', '5', '--max-warmup', '40'], timeoutMs: 1_200_000 },
 ];
 
@@ -78,6 +80,10 @@ function rows(r) {
     } else out.push(['clients', 'did not finish', verdict(w.problems)]);
   } else if (r.check === 'kill') {
     out.push([`kill -9 of \`ispy\` mid-command, ${r.rounds} rounds (seed ${r.seed})`, `${Object.entries(r.kills ?? {}).map(([k, v]) => `${k} ×${v}`).join(', ')}; app killed mid snapshot ×${r.appKills}, its .partial swept ${r.swept}×`, verdict(r.problems)]);
+  } else if (r.check === 'flood') {
+    out.push([`handshake flood: a burst of ${n(r.burst)} silent sockets`, `an operator in after ${r.operatorInAfterBurstMs ?? 'never'} ms (a silent socket gives way after 2 s); the longest-lived silent socket ${n(r.longestLivedMs)} ms (deadline 5 s)`, verdict(r.problems)]);
+    const st = r.stream ?? {};
+    out.push([`handshake flood: ${n(st.rate)} new silent sockets a second for ${st.seconds} s`, `${n(st.opened)} opened; an operator visiting once a second got in ${st.operatorIn}×, refused ${st.operatorRefused}× (recorded, not judged: see notes); HTTP ${n(r.http?.ok)} ok, ${n(r.http?.failed)} failed (p99 ${r.http?.latencyMs?.p99} ms); fds ${r.fdBaseline} → ${r.fdPeak} → ${r.fdAfter}`, '—']);
   } else if (r.check === 'soak') {
     const m = r.memory ?? {};
     out.push([`soak: ${r.measuredSeconds} s measured after a ${r.warmupSeconds} s warm-up (${n(r.warmupVisits)} visits)`, `${n(r.visits)} visits (${r.visitsPerSecond}/s) by ${r.clients} clients; HTTP ${n(r.http?.ok)} ok, ${n(r.http?.failed)} failed`, verdict(r.problems)]);

@@ -126,6 +126,8 @@ export class AgentServer implements AgentAccess {
   private readonly slots = new Map<net.Socket, Slot>();
   /** Open client sockets, evicted ones included until they close: for the busy/idle signal. */
   private sockets = 0;
+  /** Refused sockets waiting for their peer to read the refusal and close. */
+  private lingering = 0;
   private closed = false;
 
   constructor(
@@ -211,8 +213,21 @@ export class AgentServer implements AgentAccess {
       `${named.join('; ')}. Try again in a moment${limit.limitedBy === 'limits.maxConnections' ? ', or raise limits.maxConnections' : ''}.`;
     agentLogThrottled('refuse', `refused a client: at the limit of ${limit.limit} connections, none idle`);
     const body = Buffer.from(`${text}\n`);
-    // Over a UNIX socket the answer sits in the peer's buffer once written: let go at once.
-    socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
+    // The peer may still be writing its request: closing at once would give it EPIPE instead
+    // of this answer. So a refused socket lingers (half-closed) until the peer closes, for at
+    // most EVICT_GRACE_MS, and only while fewer than `limit` of them linger (a flood of
+    // newcomers must not hold more descriptors than the limit again); past that it is let go
+    // as soon as the answer is written.
+    const answer = `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`;
+    if (this.lingering >= limit.limit) return void socket.end(answer, () => socket.destroy());
+    this.lingering++;
+    socket.resume();
+    socket.end(answer);
+    const cut = setTimeout(() => socket.destroy(), EVICT_GRACE_MS);
+    socket.once('close', () => {
+      clearTimeout(cut);
+      this.lingering--;
+    });
   }
 
   /** ctx.agent.connections(): what `process info` shows of the agent's connections. */

@@ -80,6 +80,9 @@ function connectError(target: string, err: NodeJS.ErrnoException): IspyError {
       return new IspyError('ISPY_ERR_CONNECT', `permission denied for ${target}: the socket belongs to another user; run ispy as that user`);
     case 'ENOTSOCK':
       return new IspyError('ISPY_ERR_CONNECT', `${target} is not a socket`);
+    case 'EPIPE':
+    case 'ECONNRESET':
+      return new IspyError('ISPY_ERR_CONNECT', `the agent at ${target} closed the connection during the handshake (it may be at its connection limit with many clients arriving, or stopping); try again in a moment`);
     default:
       return new IspyError('ISPY_ERR_CONNECT', `cannot connect to ${target}: ${err.message}`);
   }
