@@ -1,16 +1,9 @@
 // Runs in the agent worker. The WebSocket endpoint on the UNIX socket: one Connection per
 // client, each checking every frame, multiplexing calls by id and cancelling them all
 // when the client goes away. A bad frame gets an error frame and the connection lives on;
-// nothing a client sends can take the agent (let alone the app) down.
-//
-// Every socket counts against one limit from the moment it is accepted, upgraded or not,
-// and that limit is held to a share of the process's file descriptors: the app's own
-// server must never run out of them because of us. A socket must finish its WebSocket
-// handshake within HANDSHAKE_TIMEOUT_MS and say hello within HELLO_TIMEOUT_MS. At the
-// limit, a newcomer (an operator arriving in an incident) takes the slot of a connection
-// that has been stuck before its hello for a while, else of the one idle longest (idle
-// for at least limits.idleBeforeEviction: a script between two of its commands is not
-// idle); when none can give way, the refusal names who holds the slots.
+// nothing a client sends can take the agent (let alone the app) down. Which sockets it
+// holds at all (the limit, the handshake deadline, who gives way) is admission.ts; a
+// connection must say hello within HELLO_TIMEOUT_MS of its upgrade.
 
 import * as fs from 'node:fs';
 import type * as http from 'node:http';
@@ -34,17 +27,13 @@ import {
 } from '../protocol/index';
 import { IspyError, isIspyError, toWireError } from '../protocol/errors';
 import type { Registry } from './registry';
-import type { AgentAccess, AgentConnections, ConnectedClient } from '../plugin/define';
+import type { AgentAccess, AgentConnections } from '../plugin/define';
 import { auditEnd, auditStart, type AuditLog, type AuditedCall, type ClientIdentity } from './audit';
 import { agentLogThrottled } from './log';
+import { Admission, EVICT_GRACE_MS, type AdmissionOptions, type AdmittedConnection } from './admission';
 
-export interface ServerOptions {
+export interface ServerOptions extends AdmissionOptions {
   maxFrameBytes: number;
-  maxConnections: number;
-  /** How long a ready connection must have been idle (no frame, no call) before it gives its place to a newcomer. */
-  idleBeforeEvictionMs: number;
-  /** Reads the process's RLIMIT_NOFILE (soft), when it can: the connection limit is held to a share of it. */
-  fdLimit(): number | undefined;
   /** The operator audit log; undefined when the config turned it off. */
   audit?: AuditLog;
   /** Told when the first client socket arrives (busy) and when the last one has gone (idle). */
@@ -53,190 +42,42 @@ export interface ServerOptions {
 }
 
 const ARTEFACT_CHUNK = 256 * 1024;
-/** From accept to a completed WebSocket upgrade. */
-export const HANDSHAKE_TIMEOUT_MS = 5_000;
 /** From the upgrade to the client's hello. */
 export const HELLO_TIMEOUT_MS = 10_000;
-/** The agent's connections take at most this fraction (1/n) of the process's file descriptors. */
-export const FD_SHARE_DIVISOR = 8;
-/** A socket younger than this that has not said hello is a client still connecting: it keeps its place. */
-export const CONNECTING_GRACE_MS = 2_000;
-/** An evicted client gets this long to read its close frame before its socket is cut. */
-const EVICT_GRACE_MS = 1_000;
-/** A refusal names at most this many holders. */
-const HOLDERS_NAMED = 8;
-
-/** The soft RLIMIT_NOFILE of this process, from /proc (Node has no getrlimit). */
-export function readFdLimit(): number | undefined {
-  try {
-    const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
-    return m && m[1] !== 'unlimited' ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The most connections held at once: limits.maxConnections, or less when the fd limit is low. */
-export function connectionLimit(maxConnections: number, fdLimit: number | undefined): { limit: number; limitedBy: string } {
-  if (fdLimit !== undefined) {
-    const share = Math.max(1, Math.floor(fdLimit / FD_SHARE_DIVISOR));
-    if (share < maxConnections) {
-      return { limit: share, limitedBy: `the process's file-descriptor limit (RLIMIT_NOFILE ${fdLimit}, of which the agent takes at most 1/${FD_SHARE_DIVISOR})` };
-    }
-  }
-  return { limit: maxConnections, limitedBy: 'limits.maxConnections' };
-}
-
-function age(ms: number): string {
-  const s = Math.round(ms / 1000);
-  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
-}
-
-/** One accepted socket, from accept to close: what the limit counts. */
-class Slot {
-  readonly since = Date.now();
-  conn: Connection | undefined;
-  deadline: NodeJS.Timeout | undefined;
-
-  constructor(
-    readonly socket: net.Socket,
-    readonly id: number,
-  ) {}
-
-  describe(now: number): ConnectedClient {
-    const c = this.conn;
-    const base: ConnectedClient = {
-      id: this.id,
-      state: !c ? 'handshake' : c.isReady ? 'ready' : 'hello',
-      connectedForMs: now - this.since,
-      idleForMs: now - (c?.lastActive ?? this.since),
-      calls: c?.running ?? 0,
-    };
-    return c?.isReady ? { ...base, ...c.identity, id: this.id } : base;
-  }
-}
-
-let nextConnectionId = 1;
 
 export class AgentServer implements AgentAccess {
   /** What listens on the socket: a plain net server, so an idle agent never loads HTTP or ws. */
   readonly listener: net.Server;
   private web: { http: typeof import('node:http'); server: http.Server; wss: WebSocketServer } | undefined;
-  /** Every accepted socket still counted, oldest first (a Map keeps insertion order). */
-  private readonly slots = new Map<net.Socket, Slot>();
+  /** Which sockets the agent holds: the limit, the deadlines, who gives way. */
+  private readonly admission: Admission;
   /** Open client sockets, evicted ones included until they close: for the busy/idle signal. */
   private sockets = 0;
-  /** Refused sockets waiting for their peer to read the refusal and close. */
-  private lingering = 0;
   private closed = false;
 
   constructor(
     readonly registry: Registry,
     readonly opts: ServerOptions,
   ) {
+    this.admission = new Admission(opts);
     this.listener = net.createServer((socket) => this.onSocket(socket));
-  }
-
-  /** Read at each arrival: the process's fd limit can change while it runs (prlimit). */
-  private currentLimit(): { limit: number; limitedBy: string; fdLimit: number | undefined } {
-    const fdLimit = this.opts.fdLimit();
-    return { ...connectionLimit(this.opts.maxConnections, fdLimit), fdLimit };
   }
 
   private onSocket(socket: net.Socket): void {
     if (this.closed) return void socket.destroy();
-    socket.on('error', () => {});
-    const limit = this.currentLimit();
-    // At or over the limit (it may have dropped): make room, one slot per arrival.
-    while (this.slots.size >= limit.limit) {
-      if (!this.evictOne(limit)) return this.refuseFull(socket, limit);
-    }
-    const slot = new Slot(socket, nextConnectionId++);
-    this.slots.set(socket, slot);
-    // Never upgraded in time (a slow or stuck client, or a flood of them): let go of the fd.
-    slot.deadline = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
+    const slot = this.admission.admit(socket);
+    if (!slot) return;
     if (this.sockets++ === 0) this.opts.onActivity?.('busy');
     socket.once('close', () => {
-      clearTimeout(slot.deadline);
-      if (this.slots.get(socket) === slot) this.slots.delete(socket);
       if (--this.sockets === 0 && !this.closed) this.opts.onActivity?.('idle');
     });
     // The HTTP parser and the WebSocket layer are loaded by the first client to arrive.
     this.loadWeb().server.emit('connection', socket);
   }
 
-  /**
-   * Frees one slot for a newcomer: the oldest socket stuck before its hello for
-   * CONNECTING_GRACE_MS, else the ready connection idle longest, if idle (no call, no frame)
-   * for idleBeforeEvictionMs. False when none can give way.
-   */
-  private evictOne(limit: { limit: number; limitedBy: string }): boolean {
-    const now = Date.now();
-    let victim: Slot | undefined;
-    for (const s of this.slots.values()) {
-      if (!s.conn?.isReady && now - s.since >= CONNECTING_GRACE_MS) {
-        victim = s;
-        break;
-      }
-    }
-    if (!victim) {
-      for (const s of this.slots.values()) {
-        const c = s.conn;
-        if (!c?.isReady || c.running > 0 || now - c.lastActive < this.opts.idleBeforeEvictionMs) continue;
-        if (!victim || c.lastActive < victim.conn!.lastActive) victim = s;
-      }
-    }
-    if (!victim) return false;
-    this.slots.delete(victim.socket);
-    clearTimeout(victim.deadline);
-    const was = victim.describe(now);
-    agentLogThrottled('evict', `closed ${was.state === 'ready' ? `idle client ${was.name ?? '?'}${was.pid ? ` (pid ${was.pid})` : ''}, idle for ${age(was.idleForMs)},` : `a connection that had not said hello in ${age(was.connectedForMs)}`} to make room for a new client (limit ${limit.limit}: ${limit.limitedBy})`);
-    if (victim.conn) victim.conn.evict(limit.limit);
-    else victim.socket.destroy();
-    return true;
-  }
-
-  /** No slot can give way: answer 503 naming the holders, and let go. */
-  private refuseFull(socket: net.Socket, limit: { limit: number; limitedBy: string }): void {
-    const now = Date.now();
-    const holders = [...this.slots.values()].map((s) => s.describe(now));
-    const named = holders.slice(0, HOLDERS_NAMED).map((c) => {
-      if (c.state !== 'ready') return `a client still connecting (${age(c.connectedForMs)})`;
-      const who = [c.user && c.host ? `${c.user}@${c.host}` : (c.user ?? c.host), c.pid ? `pid ${c.pid}` : undefined, c.via].filter(Boolean).join(', ');
-      const doing = c.calls > 0 ? `${c.calls} call${c.calls === 1 ? '' : 's'} running` : `active ${age(c.idleForMs)} ago`;
-      return `${c.name ?? '?'}${who ? ` (${who})` : ''} connected ${age(c.connectedForMs)}, ${doing}`;
-    });
-    if (holders.length > HOLDERS_NAMED) named.push(`and ${holders.length - HOLDERS_NAMED} more`);
-    const text =
-      `ispy agent (pid ${process.pid}) is at its limit of ${limit.limit} connections (${limit.limitedBy}) and none can give way ` +
-      `(each is running a command, was active in the last ${age(this.opts.idleBeforeEvictionMs)}, or is still connecting): ` +
-      `${named.join('; ')}. Try again in a moment${limit.limitedBy === 'limits.maxConnections' ? ', or raise limits.maxConnections' : ''}.`;
-    agentLogThrottled('refuse', `refused a client: at the limit of ${limit.limit} connections, none idle`);
-    const body = Buffer.from(`${text}\n`);
-    // The peer may still be writing its request: closing at once would give it EPIPE instead
-    // of this answer. So a refused socket lingers (half-closed) until the peer closes, for at
-    // most EVICT_GRACE_MS, and only while fewer than `limit` of them linger (a flood of
-    // newcomers must not hold more descriptors than the limit again); past that it is let go
-    // as soon as the answer is written.
-    const answer = `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`;
-    if (this.lingering >= limit.limit) return void socket.end(answer, () => socket.destroy());
-    this.lingering++;
-    socket.resume();
-    socket.end(answer);
-    const cut = setTimeout(() => socket.destroy(), EVICT_GRACE_MS);
-    socket.once('close', () => {
-      clearTimeout(cut);
-      this.lingering--;
-    });
-  }
-
   /** ctx.agent.connections(): what `process info` shows of the agent's connections. */
   connections(): AgentConnections {
-    const now = Date.now();
-    const { limit, limitedBy, fdLimit } = this.currentLimit();
-    const out: AgentConnections = { open: this.slots.size, limit, limitedBy, clients: [...this.slots.values()].map((s) => s.describe(now)) };
-    if (fdLimit !== undefined) out.fdLimit = fdLimit;
-    return out;
+    return this.admission.connections();
   }
 
   private loadWeb(): NonNullable<AgentServer['web']> {
@@ -266,13 +107,12 @@ export class AgentServer implements AgentAccess {
     };
     if (this.closed) return refuse(503, 'ispy agent is stopping');
     if ((req.url ?? '').split('?')[0] !== WS_PATH) return refuse(404, `ispy agent answers on ${WS_PATH}`);
-    const slot = this.slots.get(socket as net.Socket);
+    const slot = this.admission.slotOf(socket as net.Socket);
     // Evicted (or timed out) while its request was on the way.
     if (!slot) return void socket.destroy();
     const via = req.headers[VIA_HEADER];
     this.web!.wss.handleUpgrade(req, socket, head, (ws) => {
-      clearTimeout(slot.deadline);
-      slot.conn = new Connection(ws, this, slot.id, typeof via === 'string' ? via.slice(0, 200) : undefined);
+      slot.upgraded(new Connection(ws, this, slot.id, typeof via === 'string' ? via.slice(0, 200) : undefined));
     });
   }
 
@@ -280,11 +120,7 @@ export class AgentServer implements AgentAccess {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const s of this.slots.values()) {
-      clearTimeout(s.deadline);
-      if (s.conn) s.conn.close(1001, 'agent stopping');
-      else s.socket.destroy();
-    }
+    this.admission.closeAll();
     if (this.web) {
       this.web.wss.close();
       this.web.server.closeAllConnections();
@@ -293,7 +129,7 @@ export class AgentServer implements AgentAccess {
   }
 }
 
-class Connection {
+class Connection implements AdmittedConnection {
   private ready = false;
   /** Who is behind it, as its hello and its bridge said. */
   readonly identity: ClientIdentity;
