@@ -98,8 +98,9 @@ async function waitFor(check, timeoutMs, what, everyMs = 20) {
 async function startApp({ script, agent, preload, args = [], env = {}, config, timeoutMs = 15000, label }) {
   const dir = tempDir();
   const socket = path.join(dir, 'a.sock');
-  // The agent reads ispy.config.json from the app's cwd, which is this folder.
-  if (config) fs.writeFileSync(path.join(dir, 'ispy.config.json'), JSON.stringify(config));
+  // The agent reads ispy.config.json from the app's cwd, which is this folder. Its artefacts
+  // and audit log go there too (removed with it), not into the user's own folder.
+  if (agent || config) fs.writeFileSync(path.join(dir, 'ispy.config.json'), JSON.stringify({ outputDir: dir, ...config }));
   const childEnv = { ...process.env, ...env };
   delete childEnv.ISPY_CONFIG;
   delete childEnv.ISPY_DISABLE;
