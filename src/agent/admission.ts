@@ -56,19 +56,26 @@ export function readFdLimit(): number | undefined {
 }
 
 interface Limit {
+  /** Connections held at once. */
   limit: number;
   limitedBy: string;
+  /** Sockets of any kind held at once (connections, and refused ones letting go): the fd share. */
+  share: number;
 }
+
+/** When the fd limit cannot be read, refused sockets letting go are held to this many. */
+const SHARE_UNKNOWN = 256;
 
 /** The most connections held at once: limits.maxConnections, or less when the fd limit is low. */
 export function connectionLimit(maxConnections: number, fdLimit: number | undefined): Limit {
   if (fdLimit !== undefined) {
     const share = Math.max(1, Math.floor(fdLimit / FD_SHARE_DIVISOR));
     if (share < maxConnections) {
-      return { limit: share, limitedBy: `the process's file-descriptor limit (RLIMIT_NOFILE ${fdLimit}, of which the agent takes at most 1/${FD_SHARE_DIVISOR})` };
+      return { limit: share, share, limitedBy: `the process's file-descriptor limit (RLIMIT_NOFILE ${fdLimit}, of which the agent takes at most 1/${FD_SHARE_DIVISOR})` };
     }
+    return { limit: maxConnections, share, limitedBy: 'limits.maxConnections' };
   }
-  return { limit: maxConnections, limitedBy: 'limits.maxConnections' };
+  return { limit: maxConnections, share: Math.max(maxConnections, SHARE_UNKNOWN), limitedBy: 'limits.maxConnections' };
 }
 
 function age(ms: number): string {
@@ -215,13 +222,13 @@ export class Admission {
       `${named.join('; ')}. Try again in a moment${limit.limitedBy === 'limits.maxConnections' ? ', or raise limits.maxConnections' : ''}.`;
     agentLogThrottled('refuse', `refused a client: at the limit of ${limit.limit} connections, none idle`);
     const body = Buffer.from(`${text}\n`);
-    // The peer may still be writing its request: closing at once would give it EPIPE instead
-    // of this answer. So a refused socket lingers (half-closed) until the peer closes, for at
-    // most EVICT_GRACE_MS, and only while fewer than `limit` of them linger (a flood of
-    // newcomers must not hold more descriptors than the limit again); past that it is let go
-    // as soon as the answer is written.
+    // Closing at once would lose this answer: with the peer's request unread, the kernel resets
+    // the connection (ECONNRESET, or EPIPE while it still writes). So a refused socket reads
+    // and drops what comes and lingers, half-closed, until the peer closes, for at most
+    // EVICT_GRACE_MS, while the agent's sockets of every kind stay within its share of the
+    // fds; past that (a flood) it is let go as soon as the answer is written.
     const answer = `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`;
-    if (this.lingering >= limit.limit) return void socket.end(answer, () => socket.destroy());
+    if (this.slots.size + this.lingering >= limit.share) return void socket.end(answer, () => socket.destroy());
     this.lingering++;
     socket.resume();
     socket.end(answer);
