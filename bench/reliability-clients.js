@@ -111,7 +111,7 @@ if (require.main === module) {
   const opts = common.parseArgs();
   const clients = common.num(opts.clients, 200);
   const seconds = common.num(opts.seconds, 60);
-  (async () => {
+  common.finishEngine((async () => {
     const script = path.relative(path.join(__dirname, 'apps'), lib.RELIAB_APP);
     const results = {};
     // With room for all of them, for `seconds`: every command answered.
@@ -124,17 +124,5 @@ if (require.main === module) {
     results.defaultLimit = await runClients(app, { clients, rounds: 3, limit: 32, log: console.log });
     await app.kill();
     return results;
-  })().then(
-    (results) => {
-      console.log(JSON.stringify(results, null, 2));
-      const problems = Object.values(results).flatMap((r) => r.problems);
-      console.log(problems.length ? `PROBLEMS:\n${problems.join('\n')}` : 'no problems');
-      process.stdout.write(`${common.RESULT_MARKER}${JSON.stringify(results)}\n`);
-      process.exit(problems.length ? 1 : 0);
-    },
-    (err) => {
-      console.error(err.stack);
-      process.exit(1);
-    },
-  );
+  })(), (results) => Object.values(results).flatMap((r) => r.problems));
 }

@@ -134,23 +134,12 @@ if (require.main === module) {
   const burst = common.num(opts.burst, 300);
   const seconds = common.num(opts.seconds, 60);
   const rate = common.num(opts.rate, 100);
-  (async () => {
+  common.finishEngine((async () => {
     const script = path.relative(path.join(__dirname, 'apps'), lib.RELIAB_APP);
     const app = await common.startApp({ script, agent: true });
     console.log(`a burst of ${burst} silent sockets, then ${rate} a second for ${seconds} s, on pid ${app.pid}; an operator visiting`);
     const result = await runFlood(app, { burst, seconds, rate, log: console.log });
     await app.kill();
     return result;
-  })().then(
-    (result) => {
-      console.log(JSON.stringify(result, null, 2));
-      console.log(result.problems.length ? `PROBLEMS:\n${result.problems.join('\n')}` : 'no problems');
-      process.stdout.write(`${common.RESULT_MARKER}${JSON.stringify(result)}\n`);
-      process.exit(result.problems.length ? 1 : 0);
-    },
-    (err) => {
-      console.error(err.stack);
-      process.exit(1);
-    },
-  );
+  })());
 }

@@ -762,7 +762,7 @@ if (require.main === module) {
   const common = require('./lib/common');
   const opts = common.parseArgs();
   const seed = opts.seed !== undefined ? Number(opts.seed) : crypto.randomBytes(4).readUInt32BE(0);
-  (async () => {
+  common.finishEngine((async () => {
     const app = await common.startApp({ script: path.relative(path.join(__dirname, 'apps'), lib.RELIAB_APP), agent: true, config: { outputDir: 'out', audit: 'audit.log', limits: fuzzConfig('.', { maxFrameBytes: opts['max-frame'] ? Number(opts['max-frame']) : 1024 * 1024 }).limits } });
     app.outputDir = path.join(app.dir, 'out');
     const frames = common.num(opts.frames, 100_000);
@@ -770,17 +770,5 @@ if (require.main === module) {
     const result = await runFuzz(app, { frames, concurrency: common.num(opts.concurrency, 12), seed, heavy: { 'heap snapshot': Math.ceil(frames / 3000), 'process report': Math.ceil(frames / 2000) }, log: console.log });
     await app.kill();
     return result;
-  })().then(
-    (result) => {
-      const { problems, ...figures } = result;
-      console.log(JSON.stringify(figures, null, 2));
-      console.log(problems.length ? `PROBLEMS (${problems.length}):\n${problems.join('\n')}` : 'no problems');
-      process.stdout.write(`${common.RESULT_MARKER}${JSON.stringify(result)}\n`);
-      process.exit(problems.length ? 1 : 0);
-    },
-    (err) => {
-      console.error(err.stack);
-      process.exit(1);
-    },
-  );
+  })());
 }

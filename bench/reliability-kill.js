@@ -164,7 +164,7 @@ if (require.main === module) {
     await lib.getJson(app.port, '/grow?n=400000');
     return app;
   };
-  (async () => {
+  common.finishEngine((async () => {
     const rng = lib.prng(seed);
     console.log(`kill -9 of the client, ${rounds} rounds of ${Object.keys(SCENARIOS).length} commands, seed ${seed}`);
     const app = await start();
@@ -198,16 +198,5 @@ if (require.main === module) {
     await victim.kill();
     fs.rmSync(shared, { recursive: true, force: true });
     return { seed, rounds, kills, appKills: Math.max(1, Math.round(rounds / 5)), swept, problems };
-  })().then(
-    (result) => {
-      console.log(JSON.stringify(result, null, 2));
-      console.log(result.problems.length ? `PROBLEMS:\n${result.problems.join('\n')}` : 'no problems');
-      process.stdout.write(`${common.RESULT_MARKER}${JSON.stringify(result)}\n`);
-      process.exit(result.problems.length ? 1 : 0);
-    },
-    (err) => {
-      console.error(err.stack);
-      process.exit(1);
-    },
-  );
+  })());
 }

@@ -10,6 +10,10 @@ const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 const { performance } = require('node:perf_hooks');
+const { sleep, waitFor, percentile, getJson, round: round2 } = require('./lib/util');
+
+/** One decimal unless asked for more: the engines' figures. */
+const round = (n, digits = 1) => round2(n, digits);
 
 const ROOT = path.resolve(__dirname, '..');
 const CLIENT = path.join(ROOT, 'dist', 'src', 'client', 'index.js');
@@ -114,25 +118,8 @@ function rssKB(pid) {
   return m ? Number(m[1]) : NaN;
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(check, timeoutMs, what, everyMs = 25) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
-function percentile(xs, p) {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
-
-const round = (n, digits = 1) => (Number.isFinite(n) ? Math.round(n * 10 ** digits) / 10 ** digits : n);
 
 /**
  * HTTP load on the app while a check runs: `connections` loops, each a request after the
@@ -239,24 +226,6 @@ function visitor(socket, { everyMs = 500, timeoutMs = 10_000 } = {}) {
   };
 }
 
-/** GET a path of the app and parse its JSON. */
-function getJson(port, urlPath, timeoutMs = 10_000) {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(body));
-        } catch (err) {
-          reject(new Error(`GET ${urlPath}: ${err.message}: ${body.slice(0, 200)}`));
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${urlPath}: no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
-  });
-}
 
 /** Traces and gates still on, as `trace list` and `profile gates` show them. */
 async function activeInstrumentation(c) {

@@ -167,7 +167,7 @@ if (require.main === module) {
   const common = require('./lib/common');
   const opts = common.parseArgs();
   const seconds = common.num(opts.seconds, 600);
-  (async () => {
+  common.finishEngine((async () => {
     const app = await common.startApp({ script: path.relative(path.join(__dirname, 'apps'), lib.RELIAB_APP), agent: true, config: { outputDir: 'out' } });
     console.log(`soak of pid ${app.pid}: a warm-up, then ${seconds} s measured`);
     const result = await runSoak(app, {
@@ -183,16 +183,5 @@ if (require.main === module) {
     });
     await app.kill();
     return result;
-  })().then(
-    (result) => {
-      console.log(JSON.stringify(result, null, 2));
-      console.log(result.problems.length ? `PROBLEMS:\n${result.problems.join('\n')}` : 'no problems');
-      process.stdout.write(`${common.RESULT_MARKER}${JSON.stringify(result)}\n`);
-      process.exit(result.problems.length ? 1 : 0);
-    },
-    (err) => {
-      console.error(err.stack);
-      process.exit(1);
-    },
-  );
+  })());
 }

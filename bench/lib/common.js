@@ -6,9 +6,9 @@
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
-const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
+const { sleep, waitFor, sorted, percentile, round, getJson } = require('./util');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const DIST = path.join(ROOT, 'dist');
@@ -77,17 +77,6 @@ function removeDir(dir) {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(check, timeoutMs, what, everyMs = 20) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 /**
  * Starts `node [-r register] <script>` in a temp folder. With the agent, ISPY_SOCKET is
@@ -226,17 +215,6 @@ function readCpuMs(pid) {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
-function sorted(xs) {
-  return [...xs].sort((a, b) => a - b);
-}
-
-/** Nearest-rank percentile (p in 0..100) of a list of numbers. */
-function percentile(xs, p) {
-  if (xs.length === 0) return NaN;
-  const s = sorted(xs);
-  const rank = Math.ceil((p / 100) * s.length);
-  return s[Math.min(s.length - 1, Math.max(0, rank - 1))];
-}
 
 function median(xs) {
   if (xs.length === 0) return NaN;
@@ -248,7 +226,6 @@ function median(xs) {
 /** Milliseconds as the fan-out and attach benchmarks print them: `1234 ms`. */
 const fmtMs = (ms) => `${Math.round(ms)} ms`;
 
-const round = (n, digits = 2) => (Number.isFinite(n) ? Math.round(n * 10 ** digits) / 10 ** digits : n);
 
 function latencySummary(ms) {
   return {
@@ -339,6 +316,29 @@ function mainIfDirect(mod, run) {
   );
 }
 
+/**
+ * The end of a reliability engine run on its own (bench/reliability-*.js): prints the
+ * figures and the problems, then the marker line bench/reliability.js reads, and exits 1
+ * when there were problems. `problemsOf` finds them in a result made of several parts.
+ */
+function finishEngine(run, problemsOf = (result) => result.problems) {
+  run.then(
+    (result) => {
+      const problems = problemsOf(result);
+      console.log(JSON.stringify(result, (k, v) => (k === 'problems' ? undefined : v), 2));
+      console.log(problems.length ? `PROBLEMS (${problems.length}):\n${problems.join('\n')}` : 'no problems');
+      process.stdout.write(`${RESULT_MARKER}${JSON.stringify(result)}\n`);
+      killAll();
+      process.exit(problems.length ? 1 : 0);
+    },
+    (err) => {
+      console.error(err && err.stack ? err.stack : String(err));
+      killAll();
+      process.exit(1);
+    },
+  );
+}
+
 /** Names of the built-in plugins (from the build), so a "core" server can disable them all. */
 function builtinPlugins() {
   try {
@@ -381,24 +381,6 @@ function writeResultsSection(heading, body) {
   fs.writeFileSync(results, next.endsWith('\n') ? next : `${next}\n`);
 }
 
-/** GET http://127.0.0.1:<port><urlPath> and parse the JSON answer; rejects on a bad body or after timeoutMs. */
-function getJson(port, urlPath, timeoutMs = 30000) {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(body));
-        } catch (e) {
-          reject(new Error(`GET ${urlPath}: ${e.message}: ${body.slice(0, 200)}`));
-        }
-      });
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${urlPath} took more than ${timeoutMs} ms`)));
-    req.on('error', reject);
-  });
-}
 
 module.exports = {
   ROOT,
@@ -427,6 +409,7 @@ module.exports = {
   parseArgs,
   num,
   mainIfDirect,
+  finishEngine,
   gitCommit,
   provenance,
   writeResultsSection,
