@@ -11,11 +11,11 @@
 //   node bench/reliability.js --quick         small sizes, a smoke test; RESULTS.md left alone
 //   node bench/reliability.js --no-write      run and print only
 
-const { spawn, execFileSync } = require('node:child_process');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { RESULT_MARKER, parseArgs, ROOT } = require('./lib/common');
+const { parseArgs, ROOT, runScript } = require('./lib/common');
 
 const RESULTS = path.join(__dirname, 'RESULTS.md');
 const SECTION = '## Reliability (issue 11)';
@@ -33,32 +33,13 @@ const CHECKS = [
   { name: 'soak', args: ['--seconds', '600'], quick: ['--seconds', '20', '--warmup-visits', '1000', '--settle', '5', '--max-warmup', '40'], timeoutMs: 1_200_000 },
 ];
 
-function runOne(check, quick) {
-  return new Promise((resolve) => {
-    const started = Date.now();
-    const child = spawn(process.execPath, [path.join(__dirname, `reliability-${check.name}.js`), ...(quick ? check.quick : check.args)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    let result;
-    const timer = setTimeout(() => {
-      console.error(`${check.name}: no result within ${check.timeoutMs / 1000} s; stopping it`);
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-    }, check.timeoutMs);
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.startsWith(RESULT_MARKER)) result = JSON.parse(line.slice(RESULT_MARKER.length));
-        else if (!line.startsWith('{') && !line.startsWith(' ') && !line.startsWith('}')) process.stdout.write(`${check.name}: ${line}\n`);
-      }
-    });
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ check: check.name, seconds: Math.round((Date.now() - started) / 1000), ...(result ?? { problems: [`exited with ${signal ?? code} before reporting a result`] }) });
-    });
-  });
+async function runOne(check, quick) {
+  // The engine's own progress lines, not its pretty-printed figures (the table has those).
+  const onLine = (line) => {
+    if (!line.startsWith('{') && !line.startsWith(' ') && !line.startsWith('}')) process.stdout.write(`${check.name}: ${line}\n`);
+  };
+  const { result, exited, seconds } = await runScript(path.join(__dirname, `reliability-${check.name}.js`), quick ? check.quick : check.args, { timeoutMs: check.timeoutMs, label: check.name, onLine });
+  return { check: check.name, seconds, ...(result ?? { problems: [`exited with ${exited} before reporting a result`] }) };
 }
 
 const n = (x) => (typeof x === 'number' ? x.toLocaleString('en-US') : String(x));

@@ -17,11 +17,11 @@
 // section ("## requests plugin (issue 4)", "## profile and heap (issue 5)", "## trace
 // (issue 6)"), also on a partial run; notes outside the blocks are kept.
 
-const { spawn, execFileSync } = require('node:child_process');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { RESULT_MARKER, parseArgs, ROOT } = require('./lib/common');
+const { parseArgs, ROOT, runScript } = require('./lib/common');
 const { withinNoise } = require('./idle-overhead');
 
 const RESULTS = path.join(__dirname, 'RESULTS.md');
@@ -45,37 +45,9 @@ const BENCHMARKS = [
 ];
 const groupOf = (b) => b.group ?? 'agent';
 
-function runOne(bench, extraArgs) {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(__dirname, `${bench.name}.js`), ...extraArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    let result;
-    const timer = setTimeout(() => {
-      console.error(`${bench.name}: no result within ${bench.timeoutMs / 1000} s; stopping it`);
-      // Its own exit handler kills the apps it started; SIGKILL only if it does not go.
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-    }, bench.timeoutMs);
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.startsWith(RESULT_MARKER)) {
-          try {
-            result = JSON.parse(line.slice(RESULT_MARKER.length));
-          } catch (err) {
-            console.error(`${bench.name}: unreadable result line (${err.message})`);
-          }
-        } else process.stdout.write(`${line}\n`);
-      }
-    });
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve(result ?? { benchmark: bench.name, error: `exited with ${signal ?? code} before reporting a result` });
-    });
-  });
+async function runOne(bench, extraArgs) {
+  const { result, exited } = await runScript(path.join(__dirname, `${bench.name}.js`), extraArgs, { timeoutMs: bench.timeoutMs, label: bench.name });
+  return result ?? { benchmark: bench.name, error: `exited with ${exited} before reporting a result` };
 }
 
 function sh(cmd, args) {

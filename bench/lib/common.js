@@ -317,6 +317,46 @@ function mainIfDirect(mod, run) {
 }
 
 /**
+ * Runs a benchmark script in a process of its own. Resolves with the JSON of its result line
+ * (RESULT_MARKER; undefined if it printed none), how it exited, and its wall seconds; every
+ * other stdout line goes to `onLine`. Past `timeoutMs` it is stopped: SIGTERM, so its own exit
+ * handler kills the apps it started, then SIGKILL if it does not go.
+ */
+function runScript(file, args, { timeoutMs, label = path.basename(file, '.js'), onLine = (line) => process.stdout.write(`${line}\n`) }) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    let result;
+    const timer = setTimeout(() => {
+      console.error(`${label}: no result within ${timeoutMs / 1000} s; stopping it`);
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    }, timeoutMs);
+    child.stdout.on('data', (d) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.startsWith(RESULT_MARKER)) onLine(line);
+        else {
+          try {
+            result = JSON.parse(line.slice(RESULT_MARKER.length));
+          } catch (err) {
+            console.error(`${label}: unreadable result line (${err.message})`);
+          }
+        }
+      }
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ result, exited: signal ?? code, seconds: Math.round((Date.now() - started) / 1000) });
+    });
+  });
+}
+
+/**
  * The end of a reliability engine run on its own (bench/reliability-*.js): prints the
  * figures and the problems, then the marker line bench/reliability.js reads, and exits 1
  * when there were problems. `problemsOf` finds them in a result made of several parts.
@@ -410,6 +450,7 @@ module.exports = {
   num,
   mainIfDirect,
   finishEngine,
+  runScript,
   gitCommit,
   provenance,
   writeResultsSection,
