@@ -90,7 +90,7 @@ async function runGroup({ framework, inflight, delayMs, pairs, minRounds, maxRou
   const big = inflight > 100;
   const env = { BENCH_FRAMEWORK: framework, BENCH_DELAY_MS: String(big ? delayMs : 0) };
   const load = big
-    ? { connections: inflight, warmup: delayMs + 500, duration: Math.max(3000, 2 * delayMs), keep: false, delayMs, drainMs: delayMs + 10_000 }
+    ? { connections: inflight, warmup: delayMs + 500, duration: Math.max(2000, 2 * delayMs), keep: false, delayMs, drainMs: delayMs + 10_000 }
     : { connections: inflight, warmup: 150, duration: 500, keep: true, delayMs: 0, drainMs: 5000 };
   const start = (label, extra) => c.startApp({ script: 'framework-server.js', label, env, timeoutMs: 30_000, ...extra });
   const spanFiles = new Map();
@@ -131,6 +131,9 @@ async function runGroup({ framework, inflight, delayMs, pairs, minRounds, maxRou
     maxRounds,
     budgetMs,
     settled: (s) => resolved(Object.values(judgeGroup(s))),
+    // At 10,000 in flight every window opens its connections and runs a warm-up of its own
+    // (the delay and half a second more, some 15,000 requests): no separate warm-up window.
+    prewarm: !big,
   });
   const verdicts = judgeGroup(res.summary);
   const notes = res.summary.levels;

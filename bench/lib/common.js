@@ -82,9 +82,10 @@ function removeDir(dir) {
  * Starts `node [-r register] <script>` in a temp folder. With the agent, ISPY_SOCKET is
  * <dir>/a.sock and the promise resolves once the socket exists; the app must print
  * `PORT <n>` or `READY` when it is up, and we wait for that too. `config` is written to
- * <dir>/ispy.config.json; `preload` (without `agent`) preloads another file instead.
+ * <dir>/ispy.config.json; `preload` (without `agent`) preloads another file instead;
+ * `nodeArgs` go to node before those (e.g. `--cpu-prof`).
  */
-async function startApp({ script, agent, preload, args = [], env = {}, config, timeoutMs = 15000, label }) {
+async function startApp({ script, agent, preload, nodeArgs: extraNodeArgs = [], args = [], env = {}, config, timeoutMs = 15000, label }) {
   const dir = tempDir();
   const socket = path.join(dir, 'a.sock');
   // The agent reads ispy.config.json from the app's cwd, which is this folder. Its artefacts
@@ -95,7 +96,7 @@ async function startApp({ script, agent, preload, args = [], env = {}, config, t
   delete childEnv.ISPY_DISABLE;
   delete childEnv.NODE_OPTIONS;
   childEnv.ISPY_SOCKET = socket;
-  const nodeArgs = agent ? ['-r', REGISTER] : preload ? ['-r', preload] : [];
+  const nodeArgs = [...extraNodeArgs, ...(agent ? ['-r', REGISTER] : preload ? ['-r', preload] : [])];
   const child = spawn(process.execPath, [...nodeArgs, path.join(APPS, script), ...args], {
     cwd: dir,
     env: childEnv,

@@ -124,6 +124,20 @@ function baselineNoise(seq, key, baseline = 'without') {
 
 const pairKey = (subject, reference) => `${subject}/${reference}`;
 
+/** Median, bootstrap 95% CI of the median (windows as independent: a rough resolution), quartiles, range. */
+function spread(xs, digits = 4) {
+  const [lo, hi] = c.medianCI(xs);
+  return {
+    median: c.round(c.median(xs), digits),
+    ci95: [c.round(lo, digits), c.round(hi, digits)],
+    p25: c.round(c.percentile(xs, 25), digits),
+    p75: c.round(c.percentile(xs, 75), digits),
+    min: c.round(Math.min(...xs), digits),
+    max: c.round(Math.max(...xs), digits),
+    n: xs.length,
+  };
+}
+
 /**
  * Rounds of interleaved windows over servers started afresh each round.
  *
@@ -134,12 +148,13 @@ const pairKey = (subject, reference) => `${subject}/${reference}`;
  *                `settled(summary)` is false, maxRounds is not reached and the time spent
  *                plus one more round fits in budgetMs
  *   pairs:       windows per server per round; load: the generator's window settings
+ *   prewarm:     an unmeasured window per server at the start of each round (warmupMs long)
  *
  * Returns { summary, rounds, stoppedBecause, perRound } where summary has per variant its
  * median levels, and per comparison and measure (rps, cpu, p99) a clustered estimate with
  * its 95 % interval.
  */
-async function interleavedRounds({ variants, baseline, comparisons, minRounds = 3, maxRounds = minRounds, budgetMs = Infinity, settled = () => true, pairs, load, warmupMs = 1500, log = console.log }) {
+async function interleavedRounds({ variants, baseline, comparisons, rounds: fixedRounds, minRounds = fixedRounds ?? 3, maxRounds = fixedRounds ?? minRounds, budgetMs = Infinity, settled = () => true, pairs, load, warmupMs = 1500, prewarm = true, log = console.log }) {
   const names = variants.map((v) => v.name);
   const pairsToCompare = comparisons ?? names.filter((n) => n !== baseline).map((n) => [n, baseline]);
   const windows = Object.fromEntries(names.map((n) => [n, []]));
@@ -161,7 +176,9 @@ async function interleavedRounds({ variants, baseline, comparisons, minRounds = 
       if (failed) throw failed.reason;
       await c.sleep(300);
       for (const v of variants) if (v.afterStart) await v.afterStart(apps[v.name], r);
-      for (const v of variants) await gen.window(apps[v.name], { ...load, warmup: warmupMs, duration: 200 });
+      // An unmeasured window per server first (its JIT, its pools), unless every window's own
+      // warm-up already does that (long windows, as at 10,000 in flight).
+      if (prewarm) for (const v of variants) await gen.window(apps[v.name], { ...load, warmup: warmupMs, duration: 200 });
       const order = r % 2 === 0 ? variants : [...variants].reverse();
       // A baseline window opens and closes the round when the order does not, so every
       // subject window has a baseline window on both sides to be interpolated from.
@@ -215,7 +232,29 @@ async function interleavedRounds({ variants, baseline, comparisons, minRounds = 
       break;
     }
   }
-  return { summary, rounds: perRound.length, stoppedBecause, perRound, elapsedS: Math.round((Date.now() - started0) / 1000) };
+  return { summary, rounds: perRound.length, stoppedBecause, perRound, elapsedS: Math.round((Date.now() - started0) / 1000), ...legacyShape() };
+
+  // The shape the issue 4–6 benchmarks read (requests-overhead, profile-overhead): per
+  // variant its levels and, against the baseline, the ratios' median, clustered interval
+  // and per-round medians.
+  function legacyShape() {
+    const variantsOut = {};
+    for (const n of names) {
+      const lv = summary.levels[n];
+      variantsOut[n] = { rps: lv.rps, cpuUsPerRequest: lv.cpuUsPerRequest, p99Ms: lv.p99Ms, serverCpuUtilisation: lv.serverCpuUtilisation, ...(lv.notes ? { notes: lv.notes } : {}) };
+      const k = pairKey(n, baseline);
+      if (n === baseline || !ratios[k]) continue;
+      const legacy = (m) => {
+        const all = ratios[k][m].flat();
+        const sm = summary.ratios[k][m];
+        return { median: sm.estimate, ci95: sm.ci95, p25: c.round(c.percentile(all, 25), 4), p75: c.round(c.percentile(all, 75), 4), n: all.length, roundMedians: sm.groupMedians };
+      };
+      const rr = legacy('rps');
+      const cr = legacy('cpu');
+      Object.assign(variantsOut[n], { ratio: rr, cpuPerRequestRatio: cr, throughputCostPct: c.round((1 - rr.median) * 100, 2), cpuCostPct: c.round((cr.median - 1) * 100, 2) });
+    }
+    return { variants: variantsOut, baselineNoisePct: summary.baselineNoisePct.rps, cpuBaselineNoisePct: summary.baselineNoisePct.cpu };
+  }
 
   function summarise() {
     const levels = {};
@@ -240,4 +279,4 @@ async function interleavedRounds({ variants, baseline, comparisons, minRounds = 
   }
 }
 
-module.exports = { LoadGen, MEASURES, ratiosAgainstBaseline, baselineNoise, interleavedRounds, pairKey };
+module.exports = { LoadGen, MEASURES, spread, ratiosAgainstBaseline, baselineNoise, interleavedRounds, pairKey };
