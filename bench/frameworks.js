@@ -25,7 +25,8 @@
 // time budget.
 //
 //   node bench/frameworks.js [--frameworks http,express,fastify] [--inflight 10,10000]
-//       [--delay 1000] [--pairs N] [--min-rounds 3] [--max-rounds 12] [--minutes M]
+//       [--delay 1000] [--pairs N] [--min-rounds 3] [--max-rounds 12]
+//       [--minutes-small 2.5] [--minutes-big 3.5]   (time budget per group, in minutes)
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -175,8 +176,10 @@ async function run(opts = {}) {
   const started = Date.now();
   for (const inflight of sizes) {
     const big = inflight > 100;
-    const pairs = c.num(opts.pairs, big ? 4 : 10);
-    const budgetMs = c.num(opts.minutes, big ? 12 : 6) * 60_000;
+    const pairs = c.num(opts.pairs, big ? 2 : 8);
+    // Per group (framework × size): rounds go on while a goal is unsettled and one more
+    // round fits in this budget.
+    const budgetMs = c.num(big ? opts['minutes-big'] : opts['minutes-small'], big ? 3.5 : 2.5) * 60_000;
     for (const framework of frameworks) {
       try {
         groups.push(await runGroup({ framework, inflight, delayMs, pairs, minRounds, maxRounds, budgetMs }));

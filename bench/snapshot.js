@@ -216,7 +216,8 @@ function markdown(r) {
   const name = { ispy: '`heap snapshot` (ispy, from the agent worker)', v8: '`v8.writeHeapSnapshot()` (baseline)', heapdump: `\`heapdump.writeSnapshot()\` ${r.peers.heapdump ?? ''}` };
   const ratio = (m, k) => {
     const x = r.ratiosToV8[m]?.[k];
-    return x ? ` (×${x.median}, CI ×${x.ci95.join('–×')})` : '';
+    if (!x) return '';
+    return Number.isFinite(x.ci95[0]) ? ` (×${x.median}, CI ×${x.ci95.join('–×')})` : ` (×${x.median}, ${x.pairs.length} pair${x.pairs.length === 1 ? '' : 's'}: no interval)`;
   };
   const rows = Object.keys(s).map((m) =>
     s[m].ok

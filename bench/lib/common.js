@@ -405,12 +405,13 @@ function provenance() {
 }
 
 /**
- * Replaces one `## ` section of bench/RESULTS.md (its heading up to the next `## ` heading
+ * Replaces one `## ` section of bench/RESULTS-other.md (its heading up to the next `## ` heading
  * or the end) with `body`, keeping every other section; appends it when missing.
  */
 function writeResultsSection(heading, body) {
-  const results = path.join(__dirname, '..', 'RESULTS.md');
-  const text = fs.existsSync(results) ? fs.readFileSync(results, 'utf8') : '# Benchmark results\n';
+  // RESULTS.md is the full run's alone (bench/run.js); a script run on its own writes here.
+  const results = path.join(__dirname, '..', 'RESULTS-other.md');
+  const text = fs.existsSync(results) ? fs.readFileSync(results, 'utf8') : '# Benchmark results: benchmarks run on their own\n';
   const section = `${heading}\n\n${body.trim()}\n`;
   const start = text.indexOf(`${heading}\n`);
   let next;
