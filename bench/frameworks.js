@@ -87,8 +87,21 @@ function judgeGroup(summary) {
   };
 }
 
+/** The soft limit on open files of this process (inherited by the generator and the apps), from /proc. */
+function openFilesLimit() {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    return m ? (m[1] === 'unlimited' ? Infinity : Number(m[1])) : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
 async function runGroup({ framework, inflight, delayMs, pairs, minRounds, maxRounds, budgetMs }) {
   const big = inflight > 100;
+  // The generator holds `inflight` sockets, and so does the app: say so before EMFILE does.
+  const limit = openFilesLimit();
+  if (limit < inflight + 1000) throw new Error(`${inflight} requests in flight need ${inflight + 1000} open files, and the soft limit is ${limit}: raise it (\`ulimit -n ${inflight + 5000}\`) before the run`);
   const env = { BENCH_FRAMEWORK: framework, BENCH_DELAY_MS: String(big ? delayMs : 0) };
   const load = big
     ? { connections: inflight, warmup: delayMs + 500, duration: Math.max(2000, 2 * delayMs), keep: false, delayMs, drainMs: delayMs + 10_000 }
