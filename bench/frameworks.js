@@ -26,7 +26,8 @@
 //
 //   node bench/frameworks.js [--frameworks http,express,fastify] [--inflight 10,10000]
 //       [--delay 1000] [--pairs N] [--min-rounds 3] [--max-rounds 12]
-//       [--minutes-small 2.5] [--minutes-big 3.5]   (time budget per group, in minutes)
+//       [--minutes-small 2] [--minutes-big 4]   (time budget per group, in minutes: it
+//       wins over --min-rounds past 2 rounds, so a busy machine gets wider intervals, not a longer run)
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -189,10 +190,10 @@ async function run(opts = {}) {
   const started = Date.now();
   for (const inflight of sizes) {
     const big = inflight > 100;
-    const pairs = c.num(opts.pairs, big ? 2 : 8);
+    const pairs = c.num(opts.pairs, big ? 2 : 6);
     // Per group (framework × size): rounds go on while a goal is unsettled and one more
     // round fits in this budget.
-    const budgetMs = c.num(big ? opts['minutes-big'] : opts['minutes-small'], big ? 3.5 : 2.5) * 60_000;
+    const budgetMs = c.num(big ? opts['minutes-big'] : opts['minutes-small'], big ? 4 : 2) * 60_000;
     for (const framework of frameworks) {
       try {
         groups.push(await runGroup({ framework, inflight, delayMs, pairs, minRounds, maxRounds, budgetMs }));

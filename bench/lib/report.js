@@ -82,7 +82,7 @@ function frameworkSection(fw) {
   out.push(...table(['app', 'load', 'variant', 'CPU per request ÷ bare', 'req/s ÷ bare', 'p99 ÷ bare', 'levels (median window)'], rows), '');
   const runs = fw.groups
     .filter((g) => !g.error)
-    .map((g) => `${LABEL[g.framework]} at ${inflightLabel(g)}: ${g.rounds} rounds of ${g.summary.windowsPerServerPerRound} windows per server (${g.stoppedBecause === 'settled' ? 'every goal settled' : g.stoppedBecause === 'budget' ? 'time budget spent' : 'round limit'}, ${g.elapsedS} s), bare window-to-window noise CPU ${g.summary.baselineNoisePct.cpu.median} %, armed throughout ${g.checks.armedThroughout ? 'yes' : '**no**'}, OTel spans per round ${g.checks.otelSpans.join(', ')}`);
+    .map((g) => `${LABEL[g.framework]} at ${inflightLabel(g)}: ${g.rounds} rounds of ${g.summary.windowsPerServerPerRound} windows per server (${g.stoppedBecause === 'settled' ? 'every goal settled' : g.stoppedBecause.startsWith('budget') ? `time budget spent${g.stoppedBecause.slice(6)}` : 'round limit'}, ${g.elapsedS} s), bare window-to-window noise CPU ${g.summary.baselineNoisePct.cpu.median} %, armed throughout ${g.checks.armedThroughout ? 'yes' : '**no**'}, OTel spans per round ${g.checks.otelSpans.join(', ')}`);
   out.push(...runs.map((x) => `- ${x}`), '');
   return out;
 }

@@ -144,9 +144,10 @@ function spread(xs, digits = 4) {
  *   variants:    [{ name, start: () => Promise<app>, afterStart?(app, round), beforeKill?(app, round) → note }]
  *   baseline:    the variant every other one is compared with by default
  *   comparisons: [[subject, reference], …] (default: every other variant against baseline)
- *   minRounds, maxRounds, budgetMs: at least minRounds; then a round more while
- *                `settled(summary)` is false, maxRounds is not reached and the time spent
- *                plus one more round fits in budgetMs
+ *   minRounds, maxRounds, budgetMs, floorRounds: a round more while fewer than minRounds
+ *                are done or `settled(summary)` is false, up to maxRounds, and only while
+ *                the time spent plus one more round fits in budgetMs (past floorRounds,
+ *                2 by default: the budget bounds the run even on a slow machine)
  *   pairs:       windows per server per round; load: the generator's window settings
  *   prewarm:     an unmeasured window per server at the start of each round (warmupMs long)
  *
@@ -154,7 +155,7 @@ function spread(xs, digits = 4) {
  * median levels, and per comparison and measure (rps, cpu, p99) a clustered estimate with
  * its 95 % interval.
  */
-async function interleavedRounds({ variants, baseline, comparisons, rounds: fixedRounds, minRounds = fixedRounds ?? 3, maxRounds = fixedRounds ?? minRounds, budgetMs = Infinity, settled = () => true, pairs, load, warmupMs = 1500, prewarm = true, log = console.log }) {
+async function interleavedRounds({ variants, baseline, comparisons, rounds: fixedRounds, minRounds = fixedRounds ?? 3, maxRounds = fixedRounds ?? minRounds, budgetMs = Infinity, floorRounds = Math.min(2, minRounds), settled = () => true, pairs, load, warmupMs = 1500, prewarm = true, log = console.log }) {
   const names = variants.map((v) => v.name);
   const pairsToCompare = comparisons ?? names.filter((n) => n !== baseline).map((n) => [n, baseline]);
   const windows = Object.fromEntries(names.map((n) => [n, []]));
@@ -221,14 +222,16 @@ async function interleavedRounds({ variants, baseline, comparisons, rounds: fixe
     }
     summary = summarise();
     const rounds = r + 1;
-    if (rounds < minRounds) continue;
-    if (settled(summary)) {
+    if (rounds >= minRounds && settled(summary)) {
       stoppedBecause = 'settled';
       break;
     }
+    // The time budget wins over minRounds (a slow, busy machine gets fewer rounds and wider
+    // intervals, not a longer run), but not over floorRounds: an interval clustered by
+    // round needs two of them.
     const perRoundMs = (Date.now() - started0) / rounds;
-    if (Date.now() - started0 + perRoundMs > budgetMs) {
-      stoppedBecause = 'budget';
+    if (rounds >= floorRounds && Date.now() - started0 + perRoundMs > budgetMs) {
+      stoppedBecause = rounds < minRounds ? `budget (before ${minRounds} rounds)` : 'budget';
       break;
     }
   }
