@@ -63,7 +63,7 @@ function frameworkSection(fw) {
     `Each app (bench/apps/framework-server.js) started five ways in every round: **bare**; **bare′** (a second bare app: bare′ ÷ bare is what "no difference" looks like, and the bare app's own spread); **default** (\`-r ispy/register\`); **armed** (the same, \`requests track\` armed all round); **otel** (no agent, OpenTelemetry HTTP instrumentation ${v.otelHttp ?? '?'} with SDK ${v.otelSdk ?? '?'}, spans dropped by the exporter). Express ${v.express}, Fastify ${v.fastify}. ` +
       'Load: our generator (bench/lib/loadgen.js), closed loop over raw keep-alive connections, one request open per connection: 10 in flight = 10 connections answered at once; 10,000 in flight = 10,000 connections and every answer held ' +
       `${fw.groups.find((g) => g.delayMs)?.delayMs ?? 1000} ms by the app (a timer), so 10,000 requests are in the app's hands at any moment (p99 is then the latency over that delay). ` +
-      'Windows alternate between the five servers (order reversed every other round); each window is divided by the bare level interpolated around it; 95 % intervals are clustered by round (rounds resampled, then windows). Rounds go on until every goal of the group is settled or its time budget is spent.',
+      'Windows alternate between the five servers (their order shuffled afresh each round, so no server always follows the same neighbour); each window is divided by the bare level interpolated around it; 95 % intervals are clustered by round (rounds resampled, then windows). Rounds go on until every goal of the group is settled or its time budget is spent.',
     '',
   );
   const rows = [];

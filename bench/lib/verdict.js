@@ -14,7 +14,7 @@ const UNRESOLVED = 'cannot resolve';
 
 /**
  * Judges an estimate and its interval against a bound.
- *   m: { estimate, ci95: [lo, hi], n }
+ *   m: { estimate, ci95: [lo, hi], n, groups? } (groups: rounds the interval is clustered by)
  *   target: the bound; `better` says which side of it is good: 'lower' (at most target)
  *           or 'higher' (at least target)
  *   unit: 'ratio' (shown ×1.023, widths in %), 'ms' or 'MiB' (shown as such)
@@ -33,10 +33,13 @@ function judge(m, target, { better = 'lower', unit = 'ratio' } = {}) {
   if (bad) return { ...base, verdict: NOT_MET, halfWidth, text: NOT_MET };
   // The interval straddles the bound. Its width shrinks about as 1/√n, so to clear the
   // bound it must shrink to the estimate's distance from it.
+  // An interval clustered by round (m.groups) narrows with more rounds, not more windows.
   const gap = Math.abs(m.estimate - target);
-  const needN = gap > 0 && m.n ? Math.ceil(m.n * (halfWidth / gap) ** 2) : undefined;
+  const taken = m.groups ?? m.n;
+  const what = m.groups ? 'rounds' : 'samples';
+  const needN = gap > 0 && taken ? Math.ceil(taken * (halfWidth / gap) ** 2) : undefined;
   const width = unit === 'ratio' ? `±${round(halfWidth * 100, 1)} %` : `±${round(halfWidth, 1)} ${unit}`;
-  const more = needN === undefined ? 'the estimate sits on the bound' : `~${needN} samples would be needed, ${m.n} were taken`;
+  const more = needN === undefined ? 'the estimate sits on the bound' : `~${needN} ${what} would be needed, ${taken} were taken`;
   return { ...base, verdict: UNRESOLVED, halfWidth, needN, text: `cannot resolve at this noise (CI ${width}; ${more})` };
 }
 

@@ -1,7 +1,7 @@
 'use strict';
 // Interleaved load windows over several servers, and the ratios that come out of them.
 // One load generator (bench/lib/loadgen.js) per round, short windows alternating between
-// the servers (A B C D, A B C D, …, the order reversed on alternate rounds), each window's
+// the servers (A B C D, A B C D, …, the order shuffled each round, see roundOrder), each window's
 // requests/s, p99 latency and the server's CPU time per request (all threads,
 // /proc/<pid>/task/*/schedstat, read when the generator starts and ends counting). Every
 // subject window is divided by its reference's level linearly interpolated between the
@@ -15,7 +15,7 @@
 const { spawn } = require('node:child_process');
 const path = require('node:path');
 const c = require('./common');
-const { summarize, median } = require('./stats');
+const { summarize, median, rng } = require('./stats');
 
 const LOADGEN = path.join(__dirname, 'loadgen.js');
 
@@ -124,6 +124,26 @@ function baselineNoise(seq, key, baseline = 'without') {
 
 const pairKey = (subject, reference) => `${subject}/${reference}`;
 
+/**
+ * The order of the servers' windows in round r: the baseline first, the others in a
+ * seeded shuffle that differs from round to round, the whole reversed on odd rounds. A
+ * fixed order repeated `pairs` times would give every server the same neighbour each
+ * round, and a server's work that spills past its own window (an exporter's timer, a
+ * sweep, a GC) would then always land on the same neighbour's window: a bias no number of
+ * rounds averages out. Shuffled, it lands on a different neighbour each round.
+ */
+function roundOrder(variants, baseline, r) {
+  const base = variants.find((v) => v.name === baseline);
+  const others = variants.filter((v) => v !== base);
+  const rand = rng(0x5eed + r);
+  for (let i = others.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [others[i], others[j]] = [others[j], others[i]];
+  }
+  const order = base ? [base, ...others] : others;
+  return r % 2 === 0 ? order : order.reverse();
+}
+
 /** Median, bootstrap 95% CI of the median (windows as independent: a rough resolution), quartiles, range. */
 function spread(xs, digits = 4) {
   const [lo, hi] = c.medianCI(xs);
@@ -180,7 +200,7 @@ async function interleavedRounds({ variants, baseline, comparisons, rounds: fixe
       // An unmeasured window per server first (its JIT, its pools), unless every window's own
       // warm-up already does that (long windows, as at 10,000 in flight).
       if (prewarm) for (const v of variants) await gen.window(apps[v.name], { ...load, warmup: warmupMs, duration: 200 });
-      const order = r % 2 === 0 ? variants : [...variants].reverse();
+      const order = roundOrder(variants, baseline, r);
       // A baseline window opens and closes the round when the order does not, so every
       // subject window has a baseline window on both sides to be interpolated from.
       const base = variants.find((v) => v.name === baseline);
@@ -282,4 +302,4 @@ async function interleavedRounds({ variants, baseline, comparisons, rounds: fixe
   }
 }
 
-module.exports = { LoadGen, MEASURES, spread, ratiosAgainstBaseline, baselineNoise, interleavedRounds, pairKey };
+module.exports = { LoadGen, MEASURES, spread, roundOrder, ratiosAgainstBaseline, baselineNoise, interleavedRounds, pairKey };
