@@ -9,6 +9,8 @@
 //                                      left alone (the page it would write goes to bench/out/)
 //   node bench/run.js --only startup,visit-cost   some of them, printed only
 //   node bench/run.js --allow-dirty    a full run on uncommitted code; RESULTS.md says so at its top
+//   node bench/run.js --budget-scale 2 the same with the frameworks' and profilers' time budgets
+//                                      doubled (~50 min): more rounds, narrower intervals
 //   node bench/run.js --no-write       run, print, leave RESULTS.md alone
 //   node bench/run.js --from bench/out/cost-<date>.json   RESULTS.md again from a saved full run
 //
@@ -333,7 +335,12 @@ function moveOldSections() {
  * a dirty tree (`--allow-dirty` runs anyway and says so at the top of the file), builds
  * dist/ itself, and checks that HEAD and the tree did not change while it ran.
  */
-async function runCost(chosen, { quick, write, build, allowDirty, command }) {
+/** The args with every `--minutes…` value (a part's time budget) multiplied by k. */
+function scaleBudgets(args, k) {
+  return args.map((a, i) => (k !== 1 && i > 0 && args[i - 1].startsWith('--minutes') ? String(Number(a) * k) : a));
+}
+
+async function runCost(chosen, { quick, write, build, allowDirty, command, budgetScale = 1 }) {
   const before = treeState();
   if (write && !before.clean) {
     if (!allowDirty) {
@@ -352,8 +359,8 @@ async function runCost(chosen, { quick, write, build, allowDirty, command }) {
   const results = [];
   for (const b of chosen) {
     const t0 = Date.now();
-    console.log(`\n▶ ${b.name} ${(quick ? b.quick : b.args).join(' ')}`);
-    const r = await runOne(b, quick ? b.quick : b.args);
+    console.log(`\n▶ ${b.name} ${(quick ? b.quick : scaleBudgets(b.args, budgetScale)).join(' ')}`);
+    const r = await runOne({ ...b, timeoutMs: b.timeoutMs * Math.max(1, budgetScale) }, quick ? b.quick : scaleBudgets(b.args, budgetScale));
     r.wallS = Math.round((Date.now() - t0) / 1000);
     results.push(r);
     console.log(`  (${b.name}: ${r.wallS} s)`);
@@ -432,8 +439,14 @@ async function main() {
     return;
   }
   const cost = all.filter((b) => groupOf(b) === 'cost');
+  const budgetScale = opts['budget-scale'] === undefined ? 1 : Number(opts['budget-scale']);
+  if (!(budgetScale > 0)) {
+    console.error(`--budget-scale ${opts['budget-scale']}: not a positive number (2 doubles the time budgets of the frameworks and the profilers, so more rounds and narrower intervals)`);
+    process.exitCode = 2;
+    return;
+  }
   if (cost.length) {
-    await runCost(cost, { quick, write: write && !only, build: opts['no-build'] !== true && !quick, allowDirty: opts['allow-dirty'] === true, command: `node bench/run.js${group === 'cost' ? '' : ` --group ${group}`}` });
+    await runCost(cost, { quick, write: write && !only, build: opts['no-build'] !== true && !quick, allowDirty: opts['allow-dirty'] === true, budgetScale, command: `node bench/run.js${group === 'cost' ? '' : ` --group ${group}`}${budgetScale !== 1 ? ` --budget-scale ${budgetScale}` : ''}` });
     if (process.exitCode === 2) return;
   }
   const chosen = all.filter((b) => groupOf(b) !== 'cost');
