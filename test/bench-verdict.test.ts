@@ -3,7 +3,7 @@
 // includes ×1 is no pass, and an interval clustered by round is not narrowed by piling up
 // windows of one noisy round. Pure functions: no process is started.
 import { describe, expect, it } from 'vitest';
-import { clusteredCI, summarize } from '../bench/lib/stats.js';
+import { clusteredCI, roundsTInterval, summarize } from '../bench/lib/stats.js';
 import { judge, MET, NOT_MET, UNRESOLVED } from '../bench/lib/verdict.js';
 
 describe('bench verdicts', () => {
@@ -33,6 +33,20 @@ describe('bench verdicts', () => {
     expect(hi - lo).toBeGreaterThan(0.05);
     expect(pooled.ci95[1] - pooled.ci95[0]).toBeLessThan(hi - lo);
     expect(judge(summarize(rounds), 1.02).verdict).toBe(UNRESOLVED);
+  });
+
+  it('with few rounds, widens the bootstrap to the t-interval of the round medians', () => {
+    // Three rounds that agree closely inside, less so between: the bootstrap alone would
+    // call ×1.02 met; the round medians (1.009, 1.013, 0.997) cannot.
+    const rounds = [1.009, 1.013, 0.997].map((level) => Array.from({ length: 30 }, (_, i) => level + ((i % 7) - 3) * 0.002));
+    const [blo, bhi] = clusteredCI(rounds);
+    const s = summarize(rounds);
+    expect(bhi).toBeLessThanOrEqual(1.02);
+    expect(s.ci95[1]).toBeGreaterThan(1.02);
+    expect(s.ci95[0]).toBeLessThanOrEqual(blo);
+    expect(judge(s, 1.02).verdict).toBe(UNRESOLVED);
+    const [tlo, thi] = roundsTInterval([1.009, 1.013, 0.997]);
+    expect(thi - tlo).toBeCloseTo(2 * 4.303 * (Math.sqrt(((1.009 - 1.0063) ** 2 + (1.013 - 1.0063) ** 2 + (0.997 - 1.0063) ** 2) / 2) / Math.sqrt(3)), 3);
   });
 
   it('is deterministic: the same data gives the same interval', () => {
