@@ -44,7 +44,7 @@ const COST = [
   { name: 'frameworks', timeoutMs: 1_500_000, args: ['--minutes-small', '2', '--minutes-big', '4'], quick: ['--inflight', '10,500', '--delay', '200', '--pairs', '1', '--min-rounds', '1', '--max-rounds', '1'] },
   { name: 'profile-overhead', timeoutMs: 360_000, args: ['--no-gate', '--no-rebuild', '--minutes', '2.5'], quick: ['--no-gate', '--no-rebuild', '--rounds', '1', '--max-rounds', '1', '--pairs', '2'] },
   { name: 'visit-cost', timeoutMs: 240_000, args: [], quick: ['--visits', '3', '--segment', '1500', '--tail', '1500'] },
-  { name: 'run-fanout', timeoutMs: 600_000, args: ['--rounds', '3', '--quiet', '2000', '--after', '6000'], quick: ['--sizes', '2,4,8', '--rounds', '1', '--quiet', '500', '--after', '1000'] },
+  { name: 'run-fanout', timeoutMs: 600_000, args: ['--rounds', '4', '--quiet', '2000', '--after', '6000'], quick: ['--sizes', '2,4,8', '--rounds', '1', '--quiet', '500', '--after', '1000'] },
   { name: 'startup', timeoutMs: 180_000, args: [], quick: ['--runs', '5', '--max-runs', '5'] },
   { name: 'snapshot', timeoutMs: 600_000, args: ['--methods', 'ispy,v8', '--rounds', '4'], quick: ['--methods', 'ispy,v8', '--rounds', '1', '--heap-mb', '10'] },
 ].map((b) => ({ ...b, group: 'cost' }));
