@@ -15,7 +15,7 @@
 //
 //   npm run build && node bench/attach-window.js [--runs 20] [--busy-runs 10] [--no-write]
 //
-// Rewrites the section "## ispy attach" of bench/RESULTS.md; every other section is kept.
+// Rewrites the section "## ispy attach" of bench/RESULTS-other.md; every other section is kept.
 
 const os = require('node:os');
 const path = require('node:path');
@@ -85,7 +85,7 @@ async function main() {
       `${provenance()}, load average ${load.map((l) => l.toFixed(1)).join(' → ')} (start → end). The machine is a shared VM, busy with other people's runs; expect tens of percent of drift.`,
     ].join('\n'),
   );
-  console.log(`wrote "${SECTION}" in bench/RESULTS.md`);
+  console.log(`wrote "${SECTION}" in bench/RESULTS-other.md`);
 }
 
 main().then(

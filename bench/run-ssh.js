@@ -23,7 +23,7 @@
 //
 // Needs /usr/sbin/sshd, ssh and ssh-keygen (`apt-get install openssh-server openssh-client`).
 // Rewrites the section "## ispy run over 50 agents through one ssh host" of
-// bench/RESULTS.md; every other section is kept as it is.
+// bench/RESULTS-other.md; every other section is kept as it is.
 
 const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -187,7 +187,7 @@ async function main() {
       `Where the time goes: per socket, every agent costs one ssh channel (sshd forks a session and runs the login shell, here ${shell} with the user's rc files, before the command) and a remote Node process (the bridge) that starts, loads the CLI, and pipes bytes: ${AGENTS} × (${fmt(median(channel))} + ${fmt(floor)}) on ${os.cpus().length} cores, which here are also running sshd, the client and the ${AGENTS} agents, is most of its difference from the local run. ${rcNote}With mux the host pays one channel and one bridge start per run, whatever the number of agents; what is left beyond the local run is the master's connection, the glob listed over ssh, and the bytes of ${AGENTS} WebSocket sessions framed through one channel.`,
     ].join('\n'),
   );
-  console.log(`wrote "${SECTION}" in bench/RESULTS.md`);
+  console.log(`wrote "${SECTION}" in bench/RESULTS-other.md`);
 }
 
 main().then(

@@ -1,41 +1,61 @@
 'use strict';
-// Runs the agent benchmarks of issue 2 one after another, each in its own process (so one
-// benchmark's leftovers cannot colour the next), collects the JSON each prints, and
-// rewrites the section "## Agent (issue 2)" of bench/RESULTS.md with the figures. Every
-// other section of that file is kept as it is. Inside our section, the part between the
-// "generated" markers is rewritten; hand-written notes after the end marker are kept.
+// Runs the benchmarks, each in its own process (so one benchmark's leftovers cannot colour
+// the next), collects the JSON each prints, and writes the results.
 //
-//   npm run bench                      build, run everything, update RESULTS.md
-//   node bench/run.js --only rss,info-latency
-//   node bench/run.js --quick          fewer rounds/calls (a smoke test; figures not written)
-//   node bench/run.js --from bench/out/agent-<date>.json   rewrite the agent section from a saved run
+//   node bench/run.js                  the full run (issue 12, ~30 min on 2 cores): builds dist/,
+//                                      refuses a dirty tree, and writes the whole of RESULTS.md
+//                                      from this one run at this one commit
+//   node bench/run.js --quick          smoke test of the same (~3 min): small sizes, RESULTS.md
+//                                      left alone (the page it would write goes to bench/out/)
+//   node bench/run.js --only startup,visit-cost   some of them, printed only
+//   node bench/run.js --allow-dirty    a full run on uncommitted code; RESULTS.md says so at its top
+//   node bench/run.js --budget-scale 2 the same with the frameworks' and profilers' time budgets
+//                                      doubled (~50 min): more rounds, narrower intervals
 //   node bench/run.js --no-write       run, print, leave RESULTS.md alone
+//   node bench/run.js --from bench/out/cost-<date>.json   RESULTS.md again from a saved full run
 //
-// The plugin benchmarks of issues 4–6 (requests-overhead, snapshot, profile-overhead,
-// trace-cost, wrap-breakdown; ~15 min together) form a second group, run with `--group plugins` (or
-// `--group all`, or named in --only). Each writes its own generated block inside its own
-// section ("## requests plugin (issue 4)", "## profile and heap (issue 5)", "## trace
-// (issue 6)"), also on a partial run; notes outside the blocks are kept.
+// The older groups write into RESULTS-other.md, each section with its own commit:
+//   node bench/run.js --group agent    issue 2: info-latency, stack-spinning, rss, idle-overhead, startup (~4 min)
+//   node bench/run.js --group plugins  issues 4–6: requests-overhead, snapshot, profile-overhead,
+//                                      trace-cost, wrap-breakdown (~15 min); each its own block
+//   node bench/run.js --group all      every group (the cost group as the full run)
 
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { parseArgs, ROOT, runScript } = require('./lib/common');
-const { withinNoise } = require('./idle-overhead');
+const { renderResults, goalRows } = require('./lib/report');
+const { withinNoise, cpuWithin } = require('./idle-overhead');
 
 const RESULTS = path.join(__dirname, 'RESULTS.md');
+// Everything but the full run of the default group is written here, each with its own commit.
+const RESULTS_OTHER = path.join(__dirname, 'RESULTS-other.md');
+const OTHER_TITLE = '# Benchmark results: benchmarks run on their own\n\nFigures of the benchmarks that are not part of the full run (`node bench/run.js`, whose figures are in RESULTS.md, all from one commit). Each section names the run and the commit it comes from; they differ from section to section.\n';
 const OUT_DIR = path.join(__dirname, 'out');
 const SECTION = '## Agent (issue 2)';
 const BEGIN = '<!-- bench/run.js: generated, begin -->';
 const END = '<!-- bench/run.js: generated, end (notes below this line are kept) -->';
 
+// Issue 12, the default group: the always-on cost, every part of it in one run. `args` are
+// the full run's sizes, chosen so the whole group ends within about 30 minutes on 2 cores
+// (each part also has its own time budget, so a noisy machine costs rounds, not time).
+const COST = [
+  { name: 'frameworks', timeoutMs: 1_500_000, args: ['--minutes-small', '2', '--minutes-big', '4'], quick: ['--inflight', '10,500', '--delay', '200', '--pairs', '1', '--min-rounds', '1', '--max-rounds', '1'] },
+  { name: 'profile-overhead', timeoutMs: 360_000, args: ['--no-gate', '--no-rebuild', '--minutes', '2.5'], quick: ['--no-gate', '--no-rebuild', '--rounds', '1', '--max-rounds', '1', '--pairs', '2'] },
+  { name: 'visit-cost', timeoutMs: 240_000, args: [], quick: ['--visits', '3', '--segment', '1500', '--tail', '1500'] },
+  { name: 'run-fanout', timeoutMs: 600_000, args: ['--rounds', '4', '--quiet', '2000', '--after', '6000'], quick: ['--sizes', '2,4,8', '--rounds', '1', '--quiet', '500', '--after', '1000'] },
+  { name: 'startup', timeoutMs: 180_000, args: [], quick: ['--runs', '5', '--max-runs', '5'] },
+  { name: 'snapshot', timeoutMs: 600_000, args: ['--methods', 'ispy,v8', '--rounds', '4'], quick: ['--methods', 'ispy,v8', '--rounds', '1', '--heap-mb', '10'] },
+].map((b) => ({ ...b, group: 'cost' }));
+
 const BENCHMARKS = [
+  ...COST,
   { name: 'info-latency', timeoutMs: 180_000, quick: ['--calls', '300', '--warmup', '50'] },
   { name: 'stack-spinning', timeoutMs: 120_000, quick: ['--calls', '100', '--spin', '8000'] },
   { name: 'rss', timeoutMs: 480_000, quick: ['--starts', '2', '--settle', '1500', '--requests', '5000'] },
   { name: 'idle-overhead', timeoutMs: 900_000, quick: ['--rounds', '1', '--pairs', '6'] },
-  { name: 'startup', timeoutMs: 180_000, quick: ['--runs', '5'] },
+  { name: 'startup', group: 'agent', timeoutMs: 180_000, quick: ['--runs', '5', '--max-runs', '5'] },
   // Issues 4–6: each renders its own block (its module's `markdown(result)`) in its section.
   { name: 'requests-overhead', group: 'plugins', section: '## requests plugin (issue 4)', timeoutMs: 1_200_000, quick: ['--rounds', '1', '--pairs', '3', '--profile-seconds', '2'] },
   { name: 'snapshot', group: 'plugins', section: '## profile and heap (issue 5)', timeoutMs: 1_200_000, quick: ['--rounds', '1', '--heap-mb', '20'] },
@@ -44,6 +64,7 @@ const BENCHMARKS = [
   { name: 'wrap-breakdown', group: 'plugins', section: '## trace (issue 6)', timeoutMs: 300_000, quick: ['--rounds', '3'] },
 ];
 const groupOf = (b) => b.group ?? 'agent';
+const GROUPS = ['cost', 'agent', 'plugins', 'all'];
 
 async function runOne(bench, extraArgs) {
   const { result, exited } = await runScript(path.join(__dirname, `${bench.name}.js`), extraArgs, { timeoutMs: bench.timeoutMs, label: bench.name });
@@ -102,15 +123,15 @@ function rowsFor(results) {
     rows.push([
       'idle agent: HTTP throughput with ÷ without (median)',
       `×${w.ratio.median} → ${signed(-w.throughputOverheadPct)}% req/s (95% CI ×${w.ratio.ci95.join('–×')}; IQR ×${w.ratio.p25}–×${w.ratio.p75}; round medians ${w.ratio.roundMedians.map((x) => `×${x}`).join(', ')})`,
-      `within noise (95% CI includes ×1), or < ${io.target.throughputOverheadPct}%`,
+      `< ${io.target.throughputOverheadPct}% (the whole 95% CI)`,
       verdict(withinNoise(w, io.target.throughputOverheadPct)),
     ]);
     rows.push(['idle agent: requests/s without / with (median window)', `${io.without.rps} / ${w.rps} (baseline window-to-window noise: median ${io.baselineNoisePct.median}%)`, '—', '—']);
     rows.push([
       'idle agent: server CPU per request with ÷ without (median)',
       `×${w.cpuPerRequestRatio.median} → ${signed(w.cpuOverheadPct)}% (${io.without.cpuUsPerRequest} → ${w.cpuUsPerRequest} µs; 95% CI ×${w.cpuPerRequestRatio.ci95.join('–×')}; round medians ${w.cpuPerRequestRatio.roundMedians.map((x) => `×${x}`).join(', ')})`,
-      '< 1% (same goal, sharper measure)',
-      verdict(w.cpuOverheadPct < 1),
+      '< 1% (same goal, sharper measure; the whole 95% CI)',
+      verdict(cpuWithin(w, 1)),
     ]);
     if (io.core) {
       rows.push([
@@ -162,8 +183,8 @@ function missed(results) {
   if (il && !il.error && !il.pass) out.push(`\`process info\` p50 is ${il.info.p50} ms, over the ${il.target.infoP50Ms} ms target.`);
   const io = by['idle-overhead'];
   if (io && !io.error) {
-    if (!withinNoise(io.with, io.target.throughputOverheadPct)) out.push(`The idle agent costs ${io.with.throughputOverheadPct}% of HTTP throughput (median ratio ×${io.with.ratio.median}), over the 1% target.`);
-    if (io.with.cpuOverheadPct >= 1) out.push(`The idle agent adds ${io.with.cpuOverheadPct}% server CPU per request (×${io.with.cpuPerRequestRatio.median}).`);
+    if (!withinNoise(io.with, io.target.throughputOverheadPct)) out.push(`The idle agent costs ${io.with.throughputOverheadPct}% of HTTP throughput (median ratio ×${io.with.ratio.median}), its 95% CI not within the 1% target (CI ×${io.with.ratio.ci95.join("–×")}).`);
+    if (!cpuWithin(io.with, 1)) out.push(`The idle agent adds ${io.with.cpuOverheadPct}% server CPU per request (×${io.with.cpuPerRequestRatio.median}; its 95% CI ×${io.with.cpuPerRequestRatio.ci95.join("–×")} not within ×1.01).`);
   }
   const rss = by.rss;
   if (rss && !rss.error) {
@@ -208,10 +229,8 @@ function section(results, meta) {
   return lines.join('\n');
 }
 
-function updateResults(text, file = RESULTS) {
-  let doc = fs.existsSync(file)
-    ? fs.readFileSync(file, 'utf8')
-    : '# Benchmark results\n\nLatest figures of the benchmarks in bench/ (see bench/README.md). Each section is written by the script that produced it.\n';
+function updateResults(text, file = RESULTS_OTHER) {
+  let doc = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : OTHER_TITLE;
   const start = doc.indexOf(`${SECTION}\n`) >= 0 ? doc.indexOf(`${SECTION}\n`) : doc.endsWith(SECTION) ? doc.length - SECTION.length : -1;
   if (start < 0) {
     doc = `${doc.replace(/\s*$/, '')}\n\n${text}\n`;
@@ -235,11 +254,11 @@ function updateResults(text, file = RESULTS) {
  * missing block is added at the end of its section (before any notes is not attempted:
  * notes are written after the blocks), a missing section at the end of the file.
  */
-function updateBlock(sectionTitle, name, text, file = RESULTS) {
+function updateBlock(sectionTitle, name, text, file = RESULTS_OTHER) {
   const begin = `<!-- bench/${name}.js: generated, begin -->`;
   const end = `<!-- bench/${name}.js: generated, end -->`;
   const block = `${begin}\n\n${text.trim()}\n\n${end}`;
-  let doc = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
+  let doc = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : OTHER_TITLE;
   let start = doc.indexOf(`\n${sectionTitle}\n`);
   if (start < 0) {
     doc = `${doc.replace(/\s*$/, '')}\n\n${sectionTitle}\n\n${block}\n`;
@@ -268,26 +287,170 @@ function runLine(meta) {
   return `Run ${meta.date} · Node ${meta.node} · ${meta.machine.nproc} CPUs, ${meta.machine.model} · load average ${meta.loadBefore} before, ${meta.loadAfter} after · ${Math.round(meta.seconds)} s · commit \`${meta.code.commit}\`${dirty}.`;
 }
 
+/** HEAD and the uncommitted paths (git status --porcelain, untracked included; bench/out is ignored). */
+function treeState() {
+  const commit = sh('git', ['rev-parse', '--short', 'HEAD']);
+  let status = '';
+  try {
+    status = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, encoding: 'utf8' });
+  } catch {
+    status = '?? (git status failed)';
+  }
+  const dirty = status.split('\n').filter(Boolean).map((l) => l.slice(3));
+  return { commit, dirty, clean: dirty.length === 0 };
+}
+
+/** Builds dist/ from the tree as it is, so the figures are those of this commit's code. Throws on a type error. */
+function buildDist() {
+  console.log('building dist/ (tsc -p tsconfig.json)');
+  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc', { paths: [ROOT] }), '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'inherit' });
+}
+
+const FULL_RUN_MARK = '<!-- written by `node bench/run.js` (the full run) as a whole: do not edit, notes go in RESULTS-other.md or bench/README.md -->';
+
+/**
+ * RESULTS.md of an older layout (sections written by several scripts at several commits):
+ * its sections move to RESULTS-other.md, where the scripts run on their own now write, so
+ * that RESULTS.md holds the full run alone. Sections RESULTS-other.md already has stay its own.
+ */
+function moveOldSections() {
+  if (!fs.existsSync(RESULTS)) return [];
+  const old = fs.readFileSync(RESULTS, 'utf8');
+  if (old.startsWith(FULL_RUN_MARK)) return [];
+  let other = fs.existsSync(RESULTS_OTHER) ? fs.readFileSync(RESULTS_OTHER, 'utf8') : OTHER_TITLE;
+  const moved = [];
+  for (const sec of old.split(/\n(?=## )/).slice(1)) {
+    const heading = sec.split('\n')[0];
+    if (other.includes(`\n${heading}\n`)) continue;
+    other = `${other.trimEnd()}\n\n${sec.trimEnd()}\n`;
+    moved.push(heading);
+  }
+  fs.writeFileSync(RESULTS_OTHER, other);
+  return moved;
+}
+
+/**
+ * Issue 12's group: the benchmarks one after another, each in its own process; then the
+ * whole of RESULTS.md from their results (bench/lib/report.js). A run that writes refuses
+ * a dirty tree (`--allow-dirty` runs anyway and says so at the top of the file), builds
+ * dist/ itself, and checks that HEAD and the tree did not change while it ran.
+ */
+/** The args with every `--minutes…` value (a part's time budget) multiplied by k. */
+function scaleBudgets(args, k) {
+  return args.map((a, i) => (k !== 1 && i > 0 && args[i - 1].startsWith('--minutes') ? String(Number(a) * k) : a));
+}
+
+async function runCost(chosen, { quick, write, build, allowDirty, command, budgetScale = 1 }) {
+  const before = treeState();
+  if (write && !before.clean) {
+    if (!allowDirty) {
+      console.error(
+        `refusing the full run: the working tree is not clean (${before.dirty.slice(0, 8).join(', ')}${before.dirty.length > 8 ? ', …' : ''}); ` +
+          'every figure of RESULTS.md must come from the commit it names. Commit or stash, or pass --allow-dirty (RESULTS.md then says so at its top), or --no-write.',
+      );
+      process.exitCode = 2;
+      return;
+    }
+    console.log(`running on a DIRTY tree (${before.dirty.length} paths): RESULTS.md will say so at its top`);
+  }
+  if (build) buildDist();
+  const started = Date.now();
+  const loadBefore = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  const results = [];
+  for (const b of chosen) {
+    const t0 = Date.now();
+    console.log(`\n▶ ${b.name} ${(quick ? b.quick : scaleBudgets(b.args, budgetScale)).join(' ')}`);
+    const r = await runOne({ ...b, timeoutMs: b.timeoutMs * Math.max(1, budgetScale) }, quick ? b.quick : scaleBudgets(b.args, budgetScale));
+    r.wallS = Math.round((Date.now() - t0) / 1000);
+    results.push(r);
+    console.log(`  (${b.name}: ${r.wallS} s)`);
+  }
+  const after = treeState();
+  const changedDuringRun =
+    after.commit !== before.commit ? `HEAD moved from ${before.commit} to ${after.commit}` : after.dirty.join('\n') !== before.dirty.join('\n') ? `the working tree changed: ${after.dirty.join(', ') || 'now clean'}` : undefined;
+  const meta = {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    node: process.version,
+    machine: machine(),
+    loadBefore,
+    loadAfter: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+    seconds: (Date.now() - started) / 1000,
+    command: quick ? `${command} --quick` : command,
+    quick,
+    code: { commit: before.commit, clean: before.clean, dirty: before.dirty, changedDuringRun },
+  };
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const stamp = meta.date.replace(/[:]/g, '-');
+  const outFile = path.join(OUT_DIR, `cost-${stamp}${quick ? '-quick' : ''}.json`);
+  fs.writeFileSync(outFile, `${JSON.stringify({ meta, results }, null, 2)}\n`);
+  const text = renderCost(results, meta);
+  const { rows } = goalRows(Object.fromEntries(results.map((r) => [r.benchmark, r])));
+  console.log(`\nissue 12 goals (${Math.round(meta.seconds)} s in all; ${results.map((r) => `${r.benchmark} ${r.wallS} s`).join(', ')}):`);
+  for (const r of rows) console.log(`  ${r[3].replace(/\*\*/g, '')}: ${r[0]}: ${r[1]} (target ${r[2]})`);
+  console.log(`full results: ${path.relative(process.cwd(), outFile)}`);
+  if (write) {
+    const moved = moveOldSections();
+    if (moved.length) console.log(`moved ${moved.length} older sections of RESULTS.md to RESULTS-other.md: ${moved.join('; ')}`);
+    fs.writeFileSync(RESULTS, `${FULL_RUN_MARK}\n${text}`);
+    console.log(`wrote ${path.relative(process.cwd(), RESULTS)} (commit ${meta.code.commit}${meta.code.clean && !changedDuringRun ? ', clean tree' : ', NOT a clean tree'})`);
+  } else {
+    const mdFile = outFile.replace(/\.json$/, '.md');
+    fs.writeFileSync(mdFile, text);
+    console.log(`RESULTS.md left alone; the page this run would write: ${path.relative(process.cwd(), mdFile)}`);
+  }
+  if (results.some((r) => r.error)) process.exitCode = 1;
+}
+
+function renderCost(results, meta) {
+  return renderResults(results, meta, { 'profile-overhead': require('./profile-overhead').markdown, snapshot: require('./snapshot').markdown });
+}
+
 async function main() {
   const opts = parseArgs();
   if (typeof opts.from === 'string') {
     // Re-render the agent section from a saved run (after a change to how it is written).
     const { meta, results } = JSON.parse(fs.readFileSync(opts.from, 'utf8'));
+    if (meta?.command && Array.isArray(results)) {
+      // A saved full run (bench/out/cost-*.json): RESULTS.md again, from the same figures.
+      if (meta.quick) throw new Error(`${opts.from} is a --quick run: its figures are not for RESULTS.md`);
+      moveOldSections();
+      fs.writeFileSync(RESULTS, `${FULL_RUN_MARK}\n${renderCost(results, meta)}`);
+      console.log(`wrote ${path.relative(process.cwd(), RESULTS)} from ${opts.from}`);
+      return;
+    }
     if (!Array.isArray(results)) throw new Error(`${opts.from} is not an agent-group run (bench/out/agent-*.json)`);
     updateResults(section(results, meta));
-    console.log(`updated ${path.relative(process.cwd(), RESULTS)} (section "${SECTION}") from ${opts.from}`);
+    console.log(`updated ${path.relative(process.cwd(), RESULTS_OTHER)} (section "${SECTION}") from ${opts.from}`);
     return;
   }
   const only = typeof opts.only === 'string' ? opts.only.split(',') : undefined;
   const quick = opts.quick === true;
   const write = !quick && opts['no-write'] !== true;
-  const group = typeof opts.group === 'string' ? opts.group : 'agent';
-  const chosen = BENCHMARKS.filter((b) => (only ? only.includes(b.name) : group === 'all' || groupOf(b) === group));
-  if (only && chosen.length !== only.length) {
+  const group = typeof opts.group === 'string' ? opts.group : 'cost';
+  if (!GROUPS.includes(group)) {
+    console.error(`--group ${group}: not a group; the groups are ${GROUPS.join(', ')} (cost, the default, is issue 12's full run)`);
+    process.exitCode = 2;
+    return;
+  }
+  const all = BENCHMARKS.filter((b) => (only ? only.includes(b.name) : group === 'all' || groupOf(b) === group));
+  if (only && all.length !== new Set(only).size) {
     console.error(`unknown benchmark in --only; known: ${BENCHMARKS.map((b) => b.name).join(', ')}`);
     process.exitCode = 2;
     return;
   }
+  const cost = all.filter((b) => groupOf(b) === 'cost');
+  const budgetScale = opts['budget-scale'] === undefined ? 1 : Number(opts['budget-scale']);
+  if (!(budgetScale > 0)) {
+    console.error(`--budget-scale ${opts['budget-scale']}: not a positive number (2 doubles the time budgets of the frameworks and the profilers, so more rounds and narrower intervals)`);
+    process.exitCode = 2;
+    return;
+  }
+  if (cost.length) {
+    await runCost(cost, { quick, write: write && !only, build: opts['no-build'] !== true && !quick, allowDirty: opts['allow-dirty'] === true, budgetScale, command: `node bench/run.js${group === 'cost' ? '' : ` --group ${group}`}${budgetScale !== 1 ? ` --budget-scale ${budgetScale}` : ''}` });
+    if (process.exitCode === 2) return;
+  }
+  const chosen = all.filter((b) => groupOf(b) !== 'cost');
+  if (!chosen.length) return;
   const started = Date.now();
   const loadBefore = os.loadavg().map((x) => x.toFixed(2)).join(' ');
   const results = [];
@@ -316,7 +479,7 @@ async function main() {
       }
     }
     updateBlock(bench.section, bench.name, `${runLine(meta)} Written by \`node bench/run.js --only ${bench.name}\` (or \`--group plugins\`).\n\n${text}`);
-    console.log(`updated ${path.relative(process.cwd(), RESULTS)} (${bench.section}, block of ${bench.name})`);
+    console.log(`updated ${path.relative(process.cwd(), RESULTS_OTHER)} (${bench.section}, block of ${bench.name})`);
   }
   if (results.length === 0) {
     if (plugins.some((p) => p.result.error)) process.exitCode = 1;
@@ -339,9 +502,9 @@ async function main() {
   console.log(miss.length ? `targets missed:\n${miss.map((m) => `  - ${m}`).join('\n')}` : 'every target met');
   if (write && !only) {
     updateResults(section(results, meta));
-    console.log(`updated ${path.relative(process.cwd(), RESULTS)} (section "${SECTION}")`);
+    console.log(`updated ${path.relative(process.cwd(), RESULTS_OTHER)} (section "${SECTION}")`);
   } else if (write && only) {
-    console.log('not writing RESULTS.md for a partial run (--only)');
+    console.log('not writing RESULTS-other.md for a partial run (--only)');
   }
   if (results.some((r) => r.error)) process.exitCode = 1;
 }

@@ -15,12 +15,15 @@
 // from the request (client call or HTTP GET) to its answer, the file complete. Rounds
 // rotate the order of the methods; one process at a time, so they never compete for memory.
 //
+// Ratios to v8.writeHeapSnapshot() are paired by round (see run()).
+//
 //   node bench/snapshot.js [--heap-mb 100] [--rounds 3] [--methods ispy,v8,heapdump]
 
 const fs = require('node:fs');
 const path = require('node:path');
 const c = require('./lib/common');
 const { ensurePeers, peerVersion } = require('./lib/peers');
+const { bootstrapCI, median } = require('./lib/stats');
 
 const METHODS = ['ispy', 'v8', 'heapdump'];
 
@@ -144,12 +147,15 @@ async function run(opts = {}) {
   console.log(`snapshot: ${methods.join(', ')} on a ${heapMb} MB heap, ${rounds} rounds, a fresh process each`);
   const runs = Object.fromEntries(methods.map((m) => [m, []]));
   const failures = Object.fromEntries(methods.map((m) => [m, []]));
+  const byRound = [];
   for (let r = 0; r < rounds; r++) {
     const order = methods.map((_, i) => methods[(i + r) % methods.length]);
+    byRound.push({});
     for (const m of order) {
       try {
         const x = await oneSnapshot(m, heapMb, timeoutMs);
         runs[m].push(x);
+        byRound[r][m] = x;
         console.log(`  round ${r + 1} ${m.padEnd(8)} wall ${x.wallMs} ms, pause ${x.mainThreadPauseMs} ms, RSS ${x.rssBeforeMiB} → peak ${x.peakRssMiB} MiB (+${x.addedPeakMiB}), file ${x.fileMB} MB${x.valid ? '' : ' (NOT VALID)'}${x.refusedWithoutForce ? ' (refused without --force)' : ''}`);
       } catch (err) {
         failures[m].push(String(err.message ?? err).slice(0, 400));
@@ -173,13 +179,21 @@ async function run(opts = {}) {
       allValid: runs[m].every((x) => x.valid),
     };
   }
-  const base = summary.v8;
+  // Paired: each method's figure over v8.writeHeapSnapshot()'s in the same round (the two
+  // runs next to each other in time), then the median of those ratios and its bootstrap
+  // interval over the rounds. Medians of unpaired runs would let a slow stretch of the
+  // machine land on one method only.
   const ratios = {};
-  if (base?.ok) {
-    for (const m of methods) {
-      if (m === 'v8' || !summary[m].ok) continue;
-      ratios[m] = { wall: c.round(summary[m].wallMs / base.wallMs, 3), pause: c.round(summary[m].mainThreadPauseMs / base.mainThreadPauseMs, 3), addedPeak: c.round(summary[m].addedPeakMiB / base.addedPeakMiB, 3) };
-    }
+  for (const m of methods) {
+    if (m === 'v8') continue;
+    const pairs = byRound.filter((x) => x[m] && x.v8);
+    if (!pairs.length) continue;
+    const one = (k) => {
+      const xs = pairs.map((x) => x[m][k] / x.v8[k]).filter(Number.isFinite);
+      const [lo, hi] = bootstrapCI(xs);
+      return { median: c.round(median(xs), 3), ci95: [c.round(lo, 3), c.round(hi, 3)], pairs: xs.map((x) => c.round(x, 3)) };
+    };
+    ratios[m] = { pairs: pairs.length, wall: one('wallMs'), pause: one('mainThreadPauseMs'), addedPeak: one('addedPeakMiB') };
   }
   const ispyRuns = runs.ispy ?? [];
   return {
@@ -200,7 +214,11 @@ async function run(opts = {}) {
 function markdown(r) {
   const s = r.summary;
   const name = { ispy: '`heap snapshot` (ispy, from the agent worker)', v8: '`v8.writeHeapSnapshot()` (baseline)', heapdump: `\`heapdump.writeSnapshot()\` ${r.peers.heapdump ?? ''}` };
-  const ratio = (m, k) => (r.ratiosToV8[m] ? ` (×${r.ratiosToV8[m][k]})` : '');
+  const ratio = (m, k) => {
+    const x = r.ratiosToV8[m]?.[k];
+    if (!x) return '';
+    return Number.isFinite(x.ci95[0]) ? ` (×${x.median}, CI ×${x.ci95.join('–×')})` : ` (×${x.median}, ${x.pairs.length} pair${x.pairs.length === 1 ? '' : 's'}: no interval)`;
+  };
   const rows = Object.keys(s).map((m) =>
     s[m].ok
       ? `| ${name[m]} | ${s[m].wallMs} ms${ratio(m, 'wall')} | ${s[m].mainThreadPauseMs} ms${ratio(m, 'pause')} | ${s[m].peakRssMiB} MiB | +${s[m].addedPeakMiB} MiB${ratio(m, 'addedPeak')} | ${s[m].fileMB} MB | ${s[m].ok}/${s[m].ok + s[m].failed}${s[m].allValid ? '' : ' (**invalid file**)'} |`
@@ -208,7 +226,7 @@ function markdown(r) {
   );
   const e = r.ispyEstimate;
   return [
-    `Same heap (bench/apps/heap-app.js: ${r.heapMb} MB of small linked objects, ${s.v8?.heapUsedMB ?? s.ispy?.heapUsedMB} MB used), a fresh process per method and round, ${r.rounds} rounds in rotating order, medians. Peak = max of VmRSS sampled every 20 ms and VmHWM (reset through /proc/<pid>/clear_refs just before); pause = the longest gap of the app's 5 ms interval timer during the snapshot. Ratios in brackets are to \`v8.writeHeapSnapshot()\` in the same run.`,
+    `Same heap (bench/apps/heap-app.js: ${r.heapMb} MB of small linked objects, ${s.v8?.heapUsedMB ?? s.ispy?.heapUsedMB} MB used), a fresh process per method and round, ${r.rounds} rounds in rotating order, medians. Peak = max of VmRSS sampled every 20 ms and VmHWM (reset through /proc/<pid>/clear_refs just before); pause = the longest gap of the app's 5 ms interval timer during the snapshot. Ratios in brackets are paired: each run over \`v8.writeHeapSnapshot()\`'s in the same round, the median of those ratios and its bootstrap 95% interval over the rounds (no target: an observation).`,
     '',
     '| method | wall time | main-thread pause | peak RSS | added at peak | file | runs ok |',
     '|---|---|---|---|---|---|---|',

@@ -1,15 +1,23 @@
 'use strict';
 // How long the preload holds the app back: the time from process start to the app's first
 // line (`performance.now()` printed by that line, since performance.timeOrigin is the
-// process's start), with `-r ispy/register` and without, interleaved, fresh processes,
-// medians. The preload sets up the plugins' main-thread side synchronously (so `requests`
-// sees the first request and config traces wrap the first call); the worker, the socket and
-// the rest start after the app's first line.
+// process's start), with `-r ispy/register` and without, fresh processes, in pairs (the
+// order alternating). The preload sets up the plugins' main-thread side synchronously (so
+// `requests` sees the first request and config traces wrap the first call); the worker,
+// the socket and the rest start after the app's first line.
 //
-//   node bench/startup.js [--runs 21]
+// The figure is the median of the paired differences (with − without), with a bootstrap
+// 95 % interval. Goal (issue 12): ≤ 15 ms, met only when the whole interval is under it.
+// Pairs go on (from --runs up to --max-runs) until the verdict is settled.
+//
+//   node bench/startup.js [--runs 21] [--max-runs 81]
 
 const { execFileSync } = require('node:child_process');
 const c = require('./lib/common');
+const { summarize } = require('./lib/stats');
+const { judge, UNRESOLVED } = require('./lib/verdict');
+
+const GOAL_MS = 15;
 
 function firstLineMs(args, env) {
   const out = execFileSync(process.execPath, [...args, '-e', 'console.log(performance.now())'], { env, timeout: 30_000 });
@@ -17,35 +25,50 @@ function firstLineMs(args, env) {
 }
 
 async function run(opts = {}) {
-  const runs = c.num(opts.runs, 21);
+  const minRuns = c.num(opts.runs, 21);
+  const maxRuns = Math.max(minRuns, c.num(opts['max-runs'], 81));
   const dir = c.tempDir('ispy-bstart-');
   const env = { ...process.env, ISPY_SOCKET: `${dir}/{pid}.sock` };
   delete env.ISPY_CONFIG;
   delete env.NODE_OPTIONS;
   const withAgent = [];
   const without = [];
+  const diffs = [];
   // One of each unmeasured: the file cache.
   firstLineMs([], env);
   firstLineMs(['-r', c.REGISTER], env);
-  for (let i = 0; i < runs; i++) {
-    const order = i % 2 === 0 ? ['without', 'with'] : ['with', 'without'];
-    for (const which of order) {
-      if (which === 'with') withAgent.push(firstLineMs(['-r', c.REGISTER], env));
-      else without.push(firstLineMs([], env));
+  let m;
+  let verdict;
+  for (let i = 0; i < maxRuns; i++) {
+    const pair = {};
+    for (const which of i % 2 === 0 ? ['without', 'with'] : ['with', 'without']) {
+      pair[which] = firstLineMs(which === 'with' ? ['-r', c.REGISTER] : [], env);
     }
+    withAgent.push(pair.with);
+    without.push(pair.without);
+    diffs.push(pair.with - pair.without);
+    if (i + 1 < minRuns) continue;
+    m = summarize(diffs.map((d) => [d]), { digits: 1 });
+    verdict = judge(m, GOAL_MS, { unit: 'ms' });
+    if (verdict.verdict !== UNRESOLVED) break;
   }
   const result = {
     benchmark: 'startup',
-    runs,
+    runs: diffs.length,
     withoutMs: c.round(c.median(without), 1),
     withMs: c.round(c.median(withAgent), 1),
+    delay: m,
+    withRangeMs: [c.round(Math.min(...withAgent), 1), c.round(Math.max(...withAgent), 1)],
+    withoutRangeMs: [c.round(Math.min(...without), 1), c.round(Math.max(...without), 1)],
+    goalMs: GOAL_MS,
+    verdict,
   };
-  result.delayMs = c.round(result.withMs - result.withoutMs, 1);
-  result.withRangeMs = [c.round(Math.min(...withAgent), 1), c.round(Math.max(...withAgent), 1)];
-  result.withoutRangeMs = [c.round(Math.min(...without), 1), c.round(Math.max(...without), 1)];
-  console.log(`startup: the app's first line at ${result.withoutMs} ms without the agent, ${result.withMs} ms with it (medians of ${runs}): the preload delays it ${result.delayMs} ms`);
+  console.log(
+    `startup: the app's first line at ${result.withoutMs} ms without the agent, ${result.withMs} ms with it (medians of ${result.runs}); ` +
+      `held back ${m.estimate} ms (95% CI ${m.ci95.join('–')} ms) — goal ≤ ${GOAL_MS} ms: ${verdict.text}`,
+  );
   return result;
 }
 
-module.exports = { run };
+module.exports = { run, GOAL_MS };
 c.mainIfDirect(module, run);

@@ -12,10 +12,11 @@ const HELLO = path.join(APPS, 'hello-server.js');
 
 /**
  * Starts `count` copies of apps/hello-server.js with `-r register`, their sockets
- * (<pid>.sock) in one fresh private folder; resolves when every socket exists, within
- * 120 s, with the folder and how long they took.
+ * (<pid>.sock) in one fresh private folder, `batch` at a time (each batch up before the
+ * next is spawned, so two cores are not asked to start 200 Node processes at once);
+ * resolves with the folder, the pids and how long they took. Fails past `timeoutMs`.
  */
-async function startAgents(count, prefix) {
+async function startAgents(count, prefix, { batch = count, timeoutMs = 120_000 } = {}) {
   // 0700 by mkdtemp, short so socket paths stay far under the 107-byte limit.
   const dir = tempDir(prefix);
   const env = { ...process.env, ISPY_SOCKET: path.join(dir, '{pid}.sock') };
@@ -23,17 +24,20 @@ async function startAgents(count, prefix) {
   delete env.NODE_OPTIONS;
   const started = Date.now();
   const mine = [];
-  for (let i = 0; i < count; i++) mine.push(track(spawn(process.execPath, ['-r', REGISTER, HELLO], { cwd: dir, env, stdio: 'ignore' })));
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const up = fs.readdirSync(dir).filter((n) => n.endsWith('.sock')).length;
-    if (up === count) break;
-    const dead = mine.filter((c) => c.exitCode !== null || c.signalCode !== null);
-    if (dead.length) throw new Error(`${dead.length} agents exited while starting`);
-    if (Date.now() > deadline) throw new Error(`only ${up} of ${count} agents started within 120 s`);
-    await sleep(100);
+  const deadline = Date.now() + timeoutMs;
+  while (mine.length < count) {
+    const n = Math.min(batch, count - mine.length);
+    for (let i = 0; i < n; i++) mine.push(track(spawn(process.execPath, ['-r', REGISTER, HELLO], { cwd: dir, env, stdio: 'ignore' })));
+    for (;;) {
+      const up = fs.readdirSync(dir).filter((f) => f.endsWith('.sock')).length;
+      if (up === mine.length) break;
+      const dead = mine.filter((c) => c.exitCode !== null || c.signalCode !== null);
+      if (dead.length) throw new Error(`${dead.length} agents exited while starting`);
+      if (Date.now() > deadline) throw new Error(`only ${up} of ${count} agents started within ${timeoutMs / 1000} s`);
+      await sleep(100);
+    }
   }
-  return { dir, startMs: Date.now() - started };
+  return { dir, pids: mine.map((c) => c.pid), startMs: Date.now() - started };
 }
 
 /** Throws unless an `ispy run` result (from common.timed) reached all `count` agents and printed a block for each. */

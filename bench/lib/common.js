@@ -82,9 +82,10 @@ function removeDir(dir) {
  * Starts `node [-r register] <script>` in a temp folder. With the agent, ISPY_SOCKET is
  * <dir>/a.sock and the promise resolves once the socket exists; the app must print
  * `PORT <n>` or `READY` when it is up, and we wait for that too. `config` is written to
- * <dir>/ispy.config.json; `preload` (without `agent`) preloads another file instead.
+ * <dir>/ispy.config.json; `preload` (without `agent`) preloads another file instead;
+ * `nodeArgs` go to node before those (e.g. `--cpu-prof`).
  */
-async function startApp({ script, agent, preload, args = [], env = {}, config, timeoutMs = 15000, label }) {
+async function startApp({ script, agent, preload, nodeArgs: extraNodeArgs = [], args = [], env = {}, config, timeoutMs = 15000, label }) {
   const dir = tempDir();
   const socket = path.join(dir, 'a.sock');
   // The agent reads ispy.config.json from the app's cwd, which is this folder. Its artefacts
@@ -95,7 +96,7 @@ async function startApp({ script, agent, preload, args = [], env = {}, config, t
   delete childEnv.ISPY_DISABLE;
   delete childEnv.NODE_OPTIONS;
   childEnv.ISPY_SOCKET = socket;
-  const nodeArgs = agent ? ['-r', REGISTER] : preload ? ['-r', preload] : [];
+  const nodeArgs = [...extraNodeArgs, ...(agent ? ['-r', REGISTER] : preload ? ['-r', preload] : [])];
   const child = spawn(process.execPath, [...nodeArgs, path.join(APPS, script), ...args], {
     cwd: dir,
     env: childEnv,
@@ -404,12 +405,13 @@ function provenance() {
 }
 
 /**
- * Replaces one `## ` section of bench/RESULTS.md (its heading up to the next `## ` heading
+ * Replaces one `## ` section of bench/RESULTS-other.md (its heading up to the next `## ` heading
  * or the end) with `body`, keeping every other section; appends it when missing.
  */
 function writeResultsSection(heading, body) {
-  const results = path.join(__dirname, '..', 'RESULTS.md');
-  const text = fs.existsSync(results) ? fs.readFileSync(results, 'utf8') : '# Benchmark results\n';
+  // RESULTS.md is the full run's alone (bench/run.js); a script run on its own writes here.
+  const results = path.join(__dirname, '..', 'RESULTS-other.md');
+  const text = fs.existsSync(results) ? fs.readFileSync(results, 'utf8') : '# Benchmark results: benchmarks run on their own\n';
   const section = `${heading}\n\n${body.trim()}\n`;
   const start = text.indexOf(`${heading}\n`);
   let next;

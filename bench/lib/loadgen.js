@@ -1,78 +1,232 @@
 'use strict';
 // HTTP load generator, run as its own process so it never shares an event loop (or a
-// core's time slice) with the server it measures. One keep-alive http.Agent per target
-// holds a fixed number of connections, each driven by a request-after-request loop
-// (closed loop: concurrency is exactly `connections`). A window: run for `warmup` ms
-// uncounted, print START, count the requests completed during `duration` ms, print one
-// JSON line {"requests", "windowMs", "rps", "errors", "non200"}. Requests go to `path`
-// (default "/").
+// core's time slice) with the server it measures. Closed loop over raw keep-alive TCP
+// connections: each connection holds exactly one request open at a time (the next is sent
+// when the answer is complete), so the number of requests in flight is `connections`.
+// HTTP/1.1 is written and parsed by hand (a fixed GET, answers with Content-Length): the
+// generator does far less per request than node:http's client, so at 10,000 connections
+// it stays out of the way of the server it measures.
+//
+// A window: open the connections if they are not open yet (in batches, so the server's
+// accept queue never overflows), run `warmup` ms uncounted, print START, count the answers
+// completed during `duration` ms and their latencies (request written → answer complete),
+// print END, stop sending, wait for the answers still out (at most `drainMs`), close the
+// connections unless `keep`, and print one JSON line:
+//   {"requests", "windowMs", "rps", "errors", "non200", "p50", "p99", "max", "p99OverDelay", "drained"}
+// `p99OverDelay` is the p99 of (latency − `delayMs`): the server's own share of the wait
+// when it answers every request after a deliberate delay of `delayMs`.
 //
 // Two ways to drive it:
 //   node bench/lib/loadgen.js --port 8080 [--connections 8] [--warmup 1000] [--duration 3000]
 //       one window, then exit;
-//   node bench/lib/loadgen.js            (idle-overhead.js does this)
-//       windows on demand: each stdin line {"port", "connections", "warmup", "duration", "path"?}
-//       runs one window against that port; the connections to every port stay open, so
-//       windows can alternate between two servers many times in quick succession.
+//   node bench/lib/loadgen.js
+//       windows on demand: each stdin line {"port", "connections", "warmup", "duration",
+//       "path"?, "keep"?, "delayMs"?, "drainMs"?} runs one window against that port; kept
+//       connections stay open for that port's next window.
 
-const http = require('node:http');
+const net = require('node:net');
 const readline = require('node:readline');
 const { performance } = require('node:perf_hooks');
 
-const agents = new Map();
-function agentFor(port, connections) {
-  let a = agents.get(port);
-  if (!a) {
-    a = new http.Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
-    agents.set(port, a);
+const HEADER_END = Buffer.from('\r\n\r\n');
+const CONNECT_BATCH = 500;
+
+/** One keep-alive connection and the answer it is reading. */
+class Conn {
+  constructor(pool) {
+    this.pool = pool;
+    this.buf = null;
+    this.sentAt = 0;
+    this.busy = false;
+    this.open = false;
+    this.socket = net.connect({ host: '127.0.0.1', port: pool.port });
+    this.socket.setNoDelay(true);
+    this.socket.on('connect', () => {
+      this.open = true;
+      pool.onConnect(this);
+    });
+    this.socket.on('data', (d) => this.onData(d));
+    this.socket.on('error', (err) => pool.onError(this, err));
+    this.socket.on('close', () => pool.onClose(this));
   }
-  return a;
+
+  send() {
+    this.busy = true;
+    this.sentAt = performance.now();
+    this.socket.write(this.pool.request);
+  }
+
+  onData(d) {
+    this.buf = this.buf ? Buffer.concat([this.buf, d]) : d;
+    for (;;) {
+      const end = this.buf.indexOf(HEADER_END);
+      if (end < 0) return;
+      const head = this.buf.toString('latin1', 0, end);
+      const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+      if (!m) {
+        this.pool.fatal(new Error(`the server answered without a Content-Length (this generator reads only those): ${head.split('\r\n')[0]}`));
+        return;
+      }
+      const total = end + 4 + Number(m[1]);
+      if (this.buf.length < total) return;
+      const status = Number(head.slice(9, 12));
+      this.buf = this.buf.length === total ? null : this.buf.subarray(total);
+      this.busy = false;
+      this.pool.onAnswer(this, status, performance.now() - this.sentAt);
+      if (!this.buf) return;
+    }
+  }
 }
 
-function runWindow({ port, connections = 8, warmup = 1000, duration = 3000, path = '/' }) {
-  return new Promise((resolve) => {
-    const agent = agentFor(port, connections);
-    let counting = false;
-    let stopped = false;
-    let requests = 0;
-    let errors = 0;
-    let non200 = 0;
-    let windowStart = 0;
+/** The connections to one port, and the window running on them. */
+class Pool {
+  constructor(port, path) {
+    this.port = port;
+    this.request = Buffer.from(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: */*\r\n\r\n`);
+    this.conns = new Set();
+    this.connected = 0;
+    this.win = undefined;
+    this.failure = undefined;
+    this.onConnected = undefined;
+  }
 
-    const loop = () => {
-      if (stopped) return;
-      const req = http.request({ host: '127.0.0.1', port, path, agent }, (res) => {
-        if (res.statusCode !== 200) non200++;
-        res.on('data', () => {});
-        res.on('end', () => {
-          if (counting) requests++;
-          loop();
-        });
-      });
-      req.on('error', () => {
-        if (counting) errors++;
-        // Back off a little so a dead server does not become a hot loop.
-        if (!stopped) setTimeout(loop, 10);
-      });
-      req.end();
+  /** Opens connections until there are `n`, CONNECT_BATCH at a time; resolves when all are up. */
+  async grow(n) {
+    while (this.conns.size < n) {
+      const batch = Math.min(CONNECT_BATCH, n - this.conns.size);
+      const target = this.connected + batch;
+      const up = new Promise((resolve) => (this.onConnected = () => this.connected >= target && resolve()));
+      for (let i = 0; i < batch; i++) this.conns.add(new Conn(this));
+      await Promise.race([up, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${this.connected} of ${n} connections to port ${this.port} opened within 30 s`)), 30_000).unref())]);
+      if (this.failure) throw this.failure;
+    }
+    this.onConnected = undefined;
+  }
+
+  onConnect(conn) {
+    this.connected++;
+    this.onConnected?.();
+    if (this.win && !this.win.stopped) conn.send();
+  }
+
+  onAnswer(conn, status, ms) {
+    const w = this.win;
+    if (!w) return;
+    if (w.counting) {
+      w.requests++;
+      if (status !== 200) w.non200++;
+      if (w.latencies.length < w.latencyCap) w.latencies.push(ms);
+    }
+    if (!w.stopped) conn.send();
+    else if (w.onIdle && !this.anyBusy()) w.onIdle();
+  }
+
+  onError(conn, err) {
+    if (this.win?.counting) this.win.errors++;
+    if (!conn.open && this.onConnected) this.failure ??= new Error(`connecting to port ${this.port}: ${err.message}`);
+  }
+
+  onClose(conn) {
+    if (conn.open) this.connected--;
+    const wasBusy = conn.busy;
+    conn.busy = false;
+    this.conns.delete(conn);
+    const w = this.win;
+    // A connection the server dropped mid-window is replaced, so the load stays as set.
+    if (w && !w.stopped && !w.closing) {
+      if (wasBusy && w.counting) w.errors++;
+      setTimeout(() => !w.stopped && this.conns.add(new Conn(this)), 10).unref();
+    } else if (w?.onIdle && !this.anyBusy()) w.onIdle();
+  }
+
+  anyBusy() {
+    for (const c of this.conns) if (c.busy) return true;
+    return false;
+  }
+
+  fatal(err) {
+    this.failure ??= err;
+    for (const c of this.conns) c.socket.destroy();
+  }
+
+  /** Closes every connection with a reset, so no TIME_WAIT is left behind for 10,000 of them. */
+  close() {
+    if (this.win) this.win.closing = true;
+    for (const c of this.conns) {
+      if (typeof c.socket.resetAndDestroy === 'function') c.socket.resetAndDestroy();
+      else c.socket.destroy();
+    }
+    this.conns.clear();
+    this.connected = 0;
+  }
+}
+
+const pools = new Map();
+
+function percentileSorted(s, p) {
+  if (s.length === 0) return NaN;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+
+async function runWindow({ port, connections = 8, warmup = 1000, duration = 3000, path = '/', keep = true, delayMs = 0, drainMs = 10_000 }) {
+  let pool = pools.get(port);
+  if (pool && (pool.conns.size !== connections || pool.request.toString().split(' ')[1] !== path)) {
+    pool.close();
+    pool = undefined;
+  }
+  if (!pool) {
+    pool = new Pool(port, path);
+    pools.set(port, pool);
+  }
+  const w = { counting: false, stopped: false, closing: false, requests: 0, errors: 0, non200: 0, latencies: [], latencyCap: 2_000_000, onIdle: undefined };
+  pool.win = w;
+  // Connections that were kept idle since the last window start their loop again.
+  for (const c of pool.conns) if (c.open && !c.busy) c.send();
+  await pool.grow(connections);
+  await new Promise((r) => setTimeout(r, warmup));
+  if (pool.failure) throw pool.failure;
+  const windowStart = performance.now();
+  w.counting = true;
+  process.stdout.write('START\n');
+  await new Promise((r) => setTimeout(r, duration));
+  const windowMs = performance.now() - windowStart;
+  w.counting = false;
+  w.stopped = true;
+  process.stdout.write('END\n');
+  // Answers still out finish before the next window starts (on this or another server), so
+  // one window's tail never runs beside the next one's count.
+  const drained = await new Promise((resolve) => {
+    if (!pool.anyBusy()) return resolve(true);
+    const t = setTimeout(() => resolve(false), drainMs);
+    w.onIdle = () => {
+      clearTimeout(t);
+      resolve(true);
     };
-    for (let i = 0; i < connections; i++) loop();
-
-    // The window is bounded by these timers, so START (the parent reads the server's CPU
-    // time when it sees it) and the result line mark the interval in which we counted.
-    setTimeout(() => {
-      windowStart = performance.now();
-      counting = true;
-      process.stdout.write('START\n');
-      setTimeout(() => {
-        const windowMs = performance.now() - windowStart;
-        counting = false;
-        stopped = true;
-        // Requests still in flight finish in the background and are not counted.
-        resolve({ port, requests, windowMs, rps: (requests * 1000) / windowMs, errors, non200, connections });
-      }, duration);
-    }, warmup);
   });
+  w.onIdle = undefined;
+  if (!keep || !drained) {
+    pool.close();
+    pools.delete(port);
+  }
+  pool.win = undefined;
+  if (pool.failure) throw pool.failure;
+  const s = Float64Array.from(w.latencies).sort();
+  const over = s.map((x) => x - delayMs);
+  const r3 = (x) => Math.round(x * 1000) / 1000;
+  return {
+    port,
+    connections,
+    requests: w.requests,
+    windowMs,
+    rps: (w.requests * 1000) / windowMs,
+    errors: w.errors,
+    non200: w.non200,
+    p50: r3(percentileSorted(s, 50)),
+    p99: r3(percentileSorted(s, 99)),
+    max: r3(s.length ? s[s.length - 1] : NaN),
+    p99OverDelay: r3(percentileSorted(over, 99)),
+    drained,
+  };
 }
 
 function argValue(name) {
@@ -81,10 +235,16 @@ function argValue(name) {
 }
 
 if (argValue('port')) {
-  runWindow({ port: argValue('port'), connections: argValue('connections') ?? 8, warmup: argValue('warmup') ?? 1000, duration: argValue('duration') ?? 3000 }).then((r) => {
-    process.stdout.write(`${JSON.stringify(r)}\n`);
-    process.exit(0);
-  });
+  runWindow({ port: argValue('port'), connections: argValue('connections') ?? 8, warmup: argValue('warmup') ?? 1000, duration: argValue('duration') ?? 3000, delayMs: argValue('delay') ?? 0, keep: false }).then(
+    (r) => {
+      process.stdout.write(`${JSON.stringify(r)}\n`);
+      process.exit(0);
+    },
+    (err) => {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(1);
+    },
+  );
 } else {
   // Serve windows one at a time, in the order asked; exit when stdin closes.
   let chain = Promise.resolve();
@@ -92,7 +252,17 @@ if (argValue('port')) {
   rl.on('line', (line) => {
     if (!line.trim()) return;
     const cmd = JSON.parse(line);
-    chain = chain.then(() => runWindow(cmd)).then((r) => void process.stdout.write(`${JSON.stringify(r)}\n`));
+    chain = chain
+      .then(() => runWindow(cmd))
+      .then(
+        (r) => void process.stdout.write(`${JSON.stringify(r)}\n`),
+        (err) => void process.stdout.write(`${JSON.stringify({ error: err.message })}\n`),
+      );
   });
-  rl.on('close', () => chain.then(() => process.exit(0)));
+  rl.on('close', () =>
+    chain.then(() => {
+      for (const p of pools.values()) p.close();
+      process.exit(0);
+    }),
+  );
 }
