@@ -62,13 +62,13 @@ describe('the agent loader', () => {
   });
 
   describe('code cache', () => {
-    /** Starts `node -r register` with its own tmpdir; prints the main thread's cache counts once the writes are done. */
-    function start(tmp: string): { used: number; missing: number; rejected: number; written: number } {
+    /** Starts `node [flags] -r register` with its own tmpdir; prints the main thread's cache counts once the writes are done. */
+    function start(tmp: string, flags: string[] = []): { used: number; missing: number; rejected: number; written: number } {
       const code = `setTimeout(() => console.log(JSON.stringify(require(${JSON.stringify(path.join(DIST, 'src', 'agent', 'loader.js'))}).codeCacheStats)), 300)`;
       const env = { ...process.env, TMPDIR: tmp, ISPY_SOCKET: path.join(tmp, 'app-{pid}.sock') };
       delete env.ISPY_CONFIG;
       delete env.NODE_OPTIONS;
-      return JSON.parse(execFileSync(process.execPath, ['-r', REGISTER, '-e', code], { env, cwd: tmp, timeout: 20_000 }).toString());
+      return JSON.parse(execFileSync(process.execPath, [...flags, '-r', REGISTER, '-e', code], { env, cwd: tmp, timeout: 20_000 }).toString());
     }
     const uid = process.getuid?.() ?? 0;
 
@@ -80,9 +80,8 @@ describe('the agent loader', () => {
       expect(first.written).toBe(first.missing);
       const dir = path.join(tmp, `ispy-${uid}`, 'code-cache');
       expect(statSync(dir).mode & 0o777).toBe(0o700);
-      // The agent worker keeps its modules' caches there too.
       const files = readdirSync(dir);
-      expect(files.length).toBeGreaterThanOrEqual(first.written);
+      expect(files).toHaveLength(first.written);
       for (const f of files) expect(statSync(path.join(dir, f)).mode & 0o777).toBe(0o600);
       expect(start(tmp)).toEqual({ used: first.missing, missing: 0, rejected: 0, written: 0 });
     });
@@ -98,6 +97,15 @@ describe('the agent loader', () => {
       writeFileSync(victim, Buffer.concat([buf.subarray(0, nl + 1), Buffer.alloc(buf.length - nl - 1, 0x5a)]));
       expect(start(tmp)).toEqual({ used: first.missing - 1, missing: 0, rejected: 1, written: 1 });
       expect(start(tmp)).toEqual({ used: first.missing, missing: 0, rejected: 0, written: 0 });
+    });
+
+    it('keeps one set of files per set of node flags, so apps started differently do not remake each other\'s', () => {
+      const tmp = tempDir();
+      const plain = start(tmp);
+      const other = start(tmp, ['--stack-size=2000']);
+      expect(other).toEqual({ used: 0, missing: plain.missing, rejected: 0, written: plain.missing });
+      expect(start(tmp)).toEqual({ used: plain.missing, missing: 0, rejected: 0, written: 0 });
+      expect(start(tmp, ['--stack-size=2000'])).toEqual({ used: plain.missing, missing: 0, rejected: 0, written: 0 });
     });
 
     it('is neither read nor written in a folder others can write', () => {

@@ -26,14 +26,19 @@
 // line, like the socket folder; see codeCacheDir()), and used on the next start: measured on
 // Node 20, the preload's own time fell from ~32 to ~25 ms. A cache file is code, so it is
 // read only from a folder that is ours and private, and only for the exact source file it
-// was made from (path, size, mtime, inode and Node version in its header); V8 rejects one
-// made by another V8 or other flags, and then it is written again.
+// was made from (path, size, mtime, inode and Node version in its header). V8 rejects a
+// cache made under other flags, and making one again maps V8's serializer (+3.5 MiB RSS,
+// measured): so each set of node flags (execArgv, NODE_OPTIONS) has its own files, or two
+// apps started with different flags would remake each other's at every start. Only the
+// main thread uses it: the worker starts after the app's first line, and its execArgv is
+// not the process's flags.
 
 import * as fs from 'node:fs';
 import Module from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
+import { isMainThread } from 'node:worker_threads';
 
 /** This package's dist/ folder (this file is dist/src/agent/loader.js). */
 export const DIST_ROOT = path.dirname(path.dirname(__dirname));
@@ -75,10 +80,14 @@ function usableCacheDir(): string | null {
   return (cacheDirState = privateFolder(path.dirname(dir)) && privateFolder(dir) ? dir : null);
 }
 
-/** FNV-1a of the path: a short, stable file name. */
+/** The node flags V8's cache check depends on (a main-thread preload runs before any other code sets one). */
+const FLAGS = `${process.execArgv.join('\0')}\0${process.env.NODE_OPTIONS ?? ''}`;
+
+/** FNV-1a of the path and the flags: a short, stable file name. */
 function nameFor(file: string): string {
+  const key = `${file}\0${FLAGS}`;
   let h = 0x811c9dc5;
-  for (let i = 0; i < file.length; i++) h = Math.imul(h ^ file.charCodeAt(i), 0x01000193) >>> 0;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
   return `${h.toString(16).padStart(8, '0')}.${process.version}-${process.arch}.cache`;
 }
 
@@ -86,7 +95,7 @@ function nameFor(file: string): string {
 function cacheHeader(file: string): string | undefined {
   try {
     const st = fs.statSync(file);
-    return JSON.stringify({ file, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, node: process.version });
+    return JSON.stringify({ file, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, node: process.version, flags: FLAGS });
   } catch {
     return undefined;
   }
@@ -194,7 +203,7 @@ export function loadOwn<T = unknown>(file: string): T {
   }) as NodeJS.Require;
   try {
     const source = fs.readFileSync(file, 'utf8');
-    const header = isOwnModule(file) ? cacheHeader(file) : undefined;
+    const header = isMainThread && isOwnModule(file) ? cacheHeader(file) : undefined;
     const cachedData = header === undefined ? undefined : readCache(file, header);
     const script = new vm.Script(Module.wrap(source), { filename: file, ...(cachedData ? { cachedData } : {}) });
     const wrapper = script.runInThisContext() as (...args: unknown[]) => void;
