@@ -7,7 +7,7 @@ import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'n
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { cleanup, DIST, REGISTER, tempDir } from './helpers';
-import { isOwnModule, loadOwn, resolveRelative, DIST_ROOT } from '../dist/src/agent/loader.js';
+import { isOwnModule, loadOwn, resolveRelative, DIST_ROOT, MAX_CACHE_FILES } from '../dist/src/agent/loader.js';
 
 afterAll(cleanup);
 
@@ -63,8 +63,8 @@ describe('the agent loader', () => {
 
   describe('code cache', () => {
     /** Starts `node [flags] -r register` with its own tmpdir; prints the main thread's cache counts once the writes are done. */
-    function start(tmp: string, flags: string[] = []): { used: number; missing: number; rejected: number; written: number } {
-      const code = `setTimeout(() => console.log(JSON.stringify(require(${JSON.stringify(path.join(DIST, 'src', 'agent', 'loader.js'))}).codeCacheStats)), 300)`;
+    function start(tmp: string, flags: string[] = [], delay = 300): { used: number; missing: number; rejected: number; written: number } {
+      const code = `setTimeout(() => console.log(JSON.stringify(require(${JSON.stringify(path.join(DIST, 'src', 'agent', 'loader.js'))}).codeCacheStats)), ${delay})`;
       const env = { ...process.env, TMPDIR: tmp, ISPY_SOCKET: path.join(tmp, 'app-{pid}.sock') };
       delete env.ISPY_CONFIG;
       delete env.NODE_OPTIONS;
@@ -84,6 +84,8 @@ describe('the agent loader', () => {
       expect(files).toHaveLength(first.written);
       for (const f of files) expect(statSync(path.join(dir, f)).mode & 0o777).toBe(0o600);
       expect(start(tmp)).toEqual({ used: first.missing, missing: 0, rejected: 0, written: 0 });
+      // Other -e code and other preload paths are not other flags: the same caches serve.
+      expect(start(tmp, [], 350)).toEqual({ used: first.missing, missing: 0, rejected: 0, written: 0 });
     });
 
     it('a cache V8 refuses is not used, the module still loads, and the cache is made again', () => {
@@ -106,6 +108,16 @@ describe('the agent loader', () => {
       expect(other).toEqual({ used: 0, missing: plain.missing, rejected: 0, written: plain.missing });
       expect(start(tmp)).toEqual({ used: plain.missing, missing: 0, rejected: 0, written: 0 });
       expect(start(tmp, ['--stack-size=2000'])).toEqual({ used: plain.missing, missing: 0, rejected: 0, written: 0 });
+    });
+
+    it('is bounded: a folder at the limit is cleared before new caches are written', () => {
+      const tmp = tempDir();
+      start(tmp);
+      const dir = path.join(tmp, `ispy-${uid}`, 'code-cache');
+      for (let i = 0; i < MAX_CACHE_FILES; i++) writeFileSync(path.join(dir, `old-${i}.cache`), 'x', { mode: 0o600 });
+      const again = start(tmp, ['--stack-size=2000']);
+      expect(again.written).toBeGreaterThan(10);
+      expect(readdirSync(dir)).toHaveLength(again.written);
     });
 
     it('is neither read nor written in a folder others can write', () => {

@@ -28,8 +28,9 @@
 // read only from a folder that is ours and private, and only for the exact source file it
 // was made from (path, size, mtime, inode and Node version in its header). V8 rejects a
 // cache made under other flags, and making one again maps V8's serializer (+3.5 MiB RSS,
-// measured): so each set of node flags (execArgv, NODE_OPTIONS) has its own files, or two
-// apps started with different flags would remake each other's at every start. Only the
+// measured): so each set of node flags (execArgv, NODE_OPTIONS; not -e code or -r paths)
+// has its own files, or two apps started with different flags would remake each other's at
+// every start; the folder is bounded (MAX_CACHE_FILES). Only the
 // main thread uses it: the worker starts after the app's first line, and its execArgv is
 // not the process's flags.
 
@@ -80,8 +81,19 @@ function usableCacheDir(): string | null {
   return (cacheDirState = privateFolder(path.dirname(dir)) && privateFolder(dir) ? dir : null);
 }
 
-/** The node flags V8's cache check depends on (a main-thread preload runs before any other code sets one). */
-const FLAGS = `${process.execArgv.join('\0')}\0${process.env.NODE_OPTIONS ?? ''}`;
+/** Long options of node's own, not V8's: they (and -e/-p/-r scripts and paths) do not change a cache. */
+const NOT_V8 = new Set(['--eval', '--print', '--require', '--import', '--loader', '--experimental-loader', '--env-file', '--input-type', '--title', '--conditions', '--inspect', '--inspect-brk', '--inspect-port', '--cpu-prof-dir', '--heap-prof-dir', '--diagnostic-dir', '--report-dir']);
+
+/** The node flags V8's cache check may depend on: long options, less node's own that take paths or code. */
+function flagsKey(args: readonly string[]): string {
+  return args.filter((a) => a.startsWith('--') && !NOT_V8.has(a.split('=')[0]!)).join(' ');
+}
+
+/** Computed once: a main-thread preload runs before any other code can change them. */
+const FLAGS = `${flagsKey(process.execArgv)}|${flagsKey((process.env.NODE_OPTIONS ?? '').split(/\s+/))}`;
+
+/** Caches beyond this many files (each set of flags adds ~30) are cleared before new ones are written. */
+export const MAX_CACHE_FILES = 500;
 
 /** FNV-1a of the path and the flags: a short, stable file name. */
 function nameFor(file: string): string {
@@ -129,6 +141,17 @@ function writePending(): void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return;
     }
     if (!privateFolder(dir)) return;
+    // Bounded: many flag sets (or Node versions) over time would otherwise only add files.
+    const present = fs.readdirSync(dir);
+    if (present.length + writes.length > MAX_CACHE_FILES) {
+      for (const name of present) {
+        try {
+          fs.unlinkSync(path.join(dir, name));
+        } catch {
+          // another process's write in flight, or gone already
+        }
+      }
+    }
     for (const w of writes) {
       const final = path.join(dir, nameFor(w.file));
       const tmp = `${final}.${process.pid}.${Math.random().toString(36).slice(2, 8)}.tmp`;
