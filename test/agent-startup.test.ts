@@ -206,6 +206,23 @@ describe('plugin set-up order', () => {
   });
 });
 
+describe('what the preload holds the first line back for', () => {
+  it('leaves the socket (node:net) and the folder checks until after the app\'s first line, and still binds', async () => {
+    const dir = tempDir();
+    // The first line records whether node:net was loaded yet; moduleLoadList is Node's own
+    // record of the builtins loaded, in order.
+    const script = path.join(dir, 'first-line.cjs');
+    writeFileSync(script, "console.log('NET ' + process.moduleLoadList.includes('NativeModule net')); setInterval(() => {}, 1000);\n");
+    const app = await startApp({ script, dir, waitForSocket: true });
+    await waitFor(() => app.stdout().includes('NET '), 5000, 'the first line');
+    expect(app.stdout()).toContain('NET false');
+    const c = await connect(app.socket);
+    expect((await c.call('process', 'info') as { pid: number }).pid).toBe(app.pid);
+    await c.close();
+    await app.kill();
+  });
+});
+
 describe('loading by package name', () => {
   // As users do: `node -r ispy/register` and `node --import ispy/register`, with ispy
   // installed in the app's node_modules.

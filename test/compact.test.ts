@@ -77,10 +77,41 @@ describe('worker heap compaction', () => {
     expect(r.posted).toEqual({ runs: 0 });
   });
 
+  it('an idle wait compacts only when the heap grew by the threshold since the last compaction', async () => {
+    const r = await inWorker(`
+      const { parentPort } = require('node:worker_threads');
+      const { WorkerHeapCompactor } = require(${JSON.stringify(path.join(DIST, 'src', 'agent', 'compact.js'))});
+      const compactor = new WorkerHeapCompactor(4 * 1024 * 1024);
+      const seen = [];
+      const after = (pred, next) => { const t = setInterval(() => { if (pred()) { clearInterval(t); next(); } }, 10); };
+      const state = () => ({ runs: compactor.runs, skipped: compactor.skipped });
+      compactor.schedule(0); // the first always runs: nothing to compare with yet
+      after(() => compactor.runs === 1, () => {
+        seen.push(state());
+        compactor.schedule(0); // nothing allocated since: skipped
+        after(() => compactor.skipped === 1, () => {
+          seen.push(state());
+          let junk = [];
+          for (let i = 0; i < 300_000; i++) junk.push({ i, s: 'x'.repeat(40) + i });
+          junk = undefined;
+          compactor.schedule(0); // tens of MiB more: compacted
+          after(() => compactor.runs === 2, () => {
+            seen.push(state());
+            parentPort.postMessage(seen);
+          });
+        });
+      });
+      setInterval(() => {}, 1 << 30);
+    `);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.posted).toEqual([{ runs: 1, skipped: 0 }, { runs: 1, skipped: 1 }, { runs: 2, skipped: 1 }]);
+  });
+
   it('the agent compacts once idle and again after its last client leaves, and the app still exits on its own', async () => {
     const dir = tempDir();
-    // Ends after both compactions had their chance: ~1 s after start, ~1 s after the visit.
-    const script = writeFile(dir, 'idle.cjs', "setTimeout(() => console.log('done'), 4000);\n");
+    // Ends after the compactions had their chance: ~1 s after start, ~1 s after each visit.
+    const script = writeFile(dir, 'idle.cjs', "setTimeout(() => console.log('done'), 6000);\n");
     const app = await startApp({ script, dir, waitForSocket: true, env: { ISPY_VERBOSE: '1' } });
     const compactions = () => app.stderr().match(/agent worker heap compacted: [\d.]+ → [\d.]+ MiB/g)?.length ?? 0;
     await waitFor(() => compactions() === 1, 5000, 'the compaction once the agent is idle');
@@ -88,6 +119,12 @@ describe('worker heap compaction', () => {
     await c.call('process', 'stack');
     await c.close();
     await waitFor(() => compactions() === 2, 5000, 'the compaction after the last client left');
+    // A second, routine visit leaves too little behind to be worth a full collection.
+    const again = await connect(app.socket);
+    await again.call('process', 'stack');
+    await again.close();
+    await waitFor(() => /agent worker heap not compacted: it grew/.test(app.stderr()), 5000, 'the idle wait after the second visit');
+    expect(compactions()).toBe(2);
     const exit = await Promise.race([app.exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
     expect(exit).toEqual({ code: 0, signal: null });
     expect(app.stdout()).toBe('done\n');

@@ -11,13 +11,18 @@ import type { FailedPlugin } from '../protocol/index';
 import { DEFAULT_AUDIT_NAME, loadConfig, type AgentOptions } from './config';
 import { MainHost, locatePlugins } from './main-host';
 import { HeartbeatWriter } from './heartbeat';
-import { defaultSocketDir, ensurePrivateDir, removeSocket, socketPathFor, type BoundSocket } from './socket';
+import { defaultSocketDir } from '../protocol/socket-path';
+import type { BoundSocket } from './socket';
 import type { RuntimeOptions } from './runtime';
 import type { AgentWorkerData } from './worker';
 import type { WorkerStatus } from './rpc';
 import { agentLog } from './log';
-import { folderProblem } from './dirs';
 import { packageRoot } from './paths';
+
+// Loaded once the app's first line has run: only the plugins' main-thread setup must come
+// before it, and these (node:net among them) add milliseconds to every start.
+const sockets = (): typeof import('./socket') => require('./socket');
+const dirs = (): typeof import('./dirs') => require('./dirs');
 
 export interface AgentHandle {
   /** The socket clients connect to. */
@@ -71,17 +76,11 @@ class Agent implements AgentHandle {
   private readonly onExit = () => this.removeSocketNow();
 
   async start(options: AgentOptions): Promise<void> {
+    // Until the first await, this runs inside the preload and holds the app's first line
+    // back: only what the plugins' main-thread setup needs happens before it.
     const config = loadConfig(options);
-    if (config.socket === undefined || config.outputDir === undefined) ensurePrivateDir(defaultSocketDir());
-    this.socket = socketPathFor(config.socket, process.pid);
     const outputDir = config.outputDir ?? defaultSocketDir();
     const auditFile = config.audit === false ? false : (config.audit ?? path.join(outputDir, DEFAULT_AUDIT_NAME));
-    // Checked now, not at the first artefact: a folder that can never be written (under
-    // /proc, below a file) is a config mistake, said in one line while the app starts.
-    for (const [key, dir] of [['outputDir', outputDir], ['audit', auditFile === false ? undefined : path.dirname(auditFile)]] as const) {
-      const problem = dir === undefined ? undefined : folderProblem(dir);
-      if (problem) throw new IspyError('ISPY_ERR_CONFIG', `${config.file ? `config ${config.file}: ` : ''}${key}: ${problem}`);
-    }
     const runtime: RuntimeOptions = {
       thread: 'main',
       app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() },
@@ -104,6 +103,23 @@ class Agent implements AgentHandle {
     this.host = new MainHost(runtime);
     const loaded = await this.host.load(located.found);
     const failedOnMain = [...located.failed, ...loaded.failed];
+
+    // From here on the app has started (a CommonJS app has run its first synchronous part).
+    try {
+      const { ensurePrivateDir, socketPathFor } = sockets();
+      if (config.socket === undefined || config.outputDir === undefined) ensurePrivateDir(defaultSocketDir());
+      this.socket = socketPathFor(config.socket, process.pid);
+      // Checked now, not at the first artefact: a folder that can never be written (under
+      // /proc, below a file) is a config mistake, said in one line while the app starts.
+      for (const [key, dir] of [['outputDir', outputDir], ['audit', auditFile === false ? undefined : path.dirname(auditFile)]] as const) {
+        const problem = dir === undefined ? undefined : dirs().folderProblem(dir);
+        if (problem) throw new IspyError('ISPY_ERR_CONFIG', `${config.file ? `config ${config.file}: ` : ''}${key}: ${problem}`);
+      }
+    } catch (err) {
+      // The plugins' main side is in place already: take it off again.
+      await this.host.stop();
+      throw err;
+    }
 
     this.heartbeat.start();
     const channel = new MessageChannel();
@@ -169,7 +185,7 @@ class Agent implements AgentHandle {
   }
 
   private removeSocketNow(): void {
-    if (this.bound) removeSocket(this.bound);
+    if (this.bound) sockets().removeSocket(this.bound);
   }
 
   private unhookProcess(): void {
