@@ -2,15 +2,15 @@
 // modules): starts the agent beside the app. A problem is one line on stderr and the app
 // runs on without the agent; nothing here can throw into the app.
 
-import { isMainThread } from 'node:worker_threads';
 import * as path from 'node:path';
 import { loadOwn } from './agent/loader';
 import { agentLog } from './agent/log';
+import { likelyMainThread } from './agent/thread';
 
-// The agent's modules come through its own loader (src/agent/loader.ts says why).
-const { launch } = loadOwn<typeof import('./agent/start')>(path.join(__dirname, 'agent', 'start.js'));
-
-if (isMainThread && process.env.ISPY_DISABLE !== '1') {
+// A worker the app starts inherits the preload: it loads nothing more there.
+if (likelyMainThread() && process.env.ISPY_DISABLE !== '1') {
+  // The agent's modules come through its own loader (src/agent/loader.ts says why).
+  const { launch } = loadOwn<typeof import('./agent/start')>(path.join(__dirname, 'agent', 'start.js'));
   launch({}, false).then(
     (agent) => {
       // Failed plugins were already reported, one line each, as they failed.

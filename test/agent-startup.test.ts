@@ -212,14 +212,40 @@ describe('what the preload holds the first line back for', () => {
     // The first line records whether node:net was loaded yet; moduleLoadList is Node's own
     // record of the builtins loaded, in order.
     const script = path.join(dir, 'first-line.cjs');
-    writeFileSync(script, "console.log('NET ' + process.moduleLoadList.includes('NativeModule net')); setInterval(() => {}, 1000);\n");
+    // node:worker_threads (which loads node:stream) too: the thread check before the first
+    // line does without it (src/agent/thread.ts).
+    writeFileSync(script, "const l = process.moduleLoadList; console.log('NET ' + l.includes('NativeModule net') + ' WT ' + l.includes('NativeModule worker_threads')); setInterval(() => {}, 1000);\n");
     const app = await startApp({ script, dir, waitForSocket: true });
     await waitFor(() => app.stdout().includes('NET '), 5000, 'the first line');
-    expect(app.stdout()).toContain('NET false');
+    expect(app.stdout()).toContain('NET false WT false');
     const c = await connect(app.socket);
     expect((await c.call('process', 'info') as { pid: number }).pid).toBe(app.pid);
     await c.close();
     await app.kill();
+  });
+});
+
+describe('an app that starts worker threads', () => {
+  it('starts one agent, on the main thread: a worker inherits the preload and loads nothing of the agent', async () => {
+    const dir = tempDir();
+    const script = path.join(dir, 'workers.cjs');
+    // The worker inherits -r ispy/register (execArgv); it says which of ispy's modules it has.
+    const inWorker = "const own = Object.keys(require.cache).filter((f) => f.includes('/dist/')).map((f) => f.replace(/.*\\/dist\\//, '')); require('node:worker_threads').parentPort.postMessage(own.join(',') || 'none');";
+    writeFileSync(script, `const { Worker } = require('node:worker_threads');
+const w = new Worker(${JSON.stringify(inWorker)}, { eval: true });
+w.on('message', (m) => console.log('WORKER ' + m));
+setInterval(() => {}, 1000);
+`);
+    const app = await startApp({ script, dir, waitForSocket: true });
+    await waitFor(() => app.stdout().includes('WORKER '), 5000, 'the worker to report');
+    // register.js and the two small modules it needs to decide; no agent, no plugin.
+    const own = app.stdout().split('WORKER ')[1]!.trim().split(',');
+    expect(own.filter((f) => !['src/register.js', 'src/agent/loader.js', 'src/agent/log.js', 'src/agent/thread.js'].includes(f))).toEqual([]);
+    const c = await connect(app.socket);
+    expect((await c.call('process', 'info') as { pid: number }).pid).toBe(app.pid);
+    await c.close();
+    await app.kill();
+    expect(app.stderr()).toBe('');
   });
 });
 

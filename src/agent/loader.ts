@@ -39,7 +39,7 @@ import Module from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
-import { isMainThread } from 'node:worker_threads';
+import { likelyMainThread } from './thread';
 
 /** This package's dist/ folder (this file is dist/src/agent/loader.js). */
 export const DIST_ROOT = path.dirname(path.dirname(__dirname));
@@ -226,7 +226,7 @@ export function loadOwn<T = unknown>(file: string): T {
   }) as NodeJS.Require;
   try {
     const source = fs.readFileSync(file, 'utf8');
-    const header = isMainThread && isOwnModule(file) ? cacheHeader(file) : undefined;
+    const header = likelyMainThread() && isOwnModule(file) ? cacheHeader(file) : undefined;
     const cachedData = header === undefined ? undefined : readCache(file, header);
     const script = new vm.Script(Module.wrap(source), { filename: file, ...(cachedData ? { cachedData } : {}) });
     const wrapper = script.runInThisContext() as (...args: unknown[]) => void;

@@ -3,7 +3,7 @@
 // socket when the process exits. Everything is unref'd: the agent never keeps the app
 // alive, and it never changes how the app exits.
 
-import { MessageChannel, Worker, isMainThread } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { IspyError, fromWireError } from '../protocol/errors';
@@ -18,11 +18,14 @@ import type { AgentWorkerData } from './worker';
 import type { WorkerStatus } from './rpc';
 import { agentLog } from './log';
 import { packageRoot } from './paths';
+import { likelyMainThread } from './thread';
 
 // Loaded once the app's first line has run: only the plugins' main-thread setup must come
 // before it, and these (node:net among them) add milliseconds to every start.
 const sockets = (): typeof import('./socket') => require('./socket');
 const dirs = (): typeof import('./dirs') => require('./dirs');
+// node:worker_threads loads node:stream: kept off the first line too (src/agent/thread.ts).
+const workerThreads = (): typeof import('node:worker_threads') => require('node:worker_threads');
 
 export interface AgentHandle {
   /** The socket clients connect to. */
@@ -105,7 +108,9 @@ class Agent implements AgentHandle {
     const failedOnMain = [...located.failed, ...loaded.failed];
 
     // From here on the app has started (a CommonJS app has run its first synchronous part).
+    const { MessageChannel, Worker, isMainThread } = workerThreads();
     try {
+      if (!isMainThread) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'startAgent() must be called on the main thread');
       const { ensurePrivateDir, socketPathFor } = sockets();
       if (config.socket === undefined || config.outputDir === undefined) ensurePrivateDir(defaultSocketDir());
       this.socket = socketPathFor(config.socket, process.pid);
@@ -260,7 +265,7 @@ export function startAgent(options: AgentOptions = {}): Promise<AgentHandle> {
  * the exit of a short script.
  */
 export function launch(options: AgentOptions, hold: boolean): Promise<AgentHandle> {
-  if (!isMainThread) return Promise.reject(new IspyError('ISPY_ERR_UNAVAILABLE', 'startAgent() must be called on the main thread'));
+  if (!likelyMainThread()) return Promise.reject(new IspyError('ISPY_ERR_UNAVAILABLE', 'startAgent() must be called on the main thread'));
   if (current) return Promise.resolve(current);
   starting ??= (async () => {
     const agent = new Agent();
