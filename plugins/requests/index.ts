@@ -173,7 +173,7 @@ export default definePlugin({
         t.tracker?.disarm();
         // Loaded on first use (with async_hooks): most apps are never tracked.
         const { Tracker } = require('./tracker') as typeof import('./tracker');
-        const tracker = new Tracker(args.duration, t.live.values());
+        const tracker = new Tracker(args.duration, t.inFlight());
         tracker.arm();
         t.tracker = tracker;
         const timer = ctx.setTimeout(() => {

@@ -46,8 +46,9 @@ export interface Outbound {
 
 type Watcher = (done: FinishedRequest) => void;
 
-/** The table id of a response's request, carried on the response for the finish channel. */
-const ENTRY_ID = Symbol('ispy.requests.id');
+/** A response's entry in the live table, carried on the response itself (see onServerStart). */
+const ENTRY = Symbol('ispy.requests.entry');
+type TaggedResponse = ServerResponse & { [ENTRY]?: LiveRequest };
 
 
 /**
@@ -153,11 +154,24 @@ export class RequestTable {
   private nextId = 1;
   private nextOutbound = 1;
   /** In flight, by id; a Map keeps insertion order, so iteration is oldest first. */
-  readonly live = new Map<number, LiveRequest>();
+  private readonly live = new Map<number, LiveRequest>();
+  /**
+   * In flight, by the async id their handler started in, so an outbound call finds its
+   * request in one lookup. Requests on one keep-alive connection share that id: the
+   * newest wins, as only the newest can be running its handler.
+   */
+  private readonly byRootAsyncId = new Map<number, LiveRequest>();
   readonly outbound = new Map<object, Outbound>();
   private readonly history: History;
   private readonly watchers = new Set<Watcher>();
   tracker: Tracker | undefined;
+  /**
+   * Entries read by walks of the live table other than the once-a-second sweep (`list`,
+   * arming the tracker), and by the sweep: a test reads them to prove that no per-request
+   * path walks the table. Counted inside the walks only, so a request pays nothing for it.
+   */
+  visited = 0;
+  swept = 0;
 
   /** URLs as shown: a password in them, and secret-looking query parameters, hidden. */
   private readonly hideUrl: (url: string) => string;
@@ -170,7 +184,19 @@ export class RequestTable {
     this.hideUrl = (url) => redactUrl(url, redact);
   }
 
-  // ── feeding (channel subscribers; must be cheap and never throw) ─────────────
+  get size(): number {
+    return this.live.size;
+  }
+
+  /** Every request in flight, oldest first (a walk: never on a per-request path). */
+  *inFlight(): IterableIterator<LiveRequest> {
+    for (const e of this.live.values()) {
+      this.visited++;
+      yield e;
+    }
+  }
+
+  // ── feeding (channel subscribers; must be cheap, O(1), and never throw) ──────
 
   onServerStart(msg: { request: IncomingMessage; response: ServerResponse; server?: { address?: () => unknown } }): void {
     const entry: LiveRequest = {
@@ -181,17 +207,17 @@ export class RequestTable {
       rootAsyncId: executionAsyncId(),
     };
     this.live.set(entry.id, entry);
-    // The id rides on the response (a small integer: every response gets the same field,
-    // one shape for all), so the finish channel finds the entry without a Map keyed by
-    // objects, which would make V8 give each response an identity hash.
-    (msg.response as ServerResponse & { [ENTRY_ID]?: number })[ENTRY_ID] = entry.id;
+    this.byRootAsyncId.set(entry.rootAsyncId, entry);
+    // The entry rides on the response (every response gets the same field, one shape for
+    // all), so the finish channel and Fastify's route find it without a lookup, and without
+    // a Map keyed by objects, which would make V8 give each response an identity hash.
+    (msg.response as TaggedResponse)[ENTRY] = entry;
     if (this.tracker) this.tracker.onRequestStart(entry);
   }
 
   /** A response finished (http.server.response.finish): no listener attached per request. */
-  onServerFinish(msg: { response: ServerResponse & { [ENTRY_ID]?: number } }): void {
-    const id = msg.response[ENTRY_ID];
-    const entry = id === undefined ? undefined : this.live.get(id);
+  onServerFinish(msg: { response: TaggedResponse }): void {
+    const entry = msg.response[ENTRY];
     if (entry) this.onClose(entry);
   }
 
@@ -201,12 +227,14 @@ export class RequestTable {
    */
   sweep(): void {
     for (const entry of this.live.values()) {
+      this.swept++;
       if (entry.res.destroyed || entry.req.socket?.destroyed) this.onClose(entry);
     }
   }
 
   private onClose(entry: LiveRequest): void {
     if (!this.live.delete(entry.id)) return;
+    if (this.byRootAsyncId.get(entry.rootAsyncId) === entry) this.byRootAsyncId.delete(entry.rootAsyncId);
     const res = entry.res;
     const end = performance.now();
     const slot = this.history.add(entry.id, entry.req.method, urlOf(entry.req), routeOf(entry), res.headersSent ? res.statusCode : -1, end - entry.start, end, !res.writableFinished);
@@ -217,17 +245,11 @@ export class RequestTable {
     }
   }
 
-  onFastifyRoute(msg: { request?: { raw?: IncomingMessage }; route?: { url?: string } }): void {
-    const raw = msg.request?.raw;
-    if (!raw || !msg.route?.url) return;
-    // Found by a scan from the newest: the route is named just after the request starts.
-    const entries = [...this.live.values()];
-    for (let i = entries.length - 1; i >= 0; i--) {
-      if (entries[i]!.req === raw) {
-        entries[i]!.route = msg.route.url;
-        return;
-      }
-    }
+  /** Fastify (v5) names the matched route: its reply carries the response we tagged. */
+  onFastifyRoute(msg: { reply?: { raw?: TaggedResponse }; route?: { url?: string } }): void {
+    const entry = msg.reply?.raw?.[ENTRY];
+    const url = msg.route?.url;
+    if (entry && url) entry.route = url;
   }
 
   /**
@@ -240,13 +262,7 @@ export class RequestTable {
     const eid = executionAsyncId();
     const tracked = this.tracker?.ownerOf(eid);
     if (tracked !== undefined) return tracked;
-    const tid = triggerAsyncId();
-    let byTrigger: number | undefined;
-    for (const e of this.live.values()) {
-      if (e.rootAsyncId === eid) return e.id;
-      if (e.rootAsyncId === tid) byTrigger = e.id;
-    }
-    return byTrigger;
+    return (this.byRootAsyncId.get(eid) ?? this.byRootAsyncId.get(triggerAsyncId()))?.id;
   }
 
   onClientStart(msg: { request: ClientRequest }): void {
@@ -284,8 +300,7 @@ export class RequestTable {
     const executing = this.currentOwner();
     const rows: Record<string, unknown>[] = [];
     let total = 0;
-    // Map keeps insertion order: oldest first.
-    for (const e of this.live.values()) {
+    for (const e of this.inFlight()) {
       const age = now - e.start;
       if (age < minAge) continue;
       total++;
@@ -360,6 +375,7 @@ export class RequestTable {
 
   clear(): void {
     this.live.clear();
+    this.byRootAsyncId.clear();
     this.outbound.clear();
     this.history.clear();
     this.watchers.clear();
