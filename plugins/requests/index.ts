@@ -186,7 +186,7 @@ export default definePlugin({
           tracking: 'armed',
           durationMs: args.duration,
           until: new Date(Date.now() + args.duration).toISOString(),
-          note: 'requests that start from now on are attributed in full; those already in flight only for what they create from now on',
+          note: 'requests that start from now on are attributed in full; those already in flight are listed with no waits',
         };
       },
     }),

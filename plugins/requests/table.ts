@@ -312,7 +312,7 @@ export class RequestTable {
   private newOutbound(kind: Outbound['kind'], method: string, url: string): Outbound {
     const eid = executionAsyncId();
     const out: Outbound = { id: this.nextOutbound++, kind, method, url, start: performance.now(), eid, tid: triggerAsyncId(), before: this.nextId };
-    const owner = this.tracker?.ownerOf(eid);
+    const owner = this.tracker?.currentOwner();
     if (owner !== undefined) out.owner = owner;
     return out;
   }
@@ -378,7 +378,7 @@ export class RequestTable {
    */
   private executing(byRoot: Map<number, LiveRequest[]>): number | undefined {
     const eid = executionAsyncId();
-    return this.tracker?.ownerOf(eid) ?? RequestTable.startedIn(byRoot, eid, this.nextId) ?? RequestTable.startedIn(byRoot, triggerAsyncId(), this.nextId);
+    return this.tracker?.currentOwner() ?? RequestTable.startedIn(byRoot, eid, this.nextId) ?? RequestTable.startedIn(byRoot, triggerAsyncId(), this.nextId);
   }
 
   list(opts: { minAge?: number; limit?: number }): Record<string, unknown> {
