@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
 import type { Socket } from 'node:net';
 import { executionAsyncId, triggerAsyncId } from 'node:async_hooks';
 import { redactedValue, redactUrl, secretMatcher } from 'ispy/plugin';
-import type { Tracker } from './tracker';
+import type { Owner, Tracker } from './tracker';
 
 export interface LiveRequest {
   id: number;
@@ -31,6 +31,8 @@ export interface LiveRequest {
   method: string | undefined;
   url: string | undefined;
   route: string | undefined;
+  /** Its record while `requests track` is armed. */
+  track: Owner | undefined;
   /** Neighbours in the table's list, oldest to newest; `open` while the entry is in it. */
   prev: LiveRequest | undefined;
   next: LiveRequest | undefined;
@@ -234,6 +236,7 @@ export class RequestTable {
       method: msg.request.method,
       url: msg.request.url,
       route: undefined,
+      track: undefined,
       prev: this.tail,
       next: undefined,
       open: true,
@@ -294,7 +297,7 @@ export class RequestTable {
     this.unlink(entry);
     const end = performance.now();
     const slot = this.history.add(entry.id, entry.method, entry.url, routeOf(entry), status, end - entry.start, end, aborted);
-    if (this.tracker) this.tracker.onRequestEnd(entry.id);
+    if (this.tracker) this.tracker.onRequestEnd(entry);
     if (this.watchers.size) {
       const done = this.history.read(slot, this.hideUrl);
       for (const w of this.watchers) w(done);
@@ -410,7 +413,7 @@ export class RequestTable {
       if (remote) row.remote = remote;
       const outbound = outboundOf.get(e.id);
       if (outbound) row.outbound = outbound;
-      if (this.tracker) row.waitingOn = this.tracker.pendingCount(e.id);
+      if (this.tracker) row.waitingOn = this.tracker.pendingCount(e);
       if (executing === e.id) row.executing = true;
       rows.push(row);
     }
@@ -448,7 +451,7 @@ export class RequestTable {
     out.outbound = outbound;
     const unattributed = calls.filter((c) => c.owner === undefined).length;
     if (unattributed && !this.tracker) out.outboundUnattributed = unattributed;
-    if (this.tracker) out.waitingOn = this.tracker.pending(id, now);
+    if (this.tracker) out.waitingOn = this.tracker.pending(e, now);
     out.tracking = this.trackingState();
     return out;
   }

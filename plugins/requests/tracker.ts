@@ -40,10 +40,13 @@ const IGNORED = new Set(['PROMISE', 'TickObject', 'Immediate', 'Microtask', 'PRO
 /** The request an async resource was created for, carried on the resource. */
 const OWNER = Symbol('ispy.requests.owner');
 
-interface Owner {
+/** A request's tracking record: on its table entry and on every async resource made for it. */
+export interface Owner {
   id: number;
   open: boolean;
-  ops: Map<number, PendingOp>;
+  tracker: Tracker;
+  /** Made on the first recorded operation: most requests of a plain handler record none. */
+  ops: Map<number, PendingOp> | undefined;
 }
 
 type Resource = { [OWNER]?: Owner };
@@ -64,8 +67,6 @@ function describe(type: string, resource: any): string | undefined {
 
 export class Tracker {
   private hook: AsyncHook | undefined;
-  /** request id → its record, while it is in flight. */
-  private readonly owners = new Map<number, Owner>();
   /** async id → the record holding it, for the recorded operations only. */
   private readonly recorded = new Map<number, Owner>();
   private readonly until: number;
@@ -76,7 +77,7 @@ export class Tracker {
     // Requests already in flight get a record (so `show` says they wait on nothing known),
     // but not their async context, which is gone by now: only requests that start from
     // now on are attributed.
-    for (const e of existing) this.owners.set(e.id, { id: e.id, open: true, ops: new Map() });
+    for (const e of existing) e.track = { id: e.id, open: true, tracker: this, ops: undefined };
   }
 
   arm(): void {
@@ -95,7 +96,7 @@ export class Tracker {
           const owner = self.recorded.get(asyncId);
           if (owner === undefined) return;
           self.recorded.delete(asyncId);
-          owner.ops.delete(asyncId);
+          owner.ops?.delete(asyncId);
         } catch {
           // never into the app
         }
@@ -106,10 +107,10 @@ export class Tracker {
 
   private onInit(asyncId: number, type: string, resource: Resource): void {
     const owner = (executionAsyncResource() as Resource)[OWNER];
-    if (owner === undefined || !owner.open) return;
+    if (owner === undefined || !owner.open || owner.tracker !== this) return;
     resource[OWNER] = owner;
     if (IGNORED.has(type)) return;
-    const ops = owner.ops;
+    const ops = (owner.ops ??= new Map());
     if (ops.size >= MAX_OPS_PER_REQUEST) {
       this.overflowed++;
       return;
@@ -128,19 +129,19 @@ export class Tracker {
 
   /** Called from the request-start channel, in the request's own async context. */
   onRequestStart(e: LiveRequest): void {
-    const owner: Owner = { id: e.id, open: true, ops: new Map() };
-    this.owners.set(e.id, owner);
+    const owner: Owner = { id: e.id, open: true, tracker: this, ops: undefined };
+    e.track = owner;
     (executionAsyncResource() as Resource)[OWNER] = owner;
   }
 
-  onRequestEnd(id: number): void {
-    const owner = this.owners.get(id);
-    if (owner === undefined) return;
+  onRequestEnd(e: LiveRequest): void {
+    const owner = e.track;
+    if (owner === undefined || owner.tracker !== this) return;
     owner.open = false;
-    this.owners.delete(id);
+    if (owner.ops === undefined) return;
     for (const asyncId of owner.ops.keys()) this.recorded.delete(asyncId);
     // Resources created for it may outlive it (a pooled socket) and still carry the record.
-    owner.ops.clear();
+    owner.ops = undefined;
   }
 
   /** The request whose code is running now, from the async context. */
@@ -149,13 +150,17 @@ export class Tracker {
     return owner?.open ? owner.id : undefined;
   }
 
-  pendingCount(id: number): number {
-    return this.owners.get(id)?.ops.size ?? 0;
+  private opsOf(e: LiveRequest): Map<number, PendingOp> | undefined {
+    return e.track?.tracker === this ? e.track.ops : undefined;
+  }
+
+  pendingCount(e: LiveRequest): number {
+    return this.opsOf(e)?.size ?? 0;
   }
 
   /** What the request waits on, oldest first, each with the app frames that created it. */
-  pending(id: number, now: number): { type: string; detail?: string; ageMs: number; createdAt: Frame[] }[] {
-    const ops = this.owners.get(id)?.ops;
+  pending(e: LiveRequest, now: number): { type: string; detail?: string; ageMs: number; createdAt: Frame[] }[] {
+    const ops = this.opsOf(e);
     if (!ops) return [];
     return [...ops.values()]
       .map((op) => {
@@ -178,11 +183,11 @@ export class Tracker {
   disarm(): void {
     this.hook?.disable();
     this.hook = undefined;
-    for (const owner of this.owners.values()) {
+    // Every record holding operations is in `recorded`; the others hold nothing.
+    for (const owner of this.recorded.values()) {
       owner.open = false;
-      owner.ops.clear();
+      owner.ops = undefined;
     }
-    this.owners.clear();
     this.recorded.clear();
   }
 }
