@@ -166,7 +166,7 @@ function routeOf(entry: LiveRequest): string | undefined {
   if (entry.route) return entry.route;
   // Express sets req.route once a route matched; its path is relative to req.baseUrl.
   const route = (entry.req as IncomingMessage & { route?: { path?: unknown } }).route;
-  if (route === undefined || typeof route.path !== 'string') return undefined;
+  if (!route || typeof route.path !== 'string') return undefined;
   return `${(entry.req as IncomingMessage & { baseUrl?: string }).baseUrl ?? ''}${route.path}`;
 }
 
