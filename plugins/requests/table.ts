@@ -7,9 +7,10 @@
 // main thread is stuck in a request handler.
 
 import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
+import type { Socket } from 'node:net';
 import { executionAsyncId, triggerAsyncId } from 'node:async_hooks';
 import { redactedValue, redactUrl, secretMatcher } from 'ispy/plugin';
-import type { Tracker } from './tracker';
+import type { Owner, Tracker } from './tracker';
 
 export interface LiveRequest {
   id: number;
@@ -17,10 +18,25 @@ export interface LiveRequest {
   start: number;
   req: IncomingMessage;
   res: ServerResponse;
+  socket: TaggedSocket;
+  /** The request before it on the same connection, still in flight (HTTP pipelining). */
+  older: LiveRequest | undefined;
   /** The async context the handler started in: matches executionAsyncId() while it runs synchronously. */
   rootAsyncId: number;
-  route?: string;
-  server?: string;
+  /**
+   * Read when the request starts, while the request object is still Node's own: Express
+   * later swaps its prototype and rewrites `url` while routing (this is its `originalUrl`),
+   * and property reads on its objects are costlier.
+   */
+  method: string | undefined;
+  url: string | undefined;
+  route: string | undefined;
+  /** Its record while `requests track` is armed. */
+  track: Owner | undefined;
+  /** Neighbours in the table's list, oldest to newest; `open` while the entry is in it. */
+  prev: LiveRequest | undefined;
+  next: LiveRequest | undefined;
+  open: boolean;
 }
 
 export interface FinishedRequest {
@@ -40,14 +56,30 @@ export interface Outbound {
   method: string;
   url: string;
   start: number;
-  /** The in-flight request that made the call, when known. */
+  /** The in-flight request that made the call, when the tracker knew it at once. */
   owner?: number;
+  /**
+   * Else, how to find it when the table is read: the async context the call was made in
+   * (and the one that scheduled it), and the next request id then, so a request that
+   * arrives later on the same keep-alive connection (same context) is not mistaken for it.
+   */
+  eid: number;
+  tid: number;
+  before: number;
 }
 
 type Watcher = (done: FinishedRequest) => void;
 
-/** The table id of a response's request, carried on the response for the finish channel. */
-const ENTRY_ID = Symbol('ispy.requests.id');
+/** The newest entry of a connection's requests, carried on its socket (see onServerStart). */
+const ENTRY = Symbol('ispy.requests.entry');
+type TaggedSocket = Socket & { [ENTRY]?: LiveRequest };
+
+/** The entry of `res` among those of its connection: the newest, unless requests were pipelined. */
+function entryOf(socket: TaggedSocket | null | undefined, res: ServerResponse | undefined): LiveRequest | undefined {
+  let e = socket?.[ENTRY];
+  while (e && e.res !== res) e = e.older;
+  return e;
+}
 
 
 /**
@@ -133,18 +165,12 @@ const round = (n: number) => Math.round(n * 10) / 10;
 function routeOf(entry: LiveRequest): string | undefined {
   if (entry.route) return entry.route;
   // Express sets req.route once a route matched; its path is relative to req.baseUrl.
-  const r = entry.req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: string };
-  if (r.route && typeof r.route.path === 'string') return `${r.baseUrl ?? ''}${r.route.path}`;
-  return undefined;
+  const route = (entry.req as IncomingMessage & { route?: { path?: unknown } }).route;
+  if (!route || typeof route.path !== 'string') return undefined;
+  return `${(entry.req as IncomingMessage & { baseUrl?: string }).baseUrl ?? ''}${route.path}`;
 }
 
-/** Express rewrites req.url while routing; originalUrl keeps what the client sent. */
-function urlOf(req: IncomingMessage): string | undefined {
-  return (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url;
-}
-
-function remoteOf(req: IncomingMessage): string | undefined {
-  const s = req.socket;
+function remoteOf(s: Socket | undefined): string | undefined {
   if (!s?.remoteAddress) return undefined;
   return `${s.remoteAddress}:${s.remotePort}`;
 }
@@ -152,12 +178,25 @@ function remoteOf(req: IncomingMessage): string | undefined {
 export class RequestTable {
   private nextId = 1;
   private nextOutbound = 1;
-  /** In flight, by id; a Map keeps insertion order, so iteration is oldest first. */
-  readonly live = new Map<number, LiveRequest>();
+  /**
+   * In flight, a list linked through the entries, oldest first: a request costs a few
+   * stores to join it and to leave it, where a Map grows and shrinks its hash table with
+   * the load (a set and a delete cost ~100 ns on this path). Read only by walks.
+   */
+  private head: LiveRequest | undefined;
+  private tail: LiveRequest | undefined;
+  private count = 0;
   readonly outbound = new Map<object, Outbound>();
   private readonly history: History;
   private readonly watchers = new Set<Watcher>();
   tracker: Tracker | undefined;
+  /**
+   * Entries read by walks of the live table other than the once-a-second sweep (`list`,
+   * `show`, arming the tracker), and by the sweep: a test reads them to prove that no
+   * per-request path walks the table. Counted inside the walks only: a request pays nothing.
+   */
+  visited = 0;
+  swept = 0;
 
   /** URLs as shown: a password in them, and secret-looking query parameters, hidden. */
   private readonly hideUrl: (url: string) => string;
@@ -170,29 +209,59 @@ export class RequestTable {
     this.hideUrl = (url) => redactUrl(url, redact);
   }
 
-  // ── feeding (channel subscribers; must be cheap and never throw) ─────────────
+  get size(): number {
+    return this.count;
+  }
 
-  onServerStart(msg: { request: IncomingMessage; response: ServerResponse; server?: { address?: () => unknown } }): void {
+  /** Every request in flight, oldest first (a walk: never on a per-request path). */
+  *inFlight(): IterableIterator<LiveRequest> {
+    for (let e = this.head; e; e = e.next) {
+      this.visited++;
+      yield e;
+    }
+  }
+
+  // ── feeding (channel subscribers; must be cheap, O(1), and never throw) ──────
+
+  onServerStart(msg: { request: IncomingMessage; response: ServerResponse; socket: TaggedSocket }): void {
+    const socket = msg.socket;
     const entry: LiveRequest = {
       id: this.nextId++,
       start: performance.now(),
       req: msg.request,
       res: msg.response,
+      socket,
+      older: socket[ENTRY],
       rootAsyncId: executionAsyncId(),
+      method: msg.request.method,
+      url: msg.request.url,
+      route: undefined,
+      track: undefined,
+      prev: this.tail,
+      next: undefined,
+      open: true,
     };
-    this.live.set(entry.id, entry);
-    // The id rides on the response (a small integer: every response gets the same field,
-    // one shape for all), so the finish channel finds the entry without a Map keyed by
-    // objects, which would make V8 give each response an identity hash.
-    (msg.response as ServerResponse & { [ENTRY_ID]?: number })[ENTRY_ID] = entry.id;
+    if (this.tail) this.tail.next = entry;
+    else this.head = entry;
+    this.tail = entry;
+    this.count++;
+    // The entry rides on the socket, so the finish channel and Fastify's route find it
+    // without a lookup (a Map keyed by objects would make V8 give each one an identity
+    // hash). The socket, not the response: a keep-alive connection gets the field once,
+    // where each response would get a new property (a map transition per request), and
+    // Express swaps the response's prototype, which makes reads from it slow.
+    socket[ENTRY] = entry;
     if (this.tracker) this.tracker.onRequestStart(entry);
   }
 
-  /** A response finished (http.server.response.finish): no listener attached per request. */
-  onServerFinish(msg: { response: ServerResponse & { [ENTRY_ID]?: number } }): void {
-    const id = msg.response[ENTRY_ID];
-    const entry = id === undefined ? undefined : this.live.get(id);
-    if (entry) this.onClose(entry);
+  /**
+   * A response finished (http.server.response.finish): no listener attached per request.
+   * Finished means its headers went out and it ended, so the status is all there is to read.
+   */
+  onServerFinish(msg: { response: ServerResponse; socket: TaggedSocket }): void {
+    const res = msg.response;
+    const entry = entryOf(msg.socket, res);
+    if (entry && entry.open) this.onClose(entry, res.statusCode, false);
   }
 
   /**
@@ -200,71 +269,67 @@ export class RequestTable {
    * up): found by a sweep, once a second, instead of a listener on every response.
    */
   sweep(): void {
-    for (const entry of this.live.values()) {
-      if (entry.res.destroyed || entry.req.socket?.destroyed) this.onClose(entry);
+    for (let e = this.head; e; ) {
+      const next = e.next;
+      this.swept++;
+      const res = e.res;
+      if (e.open && (res.destroyed || e.socket.destroyed)) this.onClose(e, res.headersSent ? res.statusCode : -1, !res.writableFinished);
+      e = next;
     }
   }
 
-  private onClose(entry: LiveRequest): void {
-    if (!this.live.delete(entry.id)) return;
-    const res = entry.res;
+  private unlink(e: LiveRequest): void {
+    // Off its connection's chain, so an idle keep-alive socket holds no finished request.
+    const socket = e.socket;
+    if (socket[ENTRY] === e) socket[ENTRY] = e.older;
+    else for (let n = socket[ENTRY]; n; n = n.older) if (n.older === e) n.older = e.older;
+    e.older = undefined;
+    if (e.prev) e.prev.next = e.next;
+    else this.head = e.next;
+    if (e.next) e.next.prev = e.prev;
+    else this.tail = e.prev;
+    e.prev = e.next = undefined;
+    e.open = false;
+    this.count--;
+  }
+
+  private onClose(entry: LiveRequest, status: number, aborted: boolean): void {
+    this.unlink(entry);
     const end = performance.now();
-    const slot = this.history.add(entry.id, entry.req.method, urlOf(entry.req), routeOf(entry), res.headersSent ? res.statusCode : -1, end - entry.start, end, !res.writableFinished);
-    if (this.tracker) this.tracker.onRequestEnd(entry.id);
+    const slot = this.history.add(entry.id, entry.method, entry.url, routeOf(entry), status, end - entry.start, end, aborted);
+    if (this.tracker) this.tracker.onRequestEnd(entry);
     if (this.watchers.size) {
       const done = this.history.read(slot, this.hideUrl);
       for (const w of this.watchers) w(done);
     }
   }
 
-  onFastifyRoute(msg: { request?: { raw?: IncomingMessage }; route?: { url?: string } }): void {
-    const raw = msg.request?.raw;
-    if (!raw || !msg.route?.url) return;
-    // Found by a scan from the newest: the route is named just after the request starts.
-    const entries = [...this.live.values()];
-    for (let i = entries.length - 1; i >= 0; i--) {
-      if (entries[i]!.req === raw) {
-        entries[i]!.route = msg.route.url;
-        return;
-      }
-    }
+  /** Fastify (v5) names the matched route; its request and reply carry the raw socket and response. */
+  onFastifyRoute(msg: { request?: { raw?: IncomingMessage }; reply?: { raw?: ServerResponse }; route?: { url?: string } }): void {
+    const entry = entryOf(msg.request?.raw?.socket, msg.reply?.raw);
+    const url = msg.route?.url;
+    if (entry && url) entry.route = url;
   }
 
-  /**
-   * The in-flight request whose code is running right now, if it can be told: with
-   * tracking armed, from the async context; without, only while its handler runs
-   * synchronously or in a tick it scheduled (async ids are counted even with no hook, so
-   * this costs nothing). The HTTP client publishes its start from such a tick.
-   */
-  private currentOwner(): number | undefined {
+  /** An outbound call starts: its request is named now if the tracker knows it, else when read. */
+  private newOutbound(kind: Outbound['kind'], method: string, url: string): Outbound {
     const eid = executionAsyncId();
-    const tracked = this.tracker?.ownerOf(eid);
-    if (tracked !== undefined) return tracked;
-    const tid = triggerAsyncId();
-    let byTrigger: number | undefined;
-    for (const e of this.live.values()) {
-      if (e.rootAsyncId === eid) return e.id;
-      if (e.rootAsyncId === tid) byTrigger = e.id;
-    }
-    return byTrigger;
+    const out: Outbound = { id: this.nextOutbound++, kind, method, url, start: performance.now(), eid, tid: triggerAsyncId(), before: this.nextId };
+    const owner = this.tracker?.currentOwner();
+    if (owner !== undefined) out.owner = owner;
+    return out;
   }
 
   onClientStart(msg: { request: ClientRequest }): void {
     const r = msg.request;
     const host = r.getHeader('host') ?? r.host;
-    const out: Outbound = { id: this.nextOutbound++, kind: 'http', method: r.method, url: `${r.protocol ?? 'http:'}//${host}${r.path}`, start: performance.now() };
-    const owner = this.currentOwner();
-    if (owner !== undefined) out.owner = owner;
-    this.outbound.set(r, out);
+    this.outbound.set(r, this.newOutbound('http', r.method, `${r.protocol ?? 'http:'}//${host}${r.path}`));
     r.once('close', () => this.outbound.delete(r));
   }
 
   onUndiciCreate(msg: { request: { method?: string; origin?: unknown; path?: string } }): void {
     const r = msg.request;
-    const out: Outbound = { id: this.nextOutbound++, kind: 'fetch', method: r.method ?? 'GET', url: `${String(r.origin ?? '')}${r.path ?? ''}`, start: performance.now() };
-    const owner = this.currentOwner();
-    if (owner !== undefined) out.owner = owner;
-    this.outbound.set(r, out);
+    this.outbound.set(r, this.newOutbound('fetch', r.method ?? 'GET', `${String(r.origin ?? '')}${r.path ?? ''}`));
   }
 
   onUndiciDone(msg: { request: object }): void {
@@ -278,32 +343,77 @@ export class RequestTable {
 
   // ── reading (called through Runtime.evaluate from the agent worker) ──────────
 
+  /**
+   * One walk of the table, for a read: the requests in flight by id and by the async id
+   * their handler started in (oldest first), which is how outbound calls and the running
+   * code are tied to their request here rather than on every call.
+   */
+  private index(): { byId: Map<number, LiveRequest>; byRoot: Map<number, LiveRequest[]> } {
+    const byId = new Map<number, LiveRequest>();
+    const byRoot = new Map<number, LiveRequest[]>();
+    for (const e of this.inFlight()) {
+      byId.set(e.id, e);
+      const same = byRoot.get(e.rootAsyncId);
+      if (same) same.push(e);
+      else byRoot.set(e.rootAsyncId, [e]);
+    }
+    return { byId, byRoot };
+  }
+
+  /** The newest request in flight that started in `asyncId` before request id `before`. */
+  private static startedIn(byRoot: Map<number, LiveRequest[]>, asyncId: number, before: number): number | undefined {
+    const same = byRoot.get(asyncId);
+    if (!same) return undefined;
+    for (let i = same.length - 1; i >= 0; i--) if (same[i]!.id < before) return same[i]!.id;
+    return undefined;
+  }
+
+  /** The request an outbound call was made for: its handler's context, or a tick it scheduled. */
+  private ownerOf(o: Outbound, byRoot: Map<number, LiveRequest[]>): number | undefined {
+    if (o.owner !== undefined) return o.owner;
+    return RequestTable.startedIn(byRoot, o.eid, o.before) ?? RequestTable.startedIn(byRoot, o.tid, o.before);
+  }
+
+  /**
+   * The in-flight request whose code is running right now, if it can be told: with
+   * tracking armed, from the async context; without, only while its handler runs
+   * synchronously (async ids are counted even with no hook, so this costs nothing).
+   */
+  private executing(byRoot: Map<number, LiveRequest[]>): number | undefined {
+    const eid = executionAsyncId();
+    return this.tracker?.currentOwner() ?? RequestTable.startedIn(byRoot, eid, this.nextId) ?? RequestTable.startedIn(byRoot, triggerAsyncId(), this.nextId);
+  }
+
   list(opts: { minAge?: number; limit?: number }): Record<string, unknown> {
     const now = performance.now();
     const minAge = opts.minAge ?? 0;
-    const executing = this.currentOwner();
+    const { byRoot } = this.index();
+    const executing = this.executing(byRoot);
+    const outboundOf = new Map<number, number>();
+    for (const o of this.outbound.values()) {
+      const owner = this.ownerOf(o, byRoot);
+      if (owner !== undefined) outboundOf.set(owner, (outboundOf.get(owner) ?? 0) + 1);
+    }
     const rows: Record<string, unknown>[] = [];
     let total = 0;
-    // Map keeps insertion order: oldest first.
-    for (const e of this.live.values()) {
+    for (const e of this.inFlight()) {
       const age = now - e.start;
       if (age < minAge) continue;
       total++;
       if (rows.length >= (opts.limit ?? 50)) continue;
       const row: Record<string, unknown> = {
         id: e.id,
-        method: e.req?.method,
-        url: e.req ? this.hideUrl(urlOf(e.req) ?? '?') : undefined,
+        method: e.method,
+        url: this.hideUrl(e.url ?? '?'),
         ageMs: round(age),
       };
       const route = routeOf(e);
       if (route) row.route = route;
-      const remote = e.req ? remoteOf(e.req) : undefined;
+      const remote = remoteOf(e.socket);
       if (remote) row.remote = remote;
-      let outbound = 0;
-      for (const o of this.outbound.values()) if (o.owner === e.id) outbound++;
+      const outbound = outboundOf.get(e.id);
       if (outbound) row.outbound = outbound;
-      if (this.tracker) row.waitingOn = this.tracker.pendingCount(e.id);
+      if (this.tracker) row.waitingOn = this.tracker.pendingCount(e);
       if (executing === e.id) row.executing = true;
       rows.push(row);
     }
@@ -311,7 +421,8 @@ export class RequestTable {
   }
 
   show(id: number): Record<string, unknown> | undefined {
-    const e = this.live.get(id);
+    const { byId, byRoot } = this.index();
+    const e = byId.get(id);
     if (!e) return undefined;
     const now = performance.now();
     const req = e.req;
@@ -320,26 +431,27 @@ export class RequestTable {
       const value = Array.isArray(v) ? v.join(', ') : String(v ?? '');
       headers[k] = this.redact(k) ? redactedValue(value) : value;
     }
-    const outbound = [...this.outbound.values()]
-      .filter((o) => o.owner === id)
-      .map((o) => ({ kind: o.kind, method: o.method, url: this.hideUrl(o.url), ageMs: round(now - o.start) }));
+    const calls = [...this.outbound.values()].map((o) => ({ o, owner: this.ownerOf(o, byRoot) }));
+    const outbound = calls
+      .filter((c) => c.owner === id)
+      .map(({ o }) => ({ kind: o.kind, method: o.method, url: this.hideUrl(o.url), ageMs: round(now - o.start) }));
     const out: Record<string, unknown> = {
       id,
-      request: `${req.method} ${this.hideUrl(urlOf(req) ?? '?')} HTTP/${req.httpVersion}`,
+      request: `${e.method} ${this.hideUrl(e.url ?? '?')} HTTP/${req.httpVersion}`,
       ageMs: round(now - e.start),
       startedAt: new Date(performance.timeOrigin + e.start).toISOString(),
     };
     const route = routeOf(e);
     if (route) out.route = route;
-    const remote = remoteOf(req);
+    const remote = remoteOf(e.socket);
     if (remote) out.remote = remote;
-    out.executing = this.currentOwner() === id;
+    out.executing = this.executing(byRoot) === id;
     out.responseStarted = e.res.headersSent;
     out.headers = headers;
     out.outbound = outbound;
-    const unattributed = [...this.outbound.values()].filter((o) => o.owner === undefined).length;
+    const unattributed = calls.filter((c) => c.owner === undefined).length;
     if (unattributed && !this.tracker) out.outboundUnattributed = unattributed;
-    if (this.tracker) out.waitingOn = this.tracker.pending(id, now);
+    if (this.tracker) out.waitingOn = this.tracker.pending(e, now);
     out.tracking = this.trackingState();
     return out;
   }
@@ -359,7 +471,14 @@ export class RequestTable {
   }
 
   clear(): void {
-    this.live.clear();
+    for (let e = this.head; e; ) {
+      const next = e.next;
+      e.prev = e.next = undefined;
+      e.open = false;
+      e = next;
+    }
+    this.head = this.tail = undefined;
+    this.count = 0;
     this.outbound.clear();
     this.history.clear();
     this.watchers.clear();

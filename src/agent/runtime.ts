@@ -86,7 +86,14 @@ export class Lifetime implements LifetimeApi {
   }
 
   subscribe(channel: string, listener: (message: unknown, name: string | symbol) => void): () => void {
-    const safe = (message: unknown, name: string | symbol) => this.guard(() => listener(message, name));
+    // On the app's hot paths (a request publishes twice): the try/catch inline, no closure per message.
+    const safe = (message: unknown, name: string | symbol) => {
+      try {
+        listener(message, name);
+      } catch (err) {
+        agentLog(`${this.label}: ${(err as Error)?.stack ?? err}`);
+      }
+    };
     dc.subscribe(channel, safe);
     let done = false;
     const undo = () => {
