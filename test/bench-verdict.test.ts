@@ -49,6 +49,19 @@ describe('bench verdicts', () => {
     expect(thi - tlo).toBeCloseTo(2 * 4.303 * (Math.sqrt(((1.009 - 1.0063) ** 2 + (1.013 - 1.0063) ** 2 + (0.997 - 1.0063) ** 2) / 2) / Math.sqrt(3)), 3);
   });
 
+  it('keeps the interval of a positive figure positive, however few and scattered the rounds', () => {
+    // Two rounds of a ratio, ×0.6 and ×1.7: linear t with 1 degree of freedom reaches below 0.
+    const rounds = [[0.6, 0.62, 0.58], [1.7, 1.72, 1.68]];
+    const [llo] = roundsTInterval([0.6, 1.7]);
+    expect(llo).toBeLessThan(0);
+    const s = summarize(rounds);
+    expect(s.ci95[0]).toBeGreaterThan(0);
+    expect(s.ci95[1]).toBeGreaterThan(1.7);
+    expect(judge(s, 1.02).verdict).toBe(UNRESOLVED);
+    // A figure that can be negative (CPU above idle) stays on the linear scale.
+    expect(summarize([[-2, -1], [3, 4]]).ci95[0]).toBeLessThan(-2);
+  });
+
   it('is deterministic: the same data gives the same interval', () => {
     const groups = [[1, 1.1, 0.9], [1.05, 0.95, 1.0]];
     expect(clusteredCI(groups)).toEqual(clusteredCI(groups));

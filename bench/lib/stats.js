@@ -72,28 +72,33 @@ const T95 = [NaN, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262
  * 95 % t-interval of the mean of the per-group medians: with few groups (rounds) a
  * bootstrap cannot see the spread between rounds it never drew and comes out too narrow;
  * Student's t on the round medians does not. [NaN, NaN] with fewer than 2 groups.
+ * `log`: on the logarithms of the medians (all > 0), so the interval of a ratio or a time
+ * stays positive and is as wide in ×0.9 as in ×1.1 (two rounds of a noisy ratio gave
+ * ×-12–×26 on the linear scale).
  */
-function roundsTInterval(groupMedians) {
+function roundsTInterval(groupMedians, { log = false } = {}) {
   const k = groupMedians.length;
   if (k < 2) return [NaN, NaN];
-  const m = mean(groupMedians);
-  const sd = Math.sqrt(groupMedians.reduce((a, x) => a + (x - m) ** 2, 0) / (k - 1));
+  const xs = log ? groupMedians.map(Math.log) : groupMedians;
+  const m = mean(xs);
+  const sd = Math.sqrt(xs.reduce((a, x) => a + (x - m) ** 2, 0) / (k - 1));
   const h = (T95[k - 1] ?? 1.96) * (sd / Math.sqrt(k));
-  return [m - h, m + h];
+  return log ? [Math.exp(m - h), Math.exp(m + h)] : [m - h, m + h];
 }
 
 /**
  * Median, its 95 % interval, the count and the per-group medians, rounded. The interval is
  * the clustered bootstrap's; with fewer than 10 groups it is widened to cover the t-interval
  * of the group medians too (the wider of the two on each side), so that three rounds that
- * happen to agree do not pass for a resolution they do not have.
+ * happen to agree do not pass for a resolution they do not have; that t-interval is taken on
+ * the log scale when every median is positive (ratios, times).
  */
 function summarize(groups, { digits = 4, stat = median } = {}) {
   const all = groups.flat();
   let [lo, hi] = clusteredCI(groups, { stat });
   const medians = groups.filter((g) => g.length).map((g) => median(g));
   if (medians.length < 10 && Number.isFinite(lo)) {
-    const [tlo, thi] = roundsTInterval(medians);
+    const [tlo, thi] = roundsTInterval(medians, { log: medians.every((m) => m > 0) });
     if (Number.isFinite(tlo)) {
       lo = Math.min(lo, tlo);
       hi = Math.max(hi, thi);
