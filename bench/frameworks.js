@@ -56,15 +56,6 @@ function versions() {
   return { express: v('express'), fastify: v('fastify'), otelSdk: peerVersion('@opentelemetry/sdk-trace-node'), otelHttp: peerVersion('@opentelemetry/instrumentation-http') };
 }
 
-async function withClient(app, fn) {
-  const { connect } = c.requireBuilt();
-  const client = await c.withTimeout(connect(app.socket, { clientName: 'bench' }), 10000, `connecting to ${app.label}`);
-  try {
-    return await fn(client);
-  } finally {
-    await client.close();
-  }
-}
 
 /** The bare app's own spread of one measure: the farthest per-round median of bare′ ÷ bare from ×1. */
 function ownSpread(summary, measure) {
@@ -117,11 +108,11 @@ async function runGroup({ framework, inflight, delayMs, pairs, minRounds, maxRou
       name: 'armed',
       start: () => start('armed', { agent: true, config: { limits: { trackMaxDuration: '30m' } } }),
       afterStart: (app) =>
-        withClient(app, async (client) => {
+        c.withClient(app, async (client) => {
           const r = await client.call('requests', 'track', { duration: '25m' }, { timeoutMs: 10000 });
           if (r.tracking !== 'armed') throw new Error(`requests track answered ${JSON.stringify(r)}`);
         }),
-      beforeKill: (app) => withClient(app, async (client) => ({ trackingAtEnd: (await client.call('requests', 'list', {}, { timeoutMs: 20000 })).tracking })),
+      beforeKill: (app) => c.withClient(app, async (client) => ({ trackingAtEnd: (await client.call('requests', 'list', {}, { timeoutMs: 20000 })).tracking })),
     },
     {
       name: 'otel',

@@ -37,15 +37,6 @@ const OTEL_PRELOAD = path.join(__dirname, 'apps', 'otel-preload.js');
 const EXIT_ON_SIGNAL = path.join(__dirname, 'apps', 'exit-on-signal.js');
 
 
-async function withClient(app, fn) {
-  const { connect } = c.requireBuilt();
-  const client = await c.withTimeout(connect(app.socket, { clientName: 'bench' }), 10000, `connecting to ${app.label}`);
-  try {
-    return await fn(client);
-  } finally {
-    await client.close();
-  }
-}
 
 // ── the diagnostic CPU profile ────────────────────────────────────────────────
 
@@ -240,7 +231,7 @@ async function run(opts = {}) {
       name: 'plugin',
       start: () => c.startApp({ script: 'hello-server.js', agent: true, label: 'plugin', config: onlyRequests }),
       afterStart: (app) =>
-        withClient(app, async (client) => {
+        c.withClient(app, async (client) => {
           const names = client.plugins.map((p) => p.name);
           if (names.join(',') !== 'requests') throw new Error(`plugin server loaded ${names.join(', ')}, expected requests alone`);
         }),
@@ -249,12 +240,12 @@ async function run(opts = {}) {
       name: 'armed',
       start: () => c.startApp({ script: 'hello-server.js', agent: true, label: 'armed', config: onlyRequests }),
       afterStart: (app) =>
-        withClient(app, async (client) => {
+        c.withClient(app, async (client) => {
           const r = await client.call('requests', 'track', { duration: '20m' }, { timeoutMs: 10000 });
           if (r.tracking !== 'armed') throw new Error(`requests track answered ${JSON.stringify(r)}`);
         }),
       beforeKill: (app) =>
-        withClient(app, async (client) => {
+        c.withClient(app, async (client) => {
           const l = await client.call('requests', 'list', {}, { timeoutMs: 10000 });
           return { trackingAtEnd: l.tracking };
         }),

@@ -423,8 +423,19 @@ function writeResultsSection(heading, body) {
   fs.writeFileSync(results, next.endsWith('\n') ? next : `${next}\n`);
 }
 
+/** Runs fn with a client connected to a bench app's agent, and closes the client after. */
+async function withClient(app, fn) {
+  const { connect } = requireBuilt();
+  const client = await withTimeout(connect(app.socket, { clientName: 'bench' }), 10000, `connecting to ${app.label}`);
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
 
 module.exports = {
+  withClient,
   ROOT,
   getJson,
   REGISTER,
