@@ -172,7 +172,7 @@ async function run(opts = {}) {
   c.requireBuilt();
   const install = ensurePeers();
   const frameworks = typeof opts.frameworks === 'string' ? opts.frameworks.split(',') : FRAMEWORKS;
-  for (const f of frameworks) if (!FRAMEWORKS.includes(f)) throw new Error(`--frameworks: ${f} is not one of ${FRAMEWORKS.join(', ')}`);
+  for (const f of frameworks) if (!FRAMEWORKS.includes(f)) throw c.usageError(`--frameworks: ${f} is not one of ${FRAMEWORKS.join(', ')}`);
   const sizes = typeof opts.inflight === 'string' ? opts.inflight.split(',').map(Number) : [10, 10000];
   const delayMs = c.num(opts.delay, 1000);
   const minRounds = c.num(opts['min-rounds'], 3);

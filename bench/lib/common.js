@@ -296,6 +296,11 @@ function num(v, fallback) {
   return v === undefined || v === true || !Number.isFinite(n) ? fallback : n;
 }
 
+/** An error in what the benchmark was asked to do: said in one line, exit code 2. */
+function usageError(message) {
+  return Object.assign(new Error(message), { usage: true });
+}
+
 /**
  * The tail of every benchmark file: when run directly, runs the benchmark, prints its
  * summary and then its JSON on one line after RESULT_MARKER; exit code 1 on failure.
@@ -310,9 +315,10 @@ function mainIfDirect(mod, run) {
       process.exit(0);
     },
     (err) => {
-      console.error(err && err.stack ? err.stack : String(err));
+      // Bad input is one line (and exit 2); anything else is a failure with its stack.
+      console.error(err && err.usage ? `${path.basename(mod.filename)}: ${err.message}` : err && err.stack ? err.stack : String(err));
       killAll();
-      process.exit(1);
+      process.exit(err && err.usage ? 2 : 1);
     },
   );
 }
@@ -373,9 +379,10 @@ function finishEngine(run, problemsOf = (result) => result.problems) {
       process.exit(problems.length ? 1 : 0);
     },
     (err) => {
-      console.error(err && err.stack ? err.stack : String(err));
+      // Bad input is one line (and exit 2); anything else is a failure with its stack.
+      console.error(err && err.usage ? `${path.basename(mod.filename)}: ${err.message}` : err && err.stack ? err.stack : String(err));
       killAll();
-      process.exit(1);
+      process.exit(err && err.usage ? 2 : 1);
     },
   );
 }
@@ -435,6 +442,7 @@ async function withClient(app, fn) {
 }
 
 module.exports = {
+  usageError,
   withClient,
   ROOT,
   getJson,
