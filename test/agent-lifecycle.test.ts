@@ -24,6 +24,24 @@ describe('exit paths', () => {
     expect(app.stderr()).not.toMatch(/Waiting for the debugger/);
   });
 
+  it('exits mid-profile without a word from Node\'s inspector in its stderr', async () => {
+    // A session of the worker's still connected to the main thread at exit makes Node print
+    // "Waiting for the debugger to disconnect..." into the app's stderr.
+    // (A loop that runs dry ends without it: only process.exit() shows it.)
+    const dir = tempDir();
+    const script = writeFile(dir, 'exits.cjs', "process.on('SIGUSR2', () => process.exit(0)); setInterval(() => {}, 1000);\n");
+    const app = await startApp({ script, dir, waitForSocket: true });
+    const c = await connect(app.socket);
+    let recording = false;
+    const profiling = c.call('profile', 'cpu', { duration: '30s' }, { onProgress: () => (recording = true) }).catch((err: Error) => err);
+    await waitFor(() => recording, 10_000, 'the profile to be recording');
+    process.kill(app.pid, 'SIGUSR2');
+    expect(await app.exited).toEqual({ code: 0, signal: null });
+    expect(await profiling).toBeInstanceOf(Error);
+    await c.close();
+    expect(app.stderr()).toBe('');
+  });
+
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     it(`dies of ${signal} at once, as without the agent, even while its loop is stuck`, async () => {
       const app = await startApp({ script: 'http-app.cjs' });

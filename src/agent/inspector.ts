@@ -98,6 +98,7 @@ export class MainThreadInspector implements InspectorAccess {
     if (!this.session) {
       const session = new Session();
       session.connectToMainThread();
+      this.heartbeat.setSessionOpen(true);
       session.on('Debugger.paused', (msg: { params: { callFrames: CallFrame[] } }) => {
         const waiter = this.pauseWaiter;
         this.pauseWaiter = undefined;
@@ -126,6 +127,7 @@ export class MainThreadInspector implements InspectorAccess {
       } catch {
         // already gone
       }
+      this.heartbeat.setSessionOpen(false);
     }
   }
 

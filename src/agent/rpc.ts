@@ -36,7 +36,8 @@ export type WorkerStatus =
   | { t: 'stopped' };
 
 /** What the main thread tells the worker (over parentPort). */
-export type WorkerControl = { t: 'stop' };
+/** 'exit': the process is exiting; close the inspector session to the main thread now. */
+export type WorkerControl = { t: 'stop' } | { t: 'exit' };
 
 export interface PluginLocation {
   name?: string;

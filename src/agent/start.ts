@@ -15,7 +15,7 @@ import { defaultSocketDir } from '../protocol/socket-path';
 import type { BoundSocket } from './socket';
 import type { RuntimeOptions } from './runtime';
 import type { AgentWorkerData } from './worker';
-import type { WorkerStatus } from './rpc';
+import type { WorkerControl, WorkerStatus } from './rpc';
 import { agentLog } from './log';
 import { packageRoot } from './paths';
 import { likelyMainThread } from './thread';
@@ -39,6 +39,8 @@ export interface AgentHandle {
 }
 
 const STOP_TIMEOUT_MS = 3000;
+/** How long an exiting app waits for the worker to close its inspector session (measured: ~1 ms). */
+const EXIT_SESSION_WAIT_MS = 200;
 
 /**
  * Set on globalThis while an agent is running: `ispy attach` reads it through the
@@ -76,7 +78,27 @@ class Agent implements AgentHandle {
    * which clients report as stale, the next agent sweeps from the default folder, and
    * `ispy ps --clean` removes.
    */
-  private readonly onExit = () => this.removeSocketNow();
+  private readonly onExit = () => {
+    this.releaseMainSession();
+    this.removeSocketNow();
+  };
+
+  /**
+   * An inspector session of the worker's still connected to this thread when the process
+   * exits (a `profile cpu` running, a `process stack` in flight) makes Node print "Waiting
+   * for the debugger to disconnect..." into the app's stderr. The worker's loop still turns
+   * while this thread runs its 'exit' listeners: ask it to close the session and wait for
+   * that, at most EXIT_SESSION_WAIT_MS (the exit is held only when a session is open).
+   */
+  private releaseMainSession(): void {
+    if (!this.worker || !this.heartbeat.sessionOpen()) return;
+    try {
+      this.worker.postMessage({ t: 'exit' } satisfies WorkerControl);
+    } catch {
+      return;
+    }
+    this.heartbeat.waitSessionClosed(EXIT_SESSION_WAIT_MS);
+  }
 
   async start(options: AgentOptions): Promise<void> {
     // Until the first await, this runs inside the preload and holds the app's first line

@@ -87,6 +87,8 @@ async function main(): Promise<void> {
 
   parent.on('message', (msg: WorkerControl) => {
     if (msg.t === 'stop') void stop();
+    // The main thread is in its 'exit' listeners, waiting (bounded) for this.
+    else if (msg.t === 'exit') inspector.close();
   });
   parent.unref();
 
