@@ -213,11 +213,12 @@ describe('what the preload holds the first line back for', () => {
     // record of the builtins loaded, in order.
     const script = path.join(dir, 'first-line.cjs');
     // node:worker_threads (which loads node:stream) too: the thread check before the first
-    // line does without it (src/agent/thread.ts).
-    writeFileSync(script, "const l = process.moduleLoadList; console.log('NET ' + l.includes('NativeModule net') + ' WT ' + l.includes('NativeModule worker_threads')); setInterval(() => {}, 1000);\n");
+    // line does without it (src/agent/thread.ts); and node:perf_hooks, which the process
+    // plugin's GC recorder loads a tick later.
+    writeFileSync(script, "const l = process.moduleLoadList; console.log('NET ' + l.includes('NativeModule net') + ' WT ' + l.includes('NativeModule worker_threads') + ' PH ' + l.includes('NativeModule perf_hooks')); setInterval(() => {}, 1000);\n");
     const app = await startApp({ script, dir, waitForSocket: true });
     await waitFor(() => app.stdout().includes('NET '), 5000, 'the first line');
-    expect(app.stdout()).toContain('NET false WT false');
+    expect(app.stdout()).toContain('NET false WT false PH false');
     const c = await connect(app.socket);
     expect((await c.call('process', 'info') as { pid: number }).pid).toBe(app.pid);
     await c.close();

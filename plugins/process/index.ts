@@ -5,7 +5,6 @@
 // agent worker and reach the main thread through the inspector; commands that need the
 // main thread's own state (loop, handles, env, report, gc) run on it.
 
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as os from 'node:os';
 import { arg, command, definePlugin, IspyError, redactedValue, redactUrlPassword, secretMatcher, type CommandContext } from 'ispy/plugin';
 import { GcRecorder } from './gc';
@@ -134,6 +133,7 @@ export default definePlugin({
         duration: arg.duration({ summary: 'how long to sample', default: '1s', min: '20ms', max: '60s' }),
       },
       async run(args, ctx) {
+        const { monitorEventLoopDelay } = require('node:perf_hooks') as typeof import('node:perf_hooks');
         const histogram = monitorEventLoopDelay({ resolution: 10 });
         const eluStart = performance.eventLoopUtilization();
         const started = performance.now();
