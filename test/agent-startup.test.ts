@@ -206,6 +206,16 @@ describe('plugin set-up order', () => {
   });
 });
 
+describe('a plugin that throws', () => {
+  it('from a channel listener on every request: the app answers, and its stderr gets one line, not one per request', async () => {
+    const app = await startApp({ script: 'http-app.cjs', config: { plugins: [path.join(FIXTURES, 'plugins/throws-per-request.cjs')] } });
+    for (let i = 0; i < 20; i++) expect((await app.get('/')).status).toBe(200);
+    await waitFor(() => app.stderr().includes('listener boom'), 5000, 'the throw to be reported');
+    expect(app.stderr().split('listener boom').length - 1).toBe(1);
+    await app.kill();
+  });
+});
+
 describe('what the preload holds the first line back for', () => {
   it('leaves the socket (node:net) and the folder checks until after the app\'s first line, and still binds', async () => {
     const dir = tempDir();

@@ -81,7 +81,6 @@ function entryOf(socket: TaggedSocket | null | undefined, res: ServerResponse | 
   return e;
 }
 
-
 /**
  * The history of finished requests, in columns: a finished request costs a few stores
  * into preallocated arrays, and objects are built only when `slow` or `watch` reads them.
@@ -473,6 +472,9 @@ export class RequestTable {
   clear(): void {
     for (let e = this.head; e; ) {
       const next = e.next;
+      // Nothing of ours stays on the app's sockets (an entry holds its request and response).
+      e.socket[ENTRY] = undefined;
+      e.older = undefined;
       e.prev = e.next = undefined;
       e.open = false;
       e = next;

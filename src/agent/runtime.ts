@@ -27,7 +27,7 @@ import {
   type SetupContext,
   type Thread,
 } from '../plugin/define';
-import { agentLog } from './log';
+import { agentLog, agentLogThrottled } from './log';
 import { isOwnModule, loadOwn } from './loader';
 import { importModule } from './esm';
 import type { Interceptor, WrapHandle } from '../plugin/wrap';
@@ -91,7 +91,7 @@ export class Lifetime implements LifetimeApi {
       try {
         listener(message, name);
       } catch (err) {
-        agentLog(`${this.label}: ${(err as Error)?.stack ?? err}`);
+        this.report(err);
       }
     };
     dc.subscribe(channel, safe);
@@ -145,8 +145,16 @@ export class Lifetime implements LifetimeApi {
     try {
       fn();
     } catch (err) {
-      agentLog(`${this.label}: ${(err as Error)?.stack ?? err}`);
+      this.report(err);
     }
+  }
+
+  /**
+   * One line on stderr, throttled per plugin: a listener that throws on every request must
+   * not write a line into the app's output per request.
+   */
+  private report(err: unknown): void {
+    agentLogThrottled(`plugin-throw:${this.label}`, `${this.label}: ${(err as Error)?.stack ?? err}`);
   }
 }
 
