@@ -1,7 +1,10 @@
-// Runs on Node's module loader thread (registered with module.register by
-// config-traces.ts). For each ES module named by a config trace, appends code that hands
-// the export to the trace registry on the main thread and takes back the wrapper.
-// Every other module passes through untouched.
+// The load hook of config traces on ES modules. For each ES module named by a config trace,
+// appends code that hands the export to the trace registry on the main thread and takes
+// back the wrapper. Every other module passes through untouched.
+//
+// Where Node has module.registerHooks() (in-thread and synchronous), config-traces.ts calls
+// appendTraces() from its own hook on the main thread. Elsewhere this file is loaded on
+// Node's module loader thread by module.register(), through initialize() and load().
 
 interface HookTarget {
   spec: string;
@@ -32,14 +35,21 @@ function appended(t: HookTarget): string {
   return `\n;try { const __ispy = ${api}; if (__ispy) { ${take} } } catch (e) { try { ${api}?.configTraceFailed(${spec}, e); } catch {} }\n`;
 }
 
+/** The source to run for `url`: the loaded source, with the traces' code appended if it is a target. */
+export function appendTraces<R extends { format?: string | null; source?: unknown }>(
+  url: string,
+  result: R,
+  list: HookTarget[] | undefined = targets.get(url.split('?')[0]!),
+): R {
+  if (!list || result.format !== 'module' || result.source === undefined || result.source === null) return result;
+  const source = typeof result.source === 'string' ? result.source : Buffer.from(result.source as Uint8Array).toString('utf8');
+  return { ...result, source: source + list.map(appended).join('') };
+}
+
 export async function load(
   url: string,
   context: { format?: string },
   nextLoad: (url: string, context: unknown) => Promise<{ format: string; source?: string | ArrayBuffer | Uint8Array; shortCircuit?: boolean }>,
 ): Promise<{ format: string; source?: string | ArrayBuffer | Uint8Array; shortCircuit?: boolean }> {
-  const result = await nextLoad(url, context);
-  const list = targets.get(url.split('?')[0]!);
-  if (!list || result.format !== 'module' || result.source === undefined) return result;
-  const source = typeof result.source === 'string' ? result.source : Buffer.from(result.source as Uint8Array).toString('utf8');
-  return { ...result, source: source + list.map(appended).join('') };
+  return appendTraces(url, await nextLoad(url, context));
 }

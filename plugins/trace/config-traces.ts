@@ -5,12 +5,16 @@
 //   loading and wraps the export before require() returns it to the app; it takes itself
 //   off once every CommonJS target is in place.
 //
-//   ES modules: an export binding cannot be replaced from outside, so a module.register()
-//   load hook (config-hooks.ts, on Node's loader thread) appends a few lines to the
-//   target module that hand the binding to the registry and take back the wrapper; the
-//   registry keeps a setter closure from the module, to put the exact original back.
+//   ES modules: an export binding cannot be replaced from outside, so a load hook
+//   (config-hooks.ts) appends a few lines to the target module that hand the binding to
+//   the registry and take back the wrapper; the registry keeps a setter closure from the
+//   module, to put the exact original back. The hook is module.registerHooks() where Node
+//   has it (in-thread, synchronous, and it can be taken off: it is, once every target has
+//   loaded); module.register() (on Node's loader thread) only where it does not, since
+//   newer lines print a deprecation warning for it into the app's stderr.
 
 import { createRequire, register } from 'node:module';
+import * as nodeModule from 'node:module';
 import Module from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -19,7 +23,7 @@ import { parseTarget, type ConfigTrace, type SetupContext } from 'ispy/plugin';
 import type { TraceRegistry } from './registry';
 import { wrapBinding } from './registry';
 import type { Trace, TraceOptions } from './tracer';
-import { assignableName } from './config-hooks';
+import { appendTraces, assignableName } from './config-hooks';
 
 /** What the appended code of an ES module calls, under this global symbol. */
 export const GLOBAL_KEY = 'ispy.trace';
@@ -61,6 +65,12 @@ function resolveFile(module: string): string {
   }
   throw new Error(`cannot find module "${module}" from ${roots.join(' or ')}`);
 }
+
+type LoadResult = { format?: string | null; source?: unknown };
+/** module.registerHooks() (Node 22.15+, 23.5+), typed here for Node lines whose types lack it. */
+type RegisterHooks = (hooks: {
+  load(url: string, context: unknown, nextLoad: (url: string, context: unknown) => LoadResult): LoadResult;
+}) => { deregister(): void };
 
 function walk(root: unknown, exportPath: string[]): { owner: object; key: string } | undefined {
   let owner = root as Record<string, unknown> | undefined;
@@ -160,6 +170,29 @@ export function installConfigTraces(ctx: SetupContext, registry: TraceRegistry, 
     delete (globalThis as Record<symbol, unknown>)[key];
   });
   if (!byUrl.size) return;
+  const targetsOf = new Map([...byUrl].map(([url, list]) => [url, list.map((p) => ({ spec: p.spec, exportPath: p.exportPath }))]));
+  const registerHooks = (nodeModule as { registerHooks?: RegisterHooks }).registerHooks;
+  if (typeof registerHooks === 'function') {
+    const hooks = registerHooks({
+      load(url, context, nextLoad) {
+        const result = nextLoad(url, context);
+        const bare = url.split('?')[0]!;
+        const list = targetsOf.get(bare);
+        if (!list) return result;
+        targetsOf.delete(bare);
+        // Every target's code is in: nothing left for the hook to do, so it comes off.
+        if (!targetsOf.size) queueMicrotask(off);
+        return appendTraces(url, result, list);
+      },
+    });
+    let on = true;
+    const off = (): void => {
+      if (on) hooks.deregister();
+      on = false;
+    };
+    ctx.onUnload(off);
+    return;
+  }
   if (typeof register !== 'function') {
     for (const p of esm) p.trace.remove('not installed: ES module traces need module.register (Node 20.6 or newer)');
     return;
