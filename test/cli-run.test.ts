@@ -24,7 +24,7 @@ beforeAll(async () => {
   await doomed.kill('SIGKILL');
   staleSocket = doomed.socket;
   expect(fs.existsSync(staleSocket)).toBe(true);
-}, 60_000);
+}, 180_000);
 afterAll(cleanup);
 
 

@@ -16,6 +16,9 @@ export const FIXTURES = path.join(__dirname, 'fixtures');
 const started = new Set<ChildProcess>();
 const dirs: string[] = [];
 
+/** How long an app may take to start (print its port, make its socket) before a test gives up on it. */
+export const START_WAIT_MS = 60_000;
+
 /** A fresh temp folder, removed by cleanup(). Short, so socket paths stay under 107 bytes. */
 export function tempDir(prefix = 'ispy-t-'): string {
   const dir = realpathSync(mkdtempSync(path.join(os.tmpdir(), prefix)));
@@ -96,8 +99,9 @@ export async function startApp(opts: StartAppOptions): Promise<App> {
     dir,
     stdout: () => out,
     stderr: () => err,
-    // Generous: two test files start apps at once on two cores; the hooks allow 30 s.
-    port: () => waitFor(() => Number(/PORT (\d+)/.exec(out)?.[1]) || undefined, 20_000, `the app to print PORT (stderr: ${err})`),
+    // Generous (a start-up is well under a second on a quiet machine): two test files start
+    // apps at once on two cores, maybe beside other work; the wait ends on the state.
+    port: () => waitFor(() => Number(/PORT (\d+)/.exec(out)?.[1]) || undefined, START_WAIT_MS, `the app to print PORT (stderr: ${err})`),
     async get(pathname, timeoutMs = 10_000) {
       const port = await app.port();
       return new Promise((resolve, reject) => {
@@ -120,7 +124,7 @@ export async function startApp(opts: StartAppOptions): Promise<App> {
     },
   };
   if ((opts.waitForSocket ?? preload !== 'none') && socket) {
-    await waitFor(() => existsSync(socket) || child.exitCode !== null, 20_000, `socket ${socket} (stderr: ${err})`);
+    await waitFor(() => existsSync(socket) || child.exitCode !== null, START_WAIT_MS, `socket ${socket} (stderr: ${err})`);
     if (child.exitCode !== null) throw new Error(`app exited early with ${child.exitCode}: ${err}`);
   }
   return app;

@@ -116,7 +116,8 @@ describe('requests in a raw http app', () => {
   });
 
   it('redacts secret headers and says how to see waits when tracking is off', async () => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/timer?ms=800&token=s3cret&page=2', agent: false, headers: { authorization: 'Bearer abc.def', cookie: 'sid=1', 'x-api-key': 'k', 'x-trace': 'visible' } });
+    // Held until the test lets it go, however slowly the machine answers the calls below.
+    const req = http.get({ host: '127.0.0.1', port, path: '/timer?ms=60000&token=s3cret&page=2', agent: false, headers: { authorization: 'Bearer abc.def', cookie: 'sid=1', 'x-api-key': 'k', 'x-trace': 'visible' } });
     req.on('error', () => {});
     await waitFor(async () => (await rows(client)).total === 1, 5000, 'the request');
     const id = (await rows(client)).requests[0]!.id;
@@ -125,11 +126,14 @@ describe('requests in a raw http app', () => {
     expect(show.headers.cookie).toMatch(/redacted/);
     expect(show.headers['x-api-key']).toMatch(/redacted/);
     expect(show.headers['x-trace']).toBe('visible');
-    expect(show.request).toBe('GET /timer?ms=800&token=***&page=2 HTTP/1.1');
+    expect(show.request).toBe('GET /timer?ms=60000&token=***&page=2 HTTP/1.1');
     expect(JSON.stringify(await client.call('requests', 'list'))).not.toContain('s3cret');
     expect(show.tracking).toMatch(/run `requests track`/);
     expect(show.waitingOn).toBeUndefined();
     await expect(client.call('requests', 'show', { id: 99999 })).rejects.toMatchObject({ code: 'ISPY_ERR_NOT_FOUND' });
+    // The client gives up: the request leaves the table (the next test counts what is in flight).
+    req.destroy();
+    await waitFor(async () => (await rows(client)).total === 0, 10_000, 'the abandoned request to leave the table');
   });
 
   it('with tracking armed, show names the timer, the outbound call and the file read with app frames, and the fetch\'s socket', async () => {
