@@ -113,7 +113,9 @@ async function nothingLeft(app, probe, handlesBefore) {
 /** Starts `ispy run <socket> -c <line>…`; resolves once the command is seen running, then `delayMs` later kills it (-9, by pid). */
 async function killClientMid(app, probe, name, { delayMs = 0, handlesBefore } = {}) {
   const scenario = SCENARIOS[name];
-  const child = spawn(process.execPath, [BIN, 'run', app.socket, ...scenario.lines.flatMap((l) => ['-c', l])], { cwd: lib.ROOT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The client is killed mid-command: its own line timeout must not end it first (a heap
+  // snapshot on a busy machine outlasts the default 10 s).
+  const child = spawn(process.execPath, [BIN, 'run', app.socket, '--timeout', '10m', ...scenario.lines.flatMap((l) => ['-c', l])], { cwd: lib.ROOT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));

@@ -235,7 +235,8 @@ describe('heap snapshot safety', () => {
     const client = await connect(app.socket);
     try {
       await app.get('/grow?n=400000');
-      const spinning = app.get('/spin?ms=4000');
+      // Its answer waits for the snapshot too, which takes seconds more on a busy machine.
+      const spinning = app.get('/spin?ms=4000', 120_000);
       await waitFor(async () => ((await client.call('process', 'stack')) as any).state === 'running', 5000, 'the main thread to spin');
       const progress: string[] = [];
       const result = (await client.call('heap', 'snapshot', {}, { onProgress: (p) => progress.push(p.message ?? '') })) as any;
