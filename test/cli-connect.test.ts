@@ -117,11 +117,14 @@ describe('ispy connect with piped stdin', () => {
 
   it('says plainly when the agent goes away mid-session, and exits 1', async () => {
     const doomed = await startApp({ script: 'http-app.cjs' });
-    const r = runCli(['connect', doomed.socket], { input: 'process loop --duration 5s\nprocess info\n' });
-    setTimeout(() => doomed.child.kill('SIGKILL'), 1200);
-    const out = await r;
+    // Killed once the session is under way (its first line answered), however long that took.
+    const out = await runCli(['connect', doomed.socket], {
+      input: 'process info --json\nprocess loop --duration 30s\nprocess info\n',
+      onStdout: (soFar) => soFar.includes('\n') && doomed.child.kill('SIGKILL'),
+    });
     expect(out.code).toBe(1);
     expect(out.stderr).toMatch(new RegExp(`^agent ${doomed.pid} went away \\(`, 'm'));
-    expect(out.stdout).toBe('');
+    // The first line's answer, and nothing after it.
+    expect(JSON.parse(out.stdout)).toMatchObject({ pid: doomed.pid });
   });
 });

@@ -49,6 +49,9 @@ function setStatus(status: number): void {
   process.exitCode = Math.max(Number(process.exitCode ?? 0), status);
 }
 
+/** How long `ispy connect` waits to reach its target when --timeout does not say. */
+const CONNECT_TIMEOUT_MS = 15_000;
+
 async function connectAction(spec: string, options: { timeout?: number; bridge?: string }): Promise<void> {
   const { resolveTargets } = await import('./targets.js');
   const { RemoteHosts, remoteSettings } = await import('./ssh.js');
@@ -59,7 +62,8 @@ async function connectAction(spec: string, options: { timeout?: number; bridge?:
   if (targets.length !== 1) {
     throw new IspyError('ISPY_ERR_USAGE', `${spec} matches ${targets.length} sockets (${targets.map((t) => t.label).join(', ')}); connect attaches to one, \`ispy run\` reaches many`);
   }
-  const client = await targets[0]!.connect({ timeoutMs: 5000 }).catch(async (err: unknown) => {
+  // Connecting may mean an ssh handshake and a bridge's start on a busy host: seconds, not ms.
+  const client = await targets[0]!.connect({ timeoutMs: options.timeout ?? CONNECT_TIMEOUT_MS }).catch(async (err: unknown) => {
     await remote.close();
     throw err;
   });
@@ -147,7 +151,7 @@ export function buildProgram(): Command {
       'Attach a shell to one process. At a terminal: a prompt naming the process, Tab completion, `help`, history in ~/.ispy_history ($ISPY_HISTORY), Ctrl-C cancels the running command. With stdin piped: run each line, print the results, exit 0 (all ok), 1 (a line failed) or 2 (a line was mistyped).',
     )
     .argument('<target>', 'a socket path, a glob matching one socket, pid:<n>, or ssh://[user@]host[:port]/path.sock')
-    .addOption(new Option('--timeout <duration>', 'limit for each line (default: none; Ctrl-C at a terminal)').argParser(durationOption))
+    .addOption(new Option('--timeout <duration>', 'limit for connecting and for each line (default: 15s to connect, no limit for a line; Ctrl-C at a terminal)').argParser(durationOption))
     .option('--bridge <command>', 'for ssh:// targets: what runs on the remote host (default: $ISPY_REMOTE_BRIDGE, else "ispy bridge")')
     .action(connectAction)
     .addHelpText('after', '\nExamples:\n  ispy connect pid:4242\n  echo "process info" | ispy connect /tmp/ispy-1000/4242.sock');
