@@ -28,7 +28,9 @@ export interface ReliabApp extends App {
  */
 export async function startReliabApp(config: Record<string, unknown> = {}, opts: { dir?: string; env?: Record<string, string> } = {}): Promise<ReliabApp> {
   const dir = opts.dir ?? tempDir('ispy-r-');
-  const full = { outputDir: 'out', ...config };
+  // These tests are about what is left behind, not about the agent's time limits: limits long
+  // enough that a loaded machine does not turn a slow inspector answer into a failed command.
+  const full = { outputDir: 'out', limits: { inspectorTimeout: '10s' }, ...config };
   const app = await startApp({ script: 'reliab-app.cjs', dir, config: full, ...(opts.env ? { env: opts.env } : {}) });
   const httpPort = await app.port();
   return Object.assign(app, { httpPort, outputDir: path.resolve(dir, String(full.outputDir)) });
