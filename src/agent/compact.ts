@@ -1,8 +1,8 @@
 // Runs in the agent worker. Gives the worker's unused heap pages back to the system.
 //
 // A worker thread bootstraps by compiling Node's internals into a fresh heap, then the
-// agent loads its own modules (and, on a first client, ws and the HTTP parser): megabytes
-// that are garbage a moment later. V8 never runs a full collection in a worker that goes
+// agent loads its own modules (and, on a first client, the WebSocket layer and a plugin's
+// worker side): megabytes that are garbage a moment later. V8 never runs a full collection in a worker that goes
 // idle right after, so those pages stay resident for the life of the app (measured on
 // Node 20: ~2.5 MiB of the 7.7 MiB a bare idle worker adds). A full, compacting
 // collection of the worker's own heap — `HeapProfiler.collectGarbage` on an inspector
@@ -12,10 +12,11 @@
 //
 // That collection is V8's memory-reducing one (several full mark-compacts in a row, with
 // parallel helper threads): ~20–30 ms of the process's CPU, even on a heap that holds
-// nothing to give back. A first visit loads ws, the HTTP parser and the plugins' code and
-// leaves megabytes behind; later visits leave a few hundred KiB that the worker's own young
-// generation collections mostly reclaim (measured on Node 20: heapTotal 7.7 → 7.7 MiB for
-// a `process info` visit). So it compacts only when the heap has grown by
+// nothing to give back. A visit, the first included since the agent speaks WebSocket
+// itself (websocket.ts) instead of loading ws and node:http, leaves a few hundred KiB that
+// the worker's own young generation collections mostly reclaim (measured on Node 20:
+// heapTotal +0.3-0.5 MiB for a first `process info` visit, +0-0.3 MiB for later ones;
+// Node 26: +0.8-1 MiB for a first one). So it compacts only when the heap has grown by
 // COMPACT_MIN_GROWTH_BYTES since the last compaction: a burst of visits, or a big answer,
 // still gets its memory back, and a routine visit costs the app no full collection.
 // A cheaper single `gc()` was measured too: it frees objects but keeps the pages.
@@ -25,8 +26,13 @@ import { agentLog } from './log';
 /** How long after the last client leaves before the worker's heap is compacted. */
 export const COMPACT_AFTER_IDLE_MS = 1000;
 
-/** Growth of the worker's heap (heapTotal) since the last compaction that makes the next one worth its CPU. */
-export const COMPACT_MIN_GROWTH_BYTES = 1 << 20;
+/**
+ * Growth of the worker's heap (heapTotal) since the last compaction that makes the next one
+ * worth its CPU: above what a first visit grows it by on Node 20-26 (up to ~1 MiB, much of
+ * it code that stays), so a visit never pays a full collection, while a burst of visits or
+ * a big answer (megabytes) still gets its memory back.
+ */
+export const COMPACT_MIN_GROWTH_BYTES = 2 << 20;
 
 export class WorkerHeapCompactor {
   private timer: NodeJS.Timeout | undefined;

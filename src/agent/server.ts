@@ -6,10 +6,7 @@
 // connection must say hello within HELLO_TIMEOUT_MS of its upgrade.
 
 import * as fs from 'node:fs';
-import type * as http from 'node:http';
 import * as net from 'node:net';
-import type { Duplex } from 'node:stream';
-import type { WebSocketServer, WebSocket, RawData } from 'ws';
 import {
   EVICTED_CLOSE,
   HARD_MAX_FRAME_BYTES,
@@ -31,6 +28,7 @@ import type { AgentAccess, AgentConnections } from '../plugin/define';
 import { auditEnd, auditStart, type AuditLog, type AuditedCall, type ClientIdentity } from './audit';
 import { agentLogThrottled } from './log';
 import { Admission, EVICT_GRACE_MS, type AdmissionOptions, type AdmittedConnection } from './admission';
+import { acceptUpgrade, checkUpgrade, httpAnswer, readHead, wantsUpgrade, WebSocketConnection, type RequestHead } from './websocket';
 
 export interface ServerOptions extends AdmissionOptions {
   maxFrameBytes: number;
@@ -46,9 +44,8 @@ const ARTEFACT_CHUNK = 256 * 1024;
 export const HELLO_TIMEOUT_MS = 10_000;
 
 export class AgentServer implements AgentAccess {
-  /** What listens on the socket: a plain net server, so an idle agent never loads HTTP or ws. */
+  /** What listens on the socket: a plain net server; the WebSocket layer is websocket.ts (why not ws: there). */
   readonly listener: net.Server;
-  private web: { http: typeof import('node:http'); server: http.Server; wss: WebSocketServer } | undefined;
   /** Which sockets the agent holds: the limit, the deadlines, who gives way. */
   private readonly admission: Admission;
   /** Open client sockets, evicted ones included until they close: for the busy/idle signal. */
@@ -71,8 +68,7 @@ export class AgentServer implements AgentAccess {
     socket.once('close', () => {
       if (--this.sockets === 0 && !this.closed) this.opts.onActivity?.('idle');
     });
-    // The HTTP parser and the WebSocket layer are loaded by the first client to arrive.
-    this.loadWeb().server.emit('connection', socket);
+    readHead(socket, (head, rest) => this.onHead(socket, head, rest));
   }
 
   /** ctx.agent.connections(): what `process info` shows of the agent's connections. */
@@ -80,40 +76,22 @@ export class AgentServer implements AgentAccess {
     return this.admission.connections();
   }
 
-  private loadWeb(): NonNullable<AgentServer['web']> {
-    if (this.web) return this.web;
-    const httpModule = require('node:http') as typeof import('node:http');
-    const { WebSocketServer: Wss } = require('ws') as typeof import('ws');
-    const server = httpModule.createServer((_req, res) => {
-      res.writeHead(426, { 'content-type': 'text/plain' });
-      res.end('This is an ispy agent socket: connect with `ispy connect <socket>`.\n');
-    });
-    const wss = new Wss({
-      noServer: true,
-      // Frames a little over the limit get an error frame; far over it, the connection closes (1009).
-      maxPayload: Math.min(HARD_MAX_FRAME_BYTES, this.opts.maxFrameBytes * 8),
-      perMessageDeflate: false,
-    });
-    server.on('upgrade', (req, socket: Duplex, head) => this.onUpgrade(req, socket, head));
-    server.on('clientError', (_err, socket) => socket.destroy());
-    this.web = { http: httpModule, server, wss };
-    return this.web;
-  }
-
-  private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => {});
-    const refuse = (status: number, text: string) => {
-      socket.end(`HTTP/1.1 ${status} ${this.web!.http.STATUS_CODES[status]}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${text}\n`);
-    };
+  private onHead(socket: net.Socket, head: RequestHead, rest: Buffer): void {
+    const refuse = (status: number, text: string, headers?: string) => void socket.end(httpAnswer(status, text, headers));
+    if (!wantsUpgrade(head)) return refuse(426, 'This is an ispy agent socket: connect with `ispy connect <socket>`.');
     if (this.closed) return refuse(503, 'ispy agent is stopping');
-    if ((req.url ?? '').split('?')[0] !== WS_PATH) return refuse(404, `ispy agent answers on ${WS_PATH}`);
-    const slot = this.admission.slotOf(socket as net.Socket);
+    if (head.url.split('?')[0] !== WS_PATH) return refuse(404, `ispy agent answers on ${WS_PATH}`);
+    const slot = this.admission.slotOf(socket);
     // Evicted (or timed out) while its request was on the way.
     if (!slot) return void socket.destroy();
-    const via = req.headers[VIA_HEADER];
-    this.web!.wss.handleUpgrade(req, socket, head, (ws) => {
-      slot.upgraded(new Connection(ws, this, slot.id, typeof via === 'string' ? via.slice(0, 200) : undefined));
+    const bad = checkUpgrade(head);
+    if (bad) return refuse(bad.status, bad.text, bad.headers);
+    const via = head.headers[VIA_HEADER];
+    const ws = acceptUpgrade(socket, head, rest, {
+      // Frames a little over the limit get an error frame; far over it, the connection closes (1009).
+      maxPayload: Math.min(HARD_MAX_FRAME_BYTES, this.opts.maxFrameBytes * 8),
     });
+    slot.upgraded(new Connection(ws, this, slot.id, via !== undefined ? via.slice(0, 200) : undefined));
   }
 
   /** Closes every connection (cancelling its calls) and the listener. Idempotent. */
@@ -121,10 +99,6 @@ export class AgentServer implements AgentAccess {
     if (this.closed) return;
     this.closed = true;
     this.admission.closeAll();
-    if (this.web) {
-      this.web.wss.close();
-      this.web.server.closeAllConnections();
-    }
     await new Promise<void>((resolve) => this.listener.close(() => resolve()));
   }
 }
@@ -139,7 +113,7 @@ class Connection implements AdmittedConnection {
   lastActive = Date.now();
 
   constructor(
-    private readonly ws: WebSocket,
+    private readonly ws: WebSocketConnection,
     private readonly server: AgentServer,
     private readonly id: number,
     via: string | undefined,
@@ -163,7 +137,7 @@ class Connection implements AdmittedConnection {
   }
 
   private send(msg: AgentMessage): void {
-    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (this.ws.readyState !== WebSocketConnection.OPEN) return;
     let text = JSON.stringify(msg);
     // The client would close the connection on a frame past the hard limit: say why instead.
     if (text.length > HARD_MAX_FRAME_BYTES / 4 && Buffer.byteLength(text) > HARD_MAX_FRAME_BYTES) {
@@ -181,8 +155,8 @@ class Connection implements AdmittedConnection {
 
   private sendBinary(chunk: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
-      if (this.ws.readyState !== this.ws.OPEN) return reject(new IspyError('ISPY_ERR_DISCONNECTED', 'client went away'));
-      this.ws.send(chunk, { binary: true }, (err) => (err ? reject(err) : resolve()));
+      if (this.ws.readyState !== WebSocketConnection.OPEN) return reject(new IspyError('ISPY_ERR_DISCONNECTED', 'client went away'));
+      this.ws.send(chunk, (err) => (err ? reject(err) : resolve()));
     });
   }
 
@@ -224,9 +198,9 @@ class Connection implements AdmittedConnection {
     this.calls.clear();
   }
 
-  private onFrame(data: RawData, isBinary: boolean): void {
+  private onFrame(data: Buffer, isBinary: boolean): void {
     this.lastActive = Date.now();
-    const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
+    const size = data.byteLength;
     if (size > this.server.opts.maxFrameBytes) {
       this.sendError(
         new IspyError('ISPY_ERR_FRAME_TOO_LARGE', `frame of ${size} bytes exceeds the limit of ${this.server.opts.maxFrameBytes} bytes (limits.maxFrameBytes)`),
@@ -237,7 +211,7 @@ class Connection implements AdmittedConnection {
       this.sendError(new IspyError('ISPY_ERR_BAD_FRAME', 'binary frames are only sent by the agent; send JSON text frames'));
       return;
     }
-    const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as Buffer).toString('utf8');
+    const text = data.toString('utf8');
     let msg;
     try {
       msg = parseClientMessage(text);
@@ -310,7 +284,9 @@ class Connection implements AdmittedConnection {
     }
     const controller = new AbortController();
     this.calls.set(msg.id, controller);
-    const started = performance.now();
+    // Date.now(), not performance.now(): the global `performance` loads Node's perf_hooks
+    // internals in this thread on first use, a cost of a first visit for a rounded ms.
+    const started = Date.now();
     const id = msg.id;
     const audit = this.server.opts.audit;
     const audited: AuditedCall = { client: this.identity, call: `${this.id}.${id}`, plugin: msg.plugin, command: msg.command, args: msg.args, changes: false };
@@ -352,7 +328,7 @@ class Connection implements AdmittedConnection {
       .then((errorCode) => {
         this.calls.delete(id);
         this.lastActive = Date.now();
-        if (audit) auditEnd(audit, audited, { ...(errorCode ? { error: errorCode } : {}), ms: Math.round(performance.now() - started) });
+        if (audit) auditEnd(audit, audited, { ...(errorCode ? { error: errorCode } : {}), ms: Date.now() - started });
       });
   }
 

@@ -297,9 +297,12 @@ export class Client extends EventEmitter {
   }
 }
 
-/** Who runs this client, for the agent's audit log: user, host and pid, as far as they can be read. */
+let me: Pick<HelloMessage, 'user' | 'host' | 'pid'> | undefined;
+
+/** Who runs this client, for the agent's audit log: user, host and pid, as far as they can be read (once: `ispy run` says hello to hundreds of agents). */
 function whoAmI(): Pick<HelloMessage, 'user' | 'host' | 'pid'> {
-  const me: Pick<HelloMessage, 'user' | 'host' | 'pid'> = { host: os.hostname().slice(0, MAX_HELLO_TEXT), pid: process.pid };
+  if (me) return me;
+  me = { host: os.hostname().slice(0, MAX_HELLO_TEXT), pid: process.pid };
   try {
     me.user = os.userInfo().username.slice(0, MAX_HELLO_TEXT);
   } catch {
