@@ -110,24 +110,29 @@ describe('worker heap compaction', () => {
 
   it('the agent compacts once idle, not after a visit that left little, again after one that left megabytes; the app still exits on its own', async () => {
     const dir = tempDir();
-    // Ends after the compactions had their chance: ~1 s after start, ~1 s after each visit.
-    const script = writeFile(dir, 'idle.cjs', "setTimeout(() => console.log('done'), 7000);\n");
+    // Lives until the test says it may end (a file appears), however slowly the steps go.
+    const script = writeFile(
+      dir,
+      'idle.cjs',
+      "const fs = require('node:fs');\nconst t = setInterval(() => { if (fs.existsSync(__dirname + '/stop')) { clearInterval(t); console.log('done'); } }, 50);\n",
+    );
     const app = await startApp({ script, dir, waitForSocket: true, env: { ISPY_VERBOSE: '1' }, config: { plugins: [require.resolve('./fixtures/plugins/misc.cjs')] } });
     const compactions = () => app.stderr().match(/agent worker heap compacted: [\d.]+ → [\d.]+ MiB/g)?.length ?? 0;
     const skipped = () => app.stderr().match(/agent worker heap not compacted: it grew/g)?.length ?? 0;
-    await waitFor(() => compactions() === 1, 5000, 'the compaction once the agent is idle');
+    await waitFor(() => compactions() === 1, 30_000, 'the compaction once the agent is idle');
     // A first visit, like a routine one, leaves too little behind to be worth a full collection.
     const c = await connect(app.socket);
     await c.call('process', 'stack');
     await c.close();
-    await waitFor(() => skipped() === 1, 5000, 'the idle wait after the first visit');
+    await waitFor(() => skipped() === 1, 30_000, 'the idle wait after the first visit');
     expect(compactions()).toBe(1);
     // A visit that leaves megabytes of strings in the worker's heap gets them compacted away.
     const big = await connect(app.socket);
     await big.call('misc', 'echo', { text: 'x'.repeat(400_000), times: 10 });
     await big.close();
-    await waitFor(() => compactions() === 2, 5000, 'the compaction after the last client left');
-    const exit = await Promise.race([app.exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
+    await waitFor(() => compactions() === 2, 30_000, 'the compaction after the last client left');
+    writeFile(dir, 'stop', '');
+    const exit = await Promise.race([app.exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
     expect(exit).toEqual({ code: 0, signal: null });
     expect(app.stdout()).toBe('done\n');
   });
