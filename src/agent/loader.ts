@@ -28,9 +28,13 @@ import vm from 'node:vm';
 /**
  * Node's CommonJS Module class, taken from this module's own object: `node:module` itself
  * would load Node's ES module loader and source-map support into the app before its first
- * line (test/preload-footprint.test.ts).
+ * line (test/preload-footprint.test.ts). A test runner that runs this file in a module
+ * system of its own gives it another `module`: then node:module it is.
  */
-export const NodeModule = module.constructor as typeof NodeModuleClass;
+export const NodeModule: typeof NodeModuleClass =
+  typeof (module.constructor as Partial<typeof NodeModuleClass>).createRequire === 'function'
+    ? (module.constructor as typeof NodeModuleClass)
+    : (require('node:module') as typeof NodeModuleClass);
 const Module = NodeModule;
 type Module = NodeModuleClass;
 
