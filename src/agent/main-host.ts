@@ -27,11 +27,13 @@ export const BUILTIN_PLUGINS = ['process', 'requests', 'profile', 'heap', 'trace
  * observer that starts a tick later anyway, a global for the worker to call, nothing at
  * all): the agent loads them after the app's first line, which the preload then holds back
  * for less code (test/preload-footprint.test.ts keeps the list of what comes before).
+ * `trace` joins them when the config has no traces for it to wrap from the first call.
  */
 const LATE_BUILTINS: ReadonlySet<string> = new Set(['process', 'profile', 'heap', 'eval']);
 
-export function isLateBuiltin(loc: PluginLocation): boolean {
-  return loc.source === 'builtin' && loc.name !== undefined && LATE_BUILTINS.has(loc.name);
+export function isLateBuiltin(loc: PluginLocation, config: Pick<ResolvedConfig, 'traces'>): boolean {
+  if (loc.source !== 'builtin' || loc.name === undefined) return false;
+  return LATE_BUILTINS.has(loc.name) || (loc.name === 'trace' && config.traces.length === 0);
 }
 
 export function builtinLocation(name: string): string {

@@ -130,11 +130,11 @@ class Agent implements AgentHandle {
     this.host = new MainHost(runtime);
     // Only the plugins whose main-thread setup must see the app from its first line load
     // now; the other built-ins (and their modules) wait until the app has started.
-    const early = located.found.filter((l) => !isLateBuiltin(l));
+    const early = located.found.filter((l) => !isLateBuiltin(l, config));
     const loadedEarly = await this.host.load(early);
 
     // From here on the app has started (a CommonJS app has run its first synchronous part).
-    const loadedLate = await this.host.load(located.found.filter(isLateBuiltin));
+    const loadedLate = await this.host.load(located.found.filter((l) => isLateBuiltin(l, config)));
     // In the config's order, as if loaded together.
     const rank = (e: { location: string; source: string }) => located.found.findIndex((l) => l.location === e.location && l.source === e.source);
     const loaded = {
