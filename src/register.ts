@@ -3,7 +3,7 @@
 // runs on without the agent; nothing here can throw into the app.
 
 import path from 'node:path';
-import { loadOwn, usePreloadBundle } from './agent/loader';
+import { loadOwn } from './agent/loader';
 
 // The agent's modules come through its own loader (src/agent/loader.ts says why); only the
 // loader itself goes through Node's resolver, which costs more per module.
@@ -12,7 +12,6 @@ const { likelyMainThread } = own<typeof import('./agent/thread')>('thread.js');
 
 // A worker the app starts inherits the preload: it loads nothing more there.
 if (likelyMainThread() && process.env.ISPY_DISABLE !== '1') {
-  usePreloadBundle();
   const { agentLog } = own<typeof import('./agent/log')>('log.js');
   const { launch } = own<typeof import('./agent/start')>('start.js');
   launch({}, false).then(

@@ -7,15 +7,12 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { cleanup, REGISTER, startApp, tempDir } from './helpers';
 import { connect } from '../dist/src/client/index.js';
 
 afterAll(cleanup);
-
-const nodeRequire = createRequire(__filename);
 
 /** ispy's own modules (relative to dist/) the preload may load before the first line. */
 const OWN_ALLOWED = new Set([
@@ -41,8 +38,6 @@ const OWN_ALLOWED = new Set([
   // trace, only when the config has traces for it: the last test).
   'plugins/requests/index.js',
   'plugins/requests/table.js',
-  // Those modules in one file (scripts/bundle-preload.js).
-  'src/agent/preload-bundle.js',
 ]);
 
 /** Node built-ins the preload may add to those Node loads for a bare `node app.js`. */
@@ -75,11 +70,6 @@ describe('what the preload loads before the app\'s first line', () => {
     expect(bare.requests).toBe(false);
     const bareSet = new Set(bare.builtins);
     expect(withAgent.builtins.filter((m) => !bareSet.has(m) && !BUILTINS_ALLOWED.has(m))).toEqual([]);
-    // Each of them but the three the preload needs to decide comes from the one bundle file
-    // that `npm run build` writes.
-    const bundled = Object.keys(nodeRequire(path.join(path.dirname(REGISTER), 'agent', 'preload-bundle.js')) as object);
-    const fromFiles = ['src/register.js', 'src/agent/loader.js', 'src/agent/thread.js', 'src/agent/preload-bundle.js'];
-    expect(withAgent.own.filter((f) => !fromFiles.includes(f) && !bundled.includes(f))).toEqual([]);
   });
 
   it('the trace plugin too when the config has traces to wrap from the first call', () => {

@@ -65,40 +65,6 @@ function ownFile(dir: string, spec: string): string | undefined {
   return undefined;
 }
 
-type Wrapper = (...args: unknown[]) => void;
-
-/** The module's function, compiled the way Node's CommonJS loader compiles its file. */
-function compile(file: string): Wrapper {
-  const source = fs.readFileSync(file, 'utf8');
-  const script = new vm.Script(Module.wrap(source), { filename: file });
-  return script.runInThisContext() as Wrapper;
-}
-
-/** Path under DIST_ROOT → [the file's mtime when bundled, its function]. */
-let bundle: Record<string, [number, Wrapper]> | undefined;
-
-/**
- * Serves the modules of the preload path from dist/src/agent/preload-bundle.js (written by
- * scripts/bundle-preload.js at build time): one read and one compile for all of them,
- * instead of one each, while the app's first line waits. Called by the preload on the main
- * thread only. A build without the bundle loads each module from its file, and so does a
- * module whose file changed after the bundle was made (a `tsc` run on its own).
- */
-export function usePreloadBundle(): void {
-  if (bundle || path.sep !== '/') return;
-  try {
-    bundle = loadOwn<Record<string, [number, Wrapper]>>(`${DIST_ROOT}/src/agent/preload-bundle.js`);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-}
-
-function fromBundle(file: string): Wrapper | undefined {
-  const entry = bundle?.[file.slice(DIST_ROOT.length + 1)];
-  if (!entry || fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs !== entry[0]) return undefined;
-  return entry[1];
-}
-
 /**
  * Loads one of ispy's own modules (an absolute path under DIST_ROOT) and returns its
  * exports; a module already loaded, by this or by Node's require, is returned as it is.
@@ -116,7 +82,9 @@ export function loadOwn<T = unknown>(file: string): T {
     return own === undefined ? nodeRequire(spec) : loadOwn(own);
   }) as NodeJS.Require;
   try {
-    const wrapper = fromBundle(file) ?? compile(file);
+    const source = fs.readFileSync(file, 'utf8');
+    const script = new vm.Script(Module.wrap(source), { filename: file });
+    const wrapper = script.runInThisContext() as (...args: unknown[]) => void;
     wrapper.call(mod.exports, mod.exports, require, mod, file, dir);
   } catch (err) {
     // As Node does: a module that failed to load is not left half-made in the cache.
