@@ -2,15 +2,18 @@
 // modules): starts the agent beside the app. A problem is one line on stderr and the app
 // runs on without the agent; nothing here can throw into the app.
 
-import * as path from 'node:path';
+import path from 'node:path';
 import { loadOwn } from './agent/loader';
-import { agentLog } from './agent/log';
-import { likelyMainThread } from './agent/thread';
+
+// The agent's modules come through its own loader (src/agent/loader.ts says why); only the
+// loader itself goes through Node's resolver, which costs more per module.
+const own = <T>(file: string): T => loadOwn<T>(path.join(__dirname, 'agent', file));
+const { likelyMainThread } = own<typeof import('./agent/thread')>('thread.js');
 
 // A worker the app starts inherits the preload: it loads nothing more there.
 if (likelyMainThread() && process.env.ISPY_DISABLE !== '1') {
-  // The agent's modules come through its own loader (src/agent/loader.ts says why).
-  const { launch } = loadOwn<typeof import('./agent/start')>(path.join(__dirname, 'agent', 'start.js'));
+  const { agentLog } = own<typeof import('./agent/log')>('log.js');
+  const { launch } = own<typeof import('./agent/start')>('start.js');
   launch({}, false).then(
     (agent) => {
       // Failed plugins were already reported, one line each, as they failed.

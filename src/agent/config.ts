@@ -3,7 +3,7 @@
 // key and what was expected, and the agent does not start.
 
 import { existsSync, readFileSync } from 'node:fs';
-import * as path from 'node:path';
+import path from 'node:path';
 import { IspyError } from '../protocol/errors';
 import { parseDuration } from '../protocol/args';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/index';

@@ -20,10 +20,23 @@
 // option that warns in the app's stderr), so our one import() lives in esm.ts, which
 // Node loads itself; test/loader.test.ts checks no other module of ours calls import().
 
-import * as fs from 'node:fs';
-import Module from 'node:module';
-import * as path from 'node:path';
-import * as vm from 'node:vm';
+import fs from 'node:fs';
+import type NodeModuleClass from 'node:module';
+import path from 'node:path';
+import vm from 'node:vm';
+
+/**
+ * Node's CommonJS Module class, taken from this module's own object: `node:module` itself
+ * would load Node's ES module loader and source-map support into the app before its first
+ * line (test/preload-footprint.test.ts). A test runner that runs this file in a module
+ * system of its own gives it another `module`: then node:module it is.
+ */
+export const NodeModule: typeof NodeModuleClass =
+  typeof (module.constructor as Partial<typeof NodeModuleClass>).createRequire === 'function'
+    ? (module.constructor as typeof NodeModuleClass)
+    : (require('node:module') as typeof NodeModuleClass);
+const Module = NodeModule;
+type Module = NodeModuleClass;
 
 /** This package's dist/ folder (this file is dist/src/agent/loader.js). */
 export const DIST_ROOT = path.dirname(path.dirname(__dirname));

@@ -3,8 +3,7 @@
 // the worker forwards them. Nothing here may throw into the app or keep it alive.
 
 import type { MessagePort } from 'node:worker_threads';
-import { createRequire } from 'node:module';
-import * as path from 'node:path';
+import path from 'node:path';
 import { IspyError, toWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
 import { toJsonSafe } from '../protocol/index';
@@ -14,6 +13,7 @@ import type { Plugin } from '../plugin/define';
 import type { FromMain, PluginLocation, ToMain } from './rpc';
 import type { ResolvedConfig } from './config';
 import { agentLog } from './log';
+import { NodeModule } from './loader';
 import { packageRoot } from './paths';
 
 /** Loaded by the first command that runs: an idle agent never writes a file. */
@@ -21,6 +21,20 @@ const artefacts = (): typeof import('./artefacts') => require('./artefacts');
 
 /** Built-in plugins, loaded unless the config lists them under "disable". */
 export const BUILTIN_PLUGINS = ['process', 'requests', 'profile', 'heap', 'trace', 'eval'] as const;
+
+/**
+ * Built-ins whose main-thread setup instruments nothing the app does as it starts (a GC
+ * observer that starts a tick later anyway, a global for the worker to call, nothing at
+ * all): the agent loads them after the app's first line, which the preload then holds back
+ * for less code (test/preload-footprint.test.ts keeps the list of what comes before).
+ * `trace` joins them when the config has no traces for it to wrap from the first call.
+ */
+const LATE_BUILTINS: ReadonlySet<string> = new Set(['process', 'profile', 'heap', 'eval']);
+
+export function isLateBuiltin(loc: PluginLocation, config: Pick<ResolvedConfig, 'traces'>): boolean {
+  if (loc.source !== 'builtin' || loc.name === undefined) return false;
+  return LATE_BUILTINS.has(loc.name) || (loc.name === 'trace' && config.traces.length === 0);
+}
 
 export function builtinLocation(name: string): string {
   return path.join(packageRoot(), 'dist', 'plugins', name, 'index.js');
@@ -33,7 +47,7 @@ export function locatePlugins(config: ResolvedConfig): { found: PluginLocation[]
   for (const name of BUILTIN_PLUGINS) {
     if (!config.disable.includes(name)) found.push({ name, source: 'builtin', location: builtinLocation(name) });
   }
-  const req = createRequire(path.join(config.baseDir, 'ispy.config.json'));
+  const req = NodeModule.createRequire(path.join(config.baseDir, 'ispy.config.json'));
   for (const spec of config.plugins) {
     try {
       const location = spec.startsWith('.') || path.isAbsolute(spec) ? path.resolve(config.baseDir, spec) : req.resolve(spec);

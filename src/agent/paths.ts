@@ -1,7 +1,7 @@
 // Where the package's own files are, whether running from dist/ (built) or src/ (tests).
 
 import { existsSync, readFileSync } from 'node:fs';
-import * as path from 'node:path';
+import path from 'node:path';
 
 let root: string | undefined;
 

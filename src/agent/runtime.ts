@@ -3,9 +3,8 @@
 // with its context. Used by the main-thread host, the agent worker and the in-process
 // test harness alike, so a plugin behaves the same in all three.
 
-import * as dc from 'node:diagnostics_channel';
+import dc from 'node:diagnostics_channel';
 import { pathToFileURL } from 'node:url';
-import { createRequire } from 'node:module';
 import { IspyError, isIspyError } from '../protocol/errors';
 import { coerceArgs, usageLine, type ArgValues } from '../protocol/args';
 import type { CommandInfo, PluginInfo } from '../protocol/index';
@@ -28,9 +27,11 @@ import {
   type Thread,
 } from '../plugin/define';
 import { agentLog, agentLogThrottled } from './log';
-import { isOwnModule, loadOwn } from './loader';
-import { importModule } from './esm';
+import { isOwnModule, loadOwn, NodeModule } from './loader';
 import type { Interceptor, WrapHandle } from '../plugin/wrap';
+
+/** Node loads esm.js itself (it says why): only when a plugin is an ES module, never at start for the built-ins. */
+const esm = (): typeof import('./esm') => require('./esm');
 
 type Undo = () => void | Promise<void>;
 
@@ -171,7 +172,7 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string, code: 'I
 /** Imports a plugin module (ESM or CJS) by absolute path or file URL and checks its declaration. */
 export async function importPlugin(location: string): Promise<Plugin> {
   const url = location.startsWith('file:') ? location : pathToFileURL(location).href;
-  return pluginFrom((await importModule(url)) as Record<string, unknown>, location);
+  return pluginFrom((await esm().importModule(url)) as Record<string, unknown>, location);
 }
 
 /**
@@ -183,7 +184,7 @@ export function requirePlugin(location: string): Plugin | undefined {
   let mod: unknown;
   try {
     // The built-in plugins are ispy's own modules: loaded like the rest of the agent.
-    mod = isOwnModule(location) ? loadOwn(location) : createRequire(__filename)(location);
+    mod = isOwnModule(location) ? loadOwn(location) : NodeModule.createRequire(__filename)(location);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ERR_REQUIRE_ESM') return undefined;
     throw err;

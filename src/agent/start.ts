@@ -5,12 +5,12 @@
 
 import type { Worker } from 'node:worker_threads';
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
+import path from 'node:path';
 import { IspyError, fromWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
 import { DEFAULT_AUDIT_NAME, loadConfig, type AgentOptions } from './config';
-import { MainHost, locatePlugins } from './main-host';
-import { HeartbeatWriter } from './heartbeat';
+import { MainHost, isLateBuiltin, locatePlugins } from './main-host';
+import type { HeartbeatWriter } from './heartbeat';
 import { defaultSocketDir } from '../protocol/socket-path';
 import type { BoundSocket } from './socket';
 import type { RuntimeOptions } from './runtime';
@@ -24,6 +24,7 @@ import { likelyMainThread } from './thread';
 // before it, and these (node:net among them) add milliseconds to every start.
 const sockets = (): typeof import('./socket') => require('./socket');
 const dirs = (): typeof import('./dirs') => require('./dirs');
+const heartbeats = (): typeof import('./heartbeat') => require('./heartbeat');
 // node:worker_threads loads node:stream: kept off the first line too (src/agent/thread.ts).
 const workerThreads = (): typeof import('node:worker_threads') => require('node:worker_threads');
 
@@ -64,7 +65,8 @@ class Agent implements AgentHandle {
   failedPlugins: FailedPlugin[] = [];
   private worker: Worker | undefined;
   private host: MainHost | undefined;
-  private readonly heartbeat = new HeartbeatWriter();
+  /** Made with the worker, after the app's first line. */
+  private heartbeat: HeartbeatWriter | undefined;
   private bound: BoundSocket | undefined;
   private stopping: Promise<void> | undefined;
   private workerGone: Promise<void> = Promise.resolve();
@@ -91,13 +93,13 @@ class Agent implements AgentHandle {
    * that, at most EXIT_SESSION_WAIT_MS (the exit is held only when a session is open).
    */
   private releaseMainSession(): void {
-    if (!this.worker || !this.heartbeat.sessionOpen()) return;
+    if (!this.worker || !this.heartbeat?.sessionOpen()) return;
     try {
       this.worker.postMessage({ t: 'exit' } satisfies WorkerControl);
     } catch {
       return;
     }
-    this.heartbeat.waitSessionClosed(EXIT_SESSION_WAIT_MS);
+    this.heartbeat?.waitSessionClosed(EXIT_SESSION_WAIT_MS);
   }
 
   async start(options: AgentOptions): Promise<void> {
@@ -126,10 +128,21 @@ class Agent implements AgentHandle {
     // Said once here, as a plugin that fails its setup is: a missing module is as silent otherwise.
     for (const f of located.failed) agentLog(`plugin ${f.name} not loaded: ${f.error.message}`);
     this.host = new MainHost(runtime);
-    const loaded = await this.host.load(located.found);
-    const failedOnMain = [...located.failed, ...loaded.failed];
+    // Only the plugins whose main-thread setup must see the app from its first line load
+    // now; the other built-ins (and their modules) wait until the app has started.
+    const early = located.found.filter((l) => !isLateBuiltin(l, config));
+    const loadedEarly = await this.host.load(early);
 
     // From here on the app has started (a CommonJS app has run its first synchronous part).
+    const loadedLate = await this.host.load(located.found.filter((l) => isLateBuiltin(l, config)));
+    // In the config's order, as if loaded together.
+    const rank = (e: { location: string; source: string }) => located.found.findIndex((l) => l.location === e.location && l.source === e.source);
+    const loaded = {
+      ok: [...loadedEarly.ok, ...loadedLate.ok].sort((a, b) => rank(a) - rank(b)),
+      failed: [...loadedEarly.failed, ...loadedLate.failed],
+    };
+    const failedOnMain = [...located.failed, ...loaded.failed];
+
     const { MessageChannel, Worker, isMainThread } = workerThreads();
     try {
       if (!isMainThread) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'startAgent() must be called on the main thread');
@@ -148,7 +161,8 @@ class Agent implements AgentHandle {
       throw err;
     }
 
-    this.heartbeat.start();
+    const heartbeat = (this.heartbeat = new (heartbeats().HeartbeatWriter)());
+    heartbeat.start();
     const channel = new MessageChannel();
     this.host.attach(channel.port1);
     const data: AgentWorkerData = {
@@ -157,7 +171,7 @@ class Agent implements AgentHandle {
       socketPath: this.socket,
       plugins: loaded.ok,
       failedPlugins: failedOnMain,
-      heartbeat: this.heartbeat.buffer,
+      heartbeat: heartbeat.buffer,
       port: channel.port2,
       ispyVersion: ispyVersion(),
       startedAt: runtime.app.agentStartedAt,
@@ -259,7 +273,7 @@ class Agent implements AgentHandle {
     }
     this.worker = undefined;
     await this.host?.stop();
-    this.heartbeat.stop();
+    this.heartbeat?.stop();
     this.removeSocketNow();
     this.unhookProcess();
     const g = globalThis as Record<symbol, unknown>;

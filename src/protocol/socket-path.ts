@@ -1,8 +1,8 @@
 // Where agents' sockets live and how they are named: what the agent (which creates them) and
 // the client (`ispy ps`, globs, `ispy attach`) must agree on.
 
-import * as os from 'node:os';
-import * as path from 'node:path';
+import os from 'node:os';
+import path from 'node:path';
 
 /** sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, the terminating NUL included. */
 export const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
