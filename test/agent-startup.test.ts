@@ -170,7 +170,7 @@ describe('plugin loading', () => {
     const app = await startApp({
       script: 'http-app.cjs',
       config: {
-        plugins: [path.join(FIXTURES, 'plugins/faulty-setup.cjs'), path.join(FIXTURES, 'plugins/hanging-setup.cjs'), path.join(FIXTURES, 'plugins/hanging-worker-setup.cjs'), path.join(FIXTURES, 'plugins/bad-name.cjs'), './no-such-plugin.js', 'no-such-package', path.join(FIXTURES, 'plugins/misc.cjs')],
+        plugins: [path.join(FIXTURES, 'plugins/named-process.cjs'), path.join(FIXTURES, 'plugins/faulty-setup.cjs'), path.join(FIXTURES, 'plugins/hanging-setup.cjs'), path.join(FIXTURES, 'plugins/hanging-worker-setup.cjs'), path.join(FIXTURES, 'plugins/bad-name.cjs'), './no-such-plugin.js', 'no-such-package', path.join(FIXTURES, 'plugins/misc.cjs')],
         limits: { setupTimeout: '300ms' },
       },
     });
@@ -182,6 +182,9 @@ describe('plugin loading', () => {
     expect(failed['./no-such-plugin.js']).toMatchObject({ message: expect.stringMatching(/cannot find plugin module/) });
     expect(failed['no-such-package']).toMatchObject({ message: expect.stringMatching(/cannot find plugin module "no-such-package"/) });
     expect(c.plugins.map((p) => p.name).sort()).toEqual(['eval', 'heap', 'misc', 'process', 'profile', 'requests', 'trace']);
+    // The built-in keeps its name, though it loads after the app's first line and the impostor before.
+    expect(c.welcome.failedPlugins.find((f) => f.error.message.includes('"process" is already loaded (from builtin)'))).toBeDefined();
+    expect(await c.call('process', 'info')).toMatchObject({ pid: app.pid });
     await expect(c.call('faulty', 'ping')).rejects.toMatchObject({ code: 'ISPY_ERR_UNKNOWN_PLUGIN', message: expect.stringMatching(/failed to load: .*database handle missing/) });
     expect(await c.call('misc', 'echo', { text: 'ok' })).toMatchObject({ text: 'ok' });
     expect(app.stderr()).toMatch(/plugin faulty not loaded/);

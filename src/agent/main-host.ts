@@ -66,6 +66,13 @@ export function locatePlugins(config: ResolvedConfig): { found: PluginLocation[]
 export class MainHost {
   readonly loaded = new Map<string, LoadedPlugin>();
   private readonly starting = new Map<string, string>();
+  /** Built-ins that load after the app's first line: their names are theirs from the start. */
+  private readonly reserved = new Set<string>();
+
+  /** Holds these built-ins' names, so a plugin loaded before them cannot take one. */
+  reserve(builtins: readonly string[]): void {
+    for (const name of builtins) this.reserved.add(name);
+  }
   private readonly calls = new Map<number, AbortController>();
   private readonly clients = new ClientListeners();
   private port: MessagePort | undefined;
@@ -115,9 +122,11 @@ export class MainHost {
 
   private begin(plugin: Plugin, loc: PluginLocation, name: { value: string }): LoadedPlugin | Promise<LoadedPlugin> {
     name.value = plugin.name;
-    if (this.loaded.has(plugin.name) || this.starting.has(plugin.name)) {
-      throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `a plugin named "${plugin.name}" is already loaded (from ${this.loaded.get(plugin.name)?.source ?? this.starting.get(plugin.name)})`);
+    if (this.loaded.has(plugin.name) || this.starting.has(plugin.name) || (this.reserved.has(plugin.name) && loc.source !== 'builtin')) {
+      const from = this.loaded.get(plugin.name)?.source ?? this.starting.get(plugin.name) ?? 'builtin';
+      throw new IspyError('ISPY_ERR_PLUGIN_LOAD', `a plugin named "${plugin.name}" is already loaded (from ${from})`);
     }
+    if (loc.source === 'builtin') this.reserved.delete(plugin.name);
     this.starting.set(plugin.name, loc.source);
     const result = setupPluginNow(plugin, loc.source, this.opts);
     // Visible to the main thread's commands at once, even before the worker is up.

@@ -131,6 +131,8 @@ class Agent implements AgentHandle {
     // Only the plugins whose main-thread setup must see the app from its first line load
     // now; the other built-ins (and their modules) wait until the app has started.
     const early = located.found.filter((l) => !isLateBuiltin(l, config));
+    // A plugin of the config named like a late built-in is the duplicate, as if all loaded at once.
+    this.host.reserve(located.found.filter((l) => isLateBuiltin(l, config)).map((l) => l.name!));
     const loadedEarly = await this.host.load(early);
 
     // From here on the app has started (a CommonJS app has run its first synchronous part).
