@@ -269,6 +269,41 @@ describe('requests in a raw http app', () => {
   });
 });
 
+describe('requests track under load', () => {
+  let app: App;
+  let client: Client;
+
+  beforeAll(async () => {
+    app = await startApp({ script: APP_FILE, config: { pluginOptions: { requests: { trackStacksPerSecond: 2 } } } });
+    client = await connect(app.socket);
+  });
+
+  afterAll(async () => {
+    await client?.close();
+    await app?.kill();
+  });
+
+  it('captures the frames of a bounded number of waits a second, and lists the rest without', async () => {
+    const armed = (await client.call('requests', 'track', { duration: '20s', hooks: true })) as any;
+    expect(armed.note).toMatch(/frames are captured for at most 2 waits a second/);
+    const port = await app.port();
+    // A burst, well within a second on any machine: at most 2 stacks a second for 8 timers.
+    const fired = Array.from({ length: 8 }, () => fire(port, '/timer?ms=20000'));
+    await waitFor(async () => (await rows(client)).total === 8, 10_000, 'eight requests');
+    const waits = await Promise.all((await rows(client)).requests.map(async (r) => ((await client.call('requests', 'show', { id: r.id })) as any).waitingOn));
+    const timers = waits.map((w) => w.find((x: any) => x.type === 'Timeout'));
+    expect(timers.every((t) => t?.detail === 'timer of 20000 ms')).toBe(true);
+    const captured = timers.filter((t) => Array.isArray(t.createdAt));
+    expect(captured.length).toBeGreaterThanOrEqual(1);
+    expect(captured.length).toBeLessThan(8);
+    expect(captured.every((t) => t.createdAt.some((f: any) => f.function === 'waitOnTimer'))).toBe(true);
+    expect(timers.filter((t) => !Array.isArray(t.createdAt)).every((t) => t.createdAt === 'not captured (over 2 stacks a second)')).toBe(true);
+    fired.forEach((f) => f.abort());
+    await Promise.all(fired.map((f) => f.done));
+    await client.call('requests', 'track', { off: true });
+  });
+});
+
 describe('requests in an Express app', () => {
   it('names the matched route and streams finished requests with watch', async () => {
     const app = await startApp({ script: 'express-app.cjs' });

@@ -27,6 +27,8 @@ let table: RequestTable | undefined;
 
 interface PluginOptions {
   history?: number;
+  /** Stack captures a second for the waits `requests track` records (default 100). */
+  trackStacksPerSecond?: number;
 }
 
 async function readTable(ctx: CommandContext, call: string): Promise<{ value: unknown; mainThread?: Record<string, unknown> }> {
@@ -177,7 +179,9 @@ export default definePlugin({
         // Loaded on first use (with async_hooks): most apps are never tracked.
         const { Tracker, contextFramesCarryStores, CAPTURES_PER_SECOND } = require('./tracker') as typeof import('./tracker');
         const mode = !args.hooks && contextFramesCarryStores() ? 'context' : 'hooks';
-        const tracker = new Tracker(args.duration, () => t.inFlight(), mode);
+        const perSecond = (ctx.options as PluginOptions | undefined)?.trackStacksPerSecond;
+        const stacks = typeof perSecond === 'number' && perSecond >= 0 ? Math.floor(perSecond) : CAPTURES_PER_SECOND;
+        const tracker = new Tracker(args.duration, () => t.inFlight(), mode, stacks);
         tracker.arm();
         t.tracker = tracker;
         const timer = ctx.setTimeout(() => {
@@ -194,7 +198,7 @@ export default definePlugin({
             mode === 'context'
               ? 'sockets each request opens (http, fetch, net); not timers, file system calls or DNS lookups: add --hooks for those (costlier)'
               : 'timers, sockets, connects, file system calls and DNS lookups of each request',
-          note: `requests that start from now on are attributed in full; those already in flight are listed with no waits; frames are captured for at most ${CAPTURES_PER_SECOND} waits a second`,
+          note: `requests that start from now on are attributed in full; those already in flight are listed with no waits; frames are captured for at most ${stacks} waits a second`,
         };
       },
     }),

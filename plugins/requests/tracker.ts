@@ -59,6 +59,7 @@ interface PendingOp {
 const MAX_OPS_PER_REQUEST = 200;
 /** App frames sit within the first dozen frames of an init hook or a channel listener. */
 const STACK_DEPTH = 16;
+/** Stack captures a second while armed, unless pluginOptions.requests.trackStacksPerSecond says otherwise. */
 export const CAPTURES_PER_SECOND = 100;
 
 /** The async resource types recorded in 'hooks' mode: what a request can wait on. */
@@ -200,6 +201,7 @@ export class Tracker {
     durationMs: number,
     private readonly inFlight: () => Iterable<LiveRequest>,
     readonly mode: TrackMode,
+    readonly capturesPerSecond = CAPTURES_PER_SECOND,
   ) {
     this.until = performance.now() + durationMs;
     // Requests already in flight get a record (so `show` says they wait on nothing known),
@@ -262,7 +264,7 @@ export class Tracker {
     let trace: { stack?: string } | undefined;
     if (now >= this.captureWindowEnd) {
       this.captureWindowEnd = now + 1000;
-      this.captures = CAPTURES_PER_SECOND;
+      this.captures = this.capturesPerSecond;
     }
     if (this.captures > 0) {
       this.captures--;
@@ -342,7 +344,7 @@ export class Tracker {
     return ops
       .filter(pendingNow)
       .map((op) => {
-        const createdAt = op.trace ? appFrames(op.trace.stack) : `not captured (over ${CAPTURES_PER_SECOND} stacks a second)`;
+        const createdAt = op.trace ? appFrames(op.trace.stack) : `not captured (over ${this.capturesPerSecond} stacks a second)`;
         const row: { type: string; detail?: string; ageMs: number; createdAt: Frame[] | string } = { type: op.type, ageMs: Math.round((now - op.created) * 10) / 10, createdAt };
         const detail = describe(op);
         if (detail) row.detail = detail;
