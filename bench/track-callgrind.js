@@ -86,7 +86,7 @@ async function measure({ node, framework, variant, n, c, delay, warmup }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'trk-cg-'));
   const socket = path.join(dir, 'a.sock');
   const agent = variant !== 'bare';
-  if (agent) fs.writeFileSync(path.join(dir, 'ispy.config.json'), JSON.stringify({ outputDir: dir, limits: { trackMaxDuration: '30m' } }));
+  if (agent) fs.writeFileSync(path.join(dir, 'ispy.config.json'), JSON.stringify({ outputDir: dir, limits: { trackMaxDuration: '30m', setupTimeout: '300s', mainThreadTimeout: '60s', inspectorTimeout: '60s' } }));
   const out = path.join(dir, 'cg.out');
   const env = { ...process.env, BENCH_FRAMEWORK: framework, BENCH_DELAY_MS: String(delay), ISPY_SOCKET: socket };
   delete env.NODE_OPTIONS;
@@ -98,7 +98,7 @@ async function measure({ node, framework, variant, n, c, delay, warmup }) {
   try {
     const port = Number((await waitFor(() => /PORT (\d+)/.exec(stdout), 240_000, `${framework} to listen: ${stderr.slice(-500)}`))[1]);
     if (agent) {
-      await waitFor(() => fs.existsSync(socket), 240_000, 'the agent socket');
+      await waitFor(() => fs.existsSync(socket), 240_000, `the agent socket: ${stderr.slice(-300)}`);
       if (variant === 'armed') {
         const { connect } = require(path.join(ROOT, 'dist', 'src', 'client', 'index.js'));
         // The agent's worker is slow under valgrind: its handshake may time out; try again.
