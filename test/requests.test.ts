@@ -53,7 +53,7 @@ function fire(port: number, pathname: string): { done: Promise<string>; abort():
 /** Where AsyncLocalStorage runs on AsyncContextFrame (the same probe the plugin makes; the app runs on this same node). */
 const CONTEXT_LINE = contextFramesCarryStores();
 
-type Hooks = { promiseTracking: boolean; destroyHooks: number | null; netSocketListened: boolean };
+type Hooks = { promiseTracking: boolean; destroyHooks: number | null; beforeHooks: number | null; netSocketListened: boolean };
 
 type Row = { id: number; url: string; ageMs: number; route?: string; outbound?: number; executing?: boolean; waitingOn?: number };
 
@@ -146,6 +146,8 @@ describe('requests in a raw http app', () => {
     // No destroy hook: with one, Node follows every promise to its collection (where the
     // count is exposed; null on Node 24+).
     if (hooks.destroyHooks !== null) expect(hooks.destroyHooks).toBe(0);
+    // The `before` hook (which ends file reads, lookups, connects) is on only once one is recorded.
+    if (hooks.beforeHooks !== null) expect(hooks.beforeHooks).toBe(0);
 
     const timer = fire(port, '/timer?ms=3000');
     const outbound = fire(port, '/outbound');
@@ -187,9 +189,11 @@ describe('requests in a raw http app', () => {
     await Promise.all([timer.done, outbound.done, fetched.done]);
     await waitFor(async () => (await rows(client)).total === 0, 5000, 'the table to empty');
 
+    if (hooks.beforeHooks !== null) expect((JSON.parse((await app.get('/hooks')).body) as Hooks).beforeHooks).toBe(1);
+
     // Disarm: no hook left behind.
     expect(await client.call('requests', 'track', { off: true })).toEqual({ tracking: 'off', wasArmed: true });
-    expect(JSON.parse((await app.get('/hooks')).body).promiseTracking).toBe(false);
+    expect(JSON.parse((await app.get('/hooks')).body)).toMatchObject({ promiseTracking: false, ...(hooks.destroyHooks === null ? {} : { destroyHooks: 0, beforeHooks: 0 }) });
     expect((await rows(client)).tracking).toMatch(/^off/);
   });
 

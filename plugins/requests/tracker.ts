@@ -17,7 +17,7 @@
 //   the largest part of what the hook cost): whether a recorded operation is still pending
 //   is read when `show` asks (a timer's _destroyed, a socket's handle still its own), and
 //   one-shot requests (fs, DNS, connect) are marked done by a `before` hook when their
-//   callback runs.
+//   callback runs (enabled on the first one recorded).
 //
 // Both: a stack is captured for a recorded wait at most CAPTURES_PER_SECOND times a second
 // (a capture costs 6-30 us here; at 10,000 requests a second, one per request was most of
@@ -184,6 +184,8 @@ function describe(op: PendingOp): string | undefined {
 
 export class Tracker {
   private hook: AsyncHook | undefined;
+  private beforeHook: AsyncHook | undefined;
+  private beforeOn = false;
   private als: AsyncLocalStorage<Owner> | undefined;
   private socketListener: ((msg: unknown) => void) | undefined;
   private on = false;
@@ -233,6 +235,11 @@ export class Tracker {
           // never into the app
         }
       },
+    });
+    // Its own hook, enabled on the first one-shot request recorded: a `before` hook runs on
+    // every callback of the process, and an app whose requests open no file, lookup or
+    // connection never needs it.
+    this.beforeHook = createHook({
       before(asyncId) {
         try {
           if (self.requests.size === 0) return;
@@ -291,6 +298,10 @@ export class Tracker {
     if (op !== undefined && kind === Kind.Request) {
       op.asyncId = asyncId;
       this.requests.set(asyncId, op);
+      if (!this.beforeOn && this.beforeHook !== undefined) {
+        this.beforeOn = true;
+        this.beforeHook.enable();
+      }
     }
   }
 
@@ -366,6 +377,9 @@ export class Tracker {
     this.on = false;
     this.hook?.disable();
     this.hook = undefined;
+    this.beforeHook?.disable();
+    this.beforeHook = undefined;
+    this.beforeOn = false;
     if (this.socketListener !== undefined) dc.unsubscribe(NET_SOCKET, this.socketListener);
     this.socketListener = undefined;
     // The store stays in the frames of pending callbacks until they run or are collected;
