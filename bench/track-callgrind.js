@@ -9,6 +9,10 @@
 //   node bench/track-callgrind.js [--node <path>] [--frameworks http,express,fastify]
 //       [--n 2000] [--c 10] [--delay 0] [--warmup 300] [--variants bare,armed]
 //
+// Variants: bare (no agent), default (the agent), armed (the agent, `requests track` armed),
+// and without the agent (apps/track-preload.js: the requests table alone): table, armed-pre
+// (armed, the mode track picks), armed-hooks (armed with --hooks).
+//
 // --delay 1000 with --c 500 holds each answer on a timer, the way the 10,000-in-flight
 // groups of frameworks.js do (fewer connections: valgrind runs the app ~50x slower).
 
@@ -85,12 +89,15 @@ function totalIr(file) {
 async function measure({ node, framework, variant, n, c, delay, warmup }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'trk-cg-'));
   const socket = path.join(dir, 'a.sock');
-  const agent = variant !== 'bare';
+  // 'table'/'armed'/'armed-hooks': the requests plugin's main-thread part alone (apps/track-preload.js).
+  const preload = variant === 'table' || variant.startsWith('armed-') || variant === 'armed-pre';
+  const agent = !preload && variant !== 'bare';
   if (agent) fs.writeFileSync(path.join(dir, 'ispy.config.json'), JSON.stringify({ outputDir: dir, limits: { trackMaxDuration: '30m', setupTimeout: '300s', mainThreadTimeout: '60s', inspectorTimeout: '60s' } }));
   const out = path.join(dir, 'cg.out');
   const env = { ...process.env, BENCH_FRAMEWORK: framework, BENCH_DELAY_MS: String(delay), ISPY_SOCKET: socket };
+  if (preload && variant !== 'table') env.TRACK_ARM = variant === 'armed-hooks' ? 'hooks' : '1';
   delete env.NODE_OPTIONS;
-  const child = spawn('valgrind', ['--tool=callgrind', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, node, ...(agent ? ['-r', REGISTER] : []), APP], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('valgrind', ['--tool=callgrind', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, node, ...(agent ? ['-r', REGISTER] : preload ? ['-r', path.join(__dirname, 'apps', 'track-preload.js')] : []), APP], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
