@@ -3,7 +3,8 @@
 // table fed by the same channels, and with TRACK_ARM set, `requests track` armed for good),
 // without the rest of the agent. Under valgrind the agent's worker start is slow and now
 // and then never completes on a busy machine; this measures what arming adds per request.
-// TRACK_ARM: `1` for the mode `requests track` picks, `hooks` for --hooks.
+// TRACK_ARM: `1` for the mode `requests track` picks, `hooks` for --hooks; TRACK_STACKS:
+// stack captures a second (the tracker's default when unset).
 const path = require('node:path');
 const dc = require('node:diagnostics_channel');
 const ROOT = process.env.TRACK_ROOT ?? path.join(__dirname, '..', '..');
@@ -24,7 +25,9 @@ if (arm) {
   let tracker;
   if (contextFramesCarryStores) {
     const mode = arm !== 'hooks' && contextFramesCarryStores() ? 'context' : 'hooks';
-    tracker = new Tracker(1e9, () => t.inFlight(), mode);
+    // TRACK_STACKS: stack captures a second (pluginOptions.requests.trackStacksPerSecond).
+    const stacks = process.env.TRACK_STACKS === undefined ? undefined : Number(process.env.TRACK_STACKS);
+    tracker = new Tracker(1e9, () => t.inFlight(), mode, stacks);
   } else {
     tracker = new Tracker(1e9, t.inFlight()); // the tracker before AsyncContextFrame
   }
