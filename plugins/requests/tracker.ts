@@ -63,20 +63,22 @@ const STACK_DEPTH = 16;
 export const CAPTURES_PER_SECOND = 100;
 
 /** The async resource types recorded in 'hooks' mode: what a request can wait on. */
-const RECORDED: Record<string, Kind> = {
-  Timeout: Kind.Timer,
-  TCPWRAP: Kind.Handle,
-  PIPEWRAP: Kind.Handle,
-  UDPWRAP: Kind.Handle,
-  PROCESSWRAP: Kind.Handle,
-  TCPCONNECTWRAP: Kind.Request,
-  PIPECONNECTWRAP: Kind.Request,
-  GETADDRINFOREQWRAP: Kind.Request,
-  GETNAMEINFOREQWRAP: Kind.Request,
-  QUERYWRAP: Kind.Request,
-  FSREQCALLBACK: Kind.Request,
-  FSREQPROMISE: Kind.Request,
-};
+// A Map, not an object: most types looked up are absent (PROMISE, TickObject), and a keyed
+// load of an absent property is a slow path on Node 20's V8.
+const RECORDED = new Map<string, Kind>([
+  ['Timeout', Kind.Timer],
+  ['TCPWRAP', Kind.Handle],
+  ['PIPEWRAP', Kind.Handle],
+  ['UDPWRAP', Kind.Handle],
+  ['PROCESSWRAP', Kind.Handle],
+  ['TCPCONNECTWRAP', Kind.Request],
+  ['PIPECONNECTWRAP', Kind.Request],
+  ['GETADDRINFOREQWRAP', Kind.Request],
+  ['GETNAMEINFOREQWRAP', Kind.Request],
+  ['QUERYWRAP', Kind.Request],
+  ['FSREQCALLBACK', Kind.Request],
+  ['FSREQPROMISE', Kind.Request],
+]);
 
 const NET_SOCKET = 'net.client.socket';
 
@@ -292,7 +294,7 @@ export class Tracker {
     const owner = (executionAsyncResource() as Resource)[OWNER];
     if (owner === undefined || !owner.open || owner.tracker !== this) return;
     resource[OWNER] = owner;
-    const kind = RECORDED[type];
+    const kind = RECORDED.get(type);
     if (kind === undefined) return;
     const op = this.record(owner, type, kind, resource);
     if (op !== undefined && kind === Kind.Request) {
