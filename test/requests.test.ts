@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { openSync, closeSync, writeSync } from 'node:fs';
 import { cleanup, startApp, tempDir, waitFor, FIXTURES, type App } from './helpers';
 import { connect, type Client } from '../dist/src/client/index.js';
+import { contextFramesCarryStores } from '../dist/plugins/requests/tracker.js';
 
 afterAll(cleanup);
 
@@ -48,6 +49,11 @@ function fire(port: number, pathname: string): { done: Promise<string>; abort():
   });
   return { done, abort: () => req.destroy() };
 }
+
+/** Where AsyncLocalStorage runs on AsyncContextFrame (the same probe the plugin makes; the app runs on this same node). */
+const CONTEXT_LINE = contextFramesCarryStores();
+
+type Hooks = { promiseTracking: boolean; destroyHooks: number | null; beforeHooks: number | null; netSocketListened: boolean };
 
 type Row = { id: number; url: string; ageMs: number; route?: string; outbound?: number; executing?: boolean; waitingOn?: number };
 
@@ -136,10 +142,16 @@ describe('requests in a raw http app', () => {
     await waitFor(async () => (await rows(client)).total === 0, 10_000, 'the abandoned request to leave the table');
   });
 
-  it('with tracking armed, show names the timer, the outbound call and the file read with app frames, and the fetch\'s socket', async () => {
-    const armed = (await client.call('requests', 'track', { duration: '20s' })) as any;
-    expect(armed.tracking).toBe('armed');
-    expect(JSON.parse((await app.get('/hooks')).body).promiseTracking).toBe(true);
+  it('with tracking armed on async_hooks, show names the timer, the outbound call and the file read with app frames, and the fetch\'s socket, with no destroy hook', async () => {
+    const armed = (await client.call('requests', 'track', { duration: '20s', hooks: true })) as any;
+    expect(armed).toMatchObject({ tracking: 'armed', mode: 'hooks', records: expect.stringMatching(/timers.*file system calls.*DNS/) });
+    const hooks = JSON.parse((await app.get('/hooks')).body) as Hooks;
+    expect(hooks.promiseTracking).toBe(true);
+    // No destroy hook: with one, Node follows every promise to its collection (where the
+    // count is exposed; null on Node 24+).
+    if (hooks.destroyHooks !== null) expect(hooks.destroyHooks).toBe(0);
+    // The `before` hook (which ends file reads, lookups, connects) is on only once one is recorded.
+    if (hooks.beforeHooks !== null) expect(hooks.beforeHooks).toBe(0);
 
     const timer = fire(port, '/timer?ms=3000');
     const outbound = fire(port, '/outbound');
@@ -181,17 +193,63 @@ describe('requests in a raw http app', () => {
     await Promise.all([timer.done, outbound.done, fetched.done]);
     await waitFor(async () => (await rows(client)).total === 0, 5000, 'the table to empty');
 
+    if (hooks.beforeHooks !== null) expect((JSON.parse((await app.get('/hooks')).body) as Hooks).beforeHooks).toBe(1);
+
     // Disarm: no hook left behind.
     expect(await client.call('requests', 'track', { off: true })).toEqual({ tracking: 'off', wasArmed: true });
-    expect(JSON.parse((await app.get('/hooks')).body).promiseTracking).toBe(false);
+    expect(JSON.parse((await app.get('/hooks')).body)).toMatchObject({ promiseTracking: false, ...(hooks.destroyHooks === null ? {} : { destroyHooks: 0, beforeHooks: 0 }) });
     expect((await rows(client)).tracking).toMatch(/^off/);
   });
 
+  it.skipIf(!CONTEXT_LINE)('by default where AsyncLocalStorage runs on AsyncContextFrame: no async hook, the sockets each request opens with app frames, and nothing left when off (needs AsyncLocalStorage on AsyncContextFrame, Node 24+)', async () => {
+    const armed = (await client.call('requests', 'track', { duration: '20s' })) as any;
+    expect(armed).toMatchObject({ tracking: 'armed', mode: 'context', records: expect.stringMatching(/not timers, file system calls or DNS lookups: add --hooks/) });
+    expect(JSON.parse((await app.get('/hooks')).body)).toMatchObject({ promiseTracking: false, netSocketListened: true });
+
+    // A backend of its own: the app's pools hold no connection to it, so each call opens one.
+    const fresh = await slowBackend();
+    const to = `?to=${encodeURIComponent(fresh.url)}`;
+    const timer = fire(port, '/timer?ms=3000');
+    const outbound = fire(port, `/outbound${to}`);
+    const fetched = fire(port, `/fetch${to}`);
+    await waitFor(() => fresh.held.length === 2, 5000, 'both backend calls');
+    await waitFor(async () => (await rows(client)).total === 3, 5000, 'three requests');
+    const list = await rows(client);
+    const byUrl = Object.fromEntries(list.requests.map((r) => [r.url, r]));
+    const show = async (url: string) => (await client.call('requests', 'show', { id: byUrl[url]!.id })) as any;
+
+    // The http call's socket is opened on the handler's own path: its frames are the app's.
+    const o = await show(`/outbound${to}`);
+    expect(o.outbound).toEqual([expect.objectContaining({ kind: 'http', url: `${fresh.url}/slow` })]);
+    const socket = o.waitingOn.find((w: any) => w.type === 'socket');
+    expect(socket.createdAt.some((f: any) => f.file === APP_FILE && f.function === 'callBackend')).toBe(true);
+    expect(socket.detail).toMatch(/^socket to 127\.0\.0\.1:\d+$/);
+    // fetch: undici opens the socket after awaits; the store follows it there.
+    const f = await show(`/fetch${to}`);
+    expect(f.outbound).toEqual([expect.objectContaining({ kind: 'fetch', url: `${fresh.url}/slow` })]);
+    expect(f.waitingOn).toContainEqual(expect.objectContaining({ type: 'socket' }));
+    // A timer is not seen on this path (docs/requests.md says so).
+    expect((await show('/timer?ms=3000')).waitingOn).toEqual([]);
+
+    fresh.release();
+    await Promise.all([timer.done, outbound.done, fetched.done]);
+    await fresh.close();
+    await waitFor(async () => (await rows(client)).total === 0, 5000, 'the table to empty');
+    expect(await client.call('requests', 'track', { off: true })).toEqual({ tracking: 'off', wasArmed: true });
+    expect(JSON.parse((await app.get('/hooks')).body)).toMatchObject({ promiseTracking: false, netSocketListened: false });
+  });
+
   it('disarms itself when its time is up, leaving no hook', async () => {
-    await client.call('requests', 'track', { duration: '300ms' });
-    expect(JSON.parse((await app.get('/hooks')).body).promiseTracking).toBe(true);
-    await waitFor(async () => JSON.parse((await app.get('/hooks')).body).promiseTracking === false, 3000, 'auto-disarm');
-    expect((await rows(client)).tracking).toMatch(/^off/);
+    // Either way of tracking: the default one of this line, and async_hooks.
+    for (const hooks of [false, true]) {
+      await client.call('requests', 'track', { duration: '300ms', hooks });
+      const armed = JSON.parse((await app.get('/hooks')).body) as Hooks;
+      const viaHooks = hooks || !CONTEXT_LINE;
+      expect(armed).toMatchObject({ promiseTracking: viaHooks, netSocketListened: !viaHooks });
+      const off = (h: Hooks) => !h.promiseTracking && !h.netSocketListened;
+      await waitFor(async () => off(JSON.parse((await app.get('/hooks')).body)), 3000, 'auto-disarm');
+      expect((await rows(client)).tracking).toMatch(/^off/);
+    }
   });
 
   it('refuses a duration over the configured cap', async () => {
@@ -216,6 +274,41 @@ describe('requests in a raw http app', () => {
     expect(spin?.executing).toBe(true);
     expect(list.requests.find((r) => r.url === '/timer?ms=3000')?.executing).toBeUndefined();
     await Promise.all([spinning.done, waiting.done]);
+  });
+});
+
+describe('requests track under load', () => {
+  let app: App;
+  let client: Client;
+
+  beforeAll(async () => {
+    app = await startApp({ script: APP_FILE, config: { pluginOptions: { requests: { trackStacksPerSecond: 2 } } } });
+    client = await connect(app.socket);
+  });
+
+  afterAll(async () => {
+    await client?.close();
+    await app?.kill();
+  });
+
+  it('captures the frames of a bounded number of waits a second, and lists the rest without', async () => {
+    const armed = (await client.call('requests', 'track', { duration: '20s', hooks: true })) as any;
+    expect(armed.note).toMatch(/frames are captured for at most 2 waits a second/);
+    const port = await app.port();
+    // A burst, well within a second on any machine: at most 2 stacks a second for 8 timers.
+    const fired = Array.from({ length: 8 }, () => fire(port, '/timer?ms=20000'));
+    await waitFor(async () => (await rows(client)).total === 8, 10_000, 'eight requests');
+    const waits = await Promise.all((await rows(client)).requests.map(async (r) => ((await client.call('requests', 'show', { id: r.id })) as any).waitingOn));
+    const timers = waits.map((w) => w.find((x: any) => x.type === 'Timeout'));
+    expect(timers.every((t) => t?.detail === 'timer of 20000 ms')).toBe(true);
+    const captured = timers.filter((t) => Array.isArray(t.createdAt));
+    expect(captured.length).toBeGreaterThanOrEqual(1);
+    expect(captured.length).toBeLessThan(8);
+    expect(captured.every((t) => t.createdAt.some((f: any) => f.function === 'waitOnTimer'))).toBe(true);
+    expect(timers.filter((t) => !Array.isArray(t.createdAt)).every((t) => t.createdAt === 'not captured (over 2 stacks a second)')).toBe(true);
+    fired.forEach((f) => f.abort());
+    await Promise.all(fired.map((f) => f.done));
+    await client.call('requests', 'track', { off: true });
   });
 });
 

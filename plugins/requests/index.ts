@@ -2,8 +2,9 @@
 // one is waiting on. Written against the public plugin API only.
 //
 // Always on (cheap): diagnostics_channel subscriptions feed a table of in-flight requests
-// and outbound calls on the main thread. Armed on demand (costly, bounded in time): an
-// async_hooks tracker that attributes pending async operations to requests.
+// and outbound calls on the main thread. Armed on demand (bounded in time): a tracker that
+// attributes pending async operations to requests (tracker.ts: an AsyncLocalStorage store
+// where it runs on AsyncContextFrame, else an async_hooks hook).
 //
 // list/show/slow run in the agent worker and read the table with Runtime.evaluate, which
 // V8 runs even inside a busy JavaScript loop: when a handler spins, the operator still
@@ -26,6 +27,8 @@ let table: RequestTable | undefined;
 
 interface PluginOptions {
   history?: number;
+  /** Stack captures a second for the waits `requests track` records (default 100). */
+  trackStacksPerSecond?: number;
 }
 
 async function readTable(ctx: CommandContext, call: string): Promise<{ value: unknown; mainThread?: Record<string, unknown> }> {
@@ -158,6 +161,7 @@ export default definePlugin({
       args: {
         duration: arg.duration({ summary: 'how long to stay armed', default: `${DEFAULT_TRACK_MS / 1000}s`, min: '100ms' }),
         off: arg.boolean({ summary: 'disarm now' }),
+        hooks: arg.boolean({ summary: 'also record timers, file system calls and DNS lookups, through async_hooks (costlier; always so where AsyncLocalStorage needs async_hooks, Node 20-22)' }),
       },
       run(args, ctx) {
         const t = table;
@@ -174,8 +178,11 @@ export default definePlugin({
         }
         t.tracker?.disarm();
         // Loaded on first use (with async_hooks): most apps are never tracked.
-        const { Tracker } = require('./tracker') as typeof import('./tracker');
-        const tracker = new Tracker(args.duration, t.inFlight());
+        const { Tracker, contextFramesCarryStores, CAPTURES_PER_SECOND } = require('./tracker') as typeof import('./tracker');
+        const mode = !args.hooks && contextFramesCarryStores() ? 'context' : 'hooks';
+        const perSecond = (ctx.options as PluginOptions | undefined)?.trackStacksPerSecond;
+        const stacks = typeof perSecond === 'number' && perSecond >= 0 ? Math.floor(perSecond) : CAPTURES_PER_SECOND;
+        const tracker = new Tracker(args.duration, () => t.inFlight(), mode, stacks);
         tracker.arm();
         t.tracker = tracker;
         const timer = ctx.setTimeout(() => {
@@ -187,7 +194,12 @@ export default definePlugin({
           tracking: 'armed',
           durationMs: args.duration,
           until: new Date(Date.now() + args.duration).toISOString(),
-          note: 'requests that start from now on are attributed in full; those already in flight are listed with no waits',
+          mode,
+          records:
+            mode === 'context'
+              ? 'sockets each request opens (http, fetch, net); not timers, file system calls or DNS lookups: add --hooks for those (costlier)'
+              : 'timers, sockets, connects, file system calls and DNS lookups of each request',
+          note: `requests that start from now on are attributed in full; those already in flight are listed with no waits; frames are captured for at most ${stacks} waits a second`,
         };
       },
     }),
