@@ -70,6 +70,31 @@ function startLoadgen() {
   };
 }
 
+/**
+ * common.withClient with a connect timeout fit for valgrind: the agent's worker answers the
+ * hello tens of times slower than at full speed.
+ */
+async function withSlowClient(app, fn) {
+  const { connect } = c.requireBuilt();
+  // The agent gives a connection 5 s to finish its handshake, and its worker's first
+  // visit loads the WebSocket code, which valgrind translates slowly: a first attempt may
+  // be cut; the next ones find the code loaded.
+  let client;
+  for (let attempt = 1; !client; attempt++) {
+    try {
+      client = await connect(app.socket, { clientName: 'bench', timeoutMs: 120_000 });
+    } catch (err) {
+      if (attempt >= 6 || !app.alive()) throw err;
+      await c.sleep(2000);
+    }
+  }
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
 /** Exactly n requests at 10 in flight, every one answered with 200, or a clear error. */
 async function counted(gen, port, n) {
   const r = await gen.ask({ port, connections: MEASURED_CONNECTIONS, requests: n, path: '/', keep: true });
@@ -92,8 +117,8 @@ async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter
   try {
     const startS = (Date.now() - t0) / 1000;
     if (variant === 'armed') {
-      await c.withClient(app, async (client) => {
-        const r = await client.call('requests', 'track', { duration: '25m' }, { timeoutMs: 60_000 });
+      await withSlowClient(app, async (client) => {
+        const r = await client.call('requests', 'track', { duration: '25m' }, { timeoutMs: 120_000 });
         if (r.tracking !== 'armed') throw new Error(`requests track answered ${JSON.stringify(r)}`);
       });
     }
@@ -116,7 +141,7 @@ async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter
     let trackingAtEnd;
     if (variant === 'armed') {
       await app.control('-i', 'off');
-      trackingAtEnd = await c.withClient(app, async (client) => (await client.call('requests', 'list', {}, { timeoutMs: 120_000 })).tracking);
+      trackingAtEnd = await withSlowClient(app, async (client) => (await client.call('requests', 'list', {}, { timeoutMs: 120_000 })).tracking);
       if (!/^armed/.test(trackingAtEnd)) throw new Error(`requests track was no longer armed at the end: ${trackingAtEnd}`);
     }
     const heldAtEnd = held ? (await c.getJson(app.port, '/held-count', 60_000)).held : 0;
