@@ -28,7 +28,8 @@
 //
 //   node bench/instructions.js [--frameworks http,express,fastify] [--inflight 10,1000]
 //       [--repeats 3] [--n1 500] [--n2 2500] [--warmup 5000] [--parallel 2]
-//       [--variants bare,default,armed]
+//       [--variants bare,default,armed] [--big-frameworks http]   (the frameworks at sizes
+//       above 10; all of --frameworks unless given)
 
 const { spawn } = require('node:child_process');
 const path = require('node:path');
@@ -170,12 +171,12 @@ async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter
 }
 
 /** The jobs in the order they run: repeat by repeat, each repeat every group and variant, variants shuffled. */
-function schedule({ frameworks, sizes, variants, repeats, seed = 20261207 }) {
+function schedule({ frameworks, sizes, variants, repeats, bigFrameworks = frameworks, seed = 20261207 }) {
   const rand = rng(seed);
   const jobs = [];
   for (let rep = 0; rep < repeats; rep++) {
     for (const inflight of sizes) {
-      for (const framework of frameworks) {
+      for (const framework of inflight > MEASURED_CONNECTIONS ? bigFrameworks : frameworks) {
         const order = [...variants];
         for (let i = order.length - 1; i > 0; i--) {
           const j = Math.floor(rand() * (i + 1));
@@ -208,6 +209,10 @@ async function run(opts = {}) {
   const list = (v, all) => (typeof v === 'string' ? v.split(',') : all);
   const frameworks = list(opts.frameworks, FRAMEWORKS);
   for (const f of frameworks) if (!FRAMEWORKS.includes(f)) throw c.usageError(`--frameworks: ${f} is not one of ${FRAMEWORKS.join(', ')}`);
+  // The large sizes cost the most (every held request opened at valgrind's speed): the full
+  // run takes them on fewer frameworks.
+  const bigFrameworks = list(opts['big-frameworks'], frameworks);
+  for (const f of bigFrameworks) if (!FRAMEWORKS.includes(f)) throw c.usageError(`--big-frameworks: ${f} is not one of ${FRAMEWORKS.join(', ')}`);
   const variants = list(opts.variants, VARIANTS);
   for (const v of variants) if (!VARIANTS.includes(v)) throw c.usageError(`--variants: ${v} is not one of ${VARIANTS.join(', ')}`);
   if (!variants.includes('bare')) throw c.usageError('--variants must include bare: every ratio is to it');
@@ -220,7 +225,7 @@ async function run(opts = {}) {
   if (!(n2 > n1 && n1 > 0)) throw c.usageError(`--n1 ${n1} --n2 ${n2}: need 0 < n1 < n2 (the two counted segments)`);
   const warmup = c.num(opts.warmup, 5000);
   const parallel = Math.max(1, c.num(opts.parallel, 2));
-  const jobs = schedule({ frameworks, sizes, variants, repeats });
+  const jobs = schedule({ frameworks, sizes, variants, repeats, bigFrameworks });
   const started = Date.now();
   console.log(`instructions per request under callgrind (${vg.version}): ${frameworks.join(', ')} at ${sizes.join(', ')} in flight; ${variants.join(', ')}; ${repeats} repeats; segments ${n1} and ${n2} requests after ${warmup} uninstrumented; ${jobs.length} processes, ${parallel} at a time`);
   const measured = [];
@@ -242,7 +247,7 @@ async function run(opts = {}) {
   await Promise.all(Array.from({ length: parallel }, worker));
   const groups = [];
   for (const inflight of sizes) {
-    for (const framework of frameworks) {
+    for (const framework of inflight > MEASURED_CONNECTIONS ? bigFrameworks : frameworks) {
       const ms = measured.filter((m) => m.framework === framework && m.inflight === inflight);
       const failed = ms.filter((m) => m.error);
       const ok = ms.filter((m) => !m.error);
@@ -261,7 +266,7 @@ async function run(opts = {}) {
     benchmark: 'instructions',
     goals: GOALS,
     valgrind: vg.version,
-    method: { n1, n2, warmup, repeats, parallel, measuredConnections: MEASURED_CONNECTIONS, variants, sizes },
+    method: { n1, n2, warmup, repeats, parallel, measuredConnections: MEASURED_CONNECTIONS, variants, sizes, frameworks, bigFrameworks },
     groups,
     processes: measured,
     elapsedS: Math.round((Date.now() - started) / 1000),
