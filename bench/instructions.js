@@ -112,7 +112,9 @@ async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter
     agent: variant !== 'bare',
     label: `${framework} ${variant}`,
     env: { BENCH_FRAMEWORK: framework, BENCH_DELAY_MS: '0', ...(held ? { BENCH_HOLD_MS: String(HOLD_MS) } : {}) },
-    config: variant === 'armed' ? { limits: { trackMaxDuration: '30m' } } : undefined,
+    // The end check reads the table on the main thread, through the inspector: give it the
+    // time valgrind needs (a limit the counted requests never touch).
+    config: variant === 'armed' ? { limits: { trackMaxDuration: '30m', inspectorTimeout: '30s' } } : undefined,
   });
   const gen = startLoadgen();
   try {
@@ -142,7 +144,16 @@ async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter
     let trackingAtEnd;
     if (variant === 'armed') {
       await app.control('-i', 'off');
-      trackingAtEnd = await withSlowClient(app, async (client) => (await client.call('requests', 'list', {}, { timeoutMs: 120_000 })).tracking);
+      // The table is read on the main thread, which valgrind runs slowly: the agent may
+      // report it busy; asked again once it has caught up.
+      for (let attempt = 1; trackingAtEnd === undefined; attempt++) {
+        try {
+          trackingAtEnd = await withSlowClient(app, async (client) => (await client.call('requests', 'list', { limit: 1 }, { timeoutMs: 120_000 })).tracking);
+        } catch (err) {
+          if (attempt >= 5) throw err;
+          await c.sleep(3000);
+        }
+      }
       if (!/^armed/.test(trackingAtEnd)) throw new Error(`requests track was no longer armed at the end: ${trackingAtEnd}`);
     }
     const heldAtEnd = held ? (await c.getJson(app.port, '/held-count', 60_000)).held : 0;
