@@ -9,6 +9,21 @@
 // The accept queue is as long as the kernel allows (net.core.somaxconn), so 10,000
 // connections opening together are not dropped; idle keep-alive connections are kept for
 // 10 minutes, since the benchmark alternates between servers and comes back to each.
+//
+// With BENCH_HOLD_MS=<ms> (bench/instructions.js) two routes more: GET /held answers after
+// that long (requests the app holds while others are measured), GET /held-count says how
+// many it holds now ({"held": n}). Without it the app has the one route only.
+
+const holdMs = Number(process.env.BENCH_HOLD_MS ?? 0);
+let holding = 0;
+const hold = (send) => {
+  holding++;
+  setTimeout(() => {
+    holding--;
+    send();
+  }, holdMs);
+};
+const heldCount = () => JSON.stringify({ held: holding });
 
 const framework = process.env.BENCH_FRAMEWORK ?? 'http';
 const delayMs = Number(process.env.BENCH_DELAY_MS ?? 0);
@@ -31,7 +46,17 @@ if (framework === 'http') {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
     res.end(body);
   };
-  const server = http.createServer((req, res) => (delayMs > 0 ? setTimeout(answer, delayMs, res) : answer(res)));
+  const handler = (req, res) => (delayMs > 0 ? setTimeout(answer, delayMs, res) : answer(res));
+  const sendText = (res, t) => {
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(t) });
+    res.end(t);
+  };
+  const holding = (req, res) => {
+    if (req.url === '/held') hold(() => answer(res));
+    else if (req.url === '/held-count') sendText(res, heldCount());
+    else handler(req, res);
+  };
+  const server = http.createServer(holdMs > 0 ? holding : handler);
   tune(server);
   server.listen({ port: 0, host: '127.0.0.1', backlog: BACKLOG }, () => listening(server.address().port));
 } else if (framework === 'express') {
@@ -39,6 +64,10 @@ if (framework === 'http') {
   const express = require('express');
   const app = express();
   app.get('/', (req, res) => (delayMs > 0 ? setTimeout(() => res.send(text), delayMs) : res.send(text)));
+  if (holdMs > 0) {
+    app.get('/held', (req, res) => hold(() => res.send(text)));
+    app.get('/held-count', (req, res) => res.send(heldCount()));
+  }
   const server = http.createServer(app);
   tune(server);
   server.listen({ port: 0, host: '127.0.0.1', backlog: BACKLOG }, () => listening(server.address().port));
@@ -48,6 +77,10 @@ if (framework === 'http') {
     if (delayMs > 0) await wait(delayMs);
     return text;
   });
+  if (holdMs > 0) {
+    fastify.get('/held', () => new Promise((resolve) => hold(() => resolve(text))));
+    fastify.get('/held-count', async () => heldCount());
+  }
   fastify.listen({ port: 0, host: '127.0.0.1', backlog: BACKLOG }).then(() => listening(fastify.server.address().port));
 } else {
   console.error(`BENCH_FRAMEWORK must be http, express or fastify, not ${JSON.stringify(framework)}`);

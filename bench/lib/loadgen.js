@@ -23,6 +23,12 @@
 //       windows on demand: each stdin line {"port", "connections", "warmup", "duration",
 //       "path"?, "keep"?, "delayMs"?, "drainMs"?} runs one window against that port; kept
 //       connections stay open for that port's next window.
+//       A line with "requests": N instead runs a counted segment (bench/instructions.js):
+//       exactly N requests over the connections, one open per connection, then every answer
+//       awaited; prints {"answered", "errors", "non200", "ms"}. A line with "hold": true
+//       opens "connections" more connections on their own (to "path") and writes one request
+//       on each, never to be read again: requests the app holds while others are counted;
+//       prints {"held"} once all are written.
 
 const net = require('node:net');
 const readline = require('node:readline');
@@ -106,12 +112,14 @@ class Pool {
   onConnect(conn) {
     this.connected++;
     this.onConnected?.();
+    if (this.win?.limit !== undefined) return;
     if (this.win && !this.win.stopped) conn.send();
   }
 
   onAnswer(conn, status, ms) {
     const w = this.win;
     if (!w) return;
+    if (w.limit !== undefined) return this.onCounted(conn, status, w);
     if (w.counting) {
       w.requests++;
       if (status !== 200) w.non200++;
@@ -132,11 +140,27 @@ class Pool {
     conn.busy = false;
     this.conns.delete(conn);
     const w = this.win;
+    if (w?.limit !== undefined && !w.closing) {
+      // A counted segment is not topped up: the dropped request is an error, and ends it if last.
+      if (wasBusy) w.errors++;
+      if (w.answered + w.errors >= w.limit) w.onDone?.();
+      return;
+    }
     // A connection the server dropped mid-window is replaced, so the load stays as set.
     if (w && !w.stopped && !w.closing) {
       if (wasBusy && w.counting) w.errors++;
       setTimeout(() => !w.stopped && this.conns.add(new Conn(this)), 10).unref();
     } else if (w?.onIdle && !this.anyBusy()) w.onIdle();
+  }
+
+  /** A counted segment: the next request only while fewer than `limit` were sent. */
+  onCounted(conn, status, w) {
+    w.answered++;
+    if (status !== 200) w.non200++;
+    if (w.sent < w.limit) {
+      w.sent++;
+      conn.send();
+    } else if (w.answered + w.errors >= w.limit) w.onDone?.();
   }
 
   anyBusy() {
@@ -162,6 +186,60 @@ class Pool {
 }
 
 const pools = new Map();
+// Connections whose one request the app holds (`hold`): apart from `pools`, never closed
+// before the process exits.
+const holders = [];
+
+/**
+ * Exactly `requests` requests to `port`, at most one open per connection, and every answer
+ * awaited (a dropped connection counts as an error and is replaced by none). Returns the
+ * answers and the time taken.
+ */
+async function runCounted({ port, connections = 10, requests, path = '/', keep = true, drainMs = 600_000 }) {
+  let pool = pools.get(port);
+  if (pool && (pool.conns.size !== connections || pool.request.toString().split(' ')[1] !== path)) {
+    pool.close();
+    pool = undefined;
+  }
+  if (!pool) {
+    pool = new Pool(port, path);
+    pools.set(port, pool);
+  }
+  await pool.grow(connections);
+  const w = { limit: requests, sent: 0, answered: 0, errors: 0, non200: 0, stopped: true, closing: false, onDone: undefined };
+  const t0 = performance.now();
+  const done = new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`only ${w.answered} of ${requests} requests answered within ${drainMs} ms`)), drainMs);
+    w.onDone = () => {
+      clearTimeout(t);
+      resolve();
+    };
+  });
+  pool.win = w;
+  for (const c of pool.conns) {
+    if (w.sent >= requests) break;
+    w.sent++;
+    c.send();
+  }
+  await done;
+  pool.win = undefined;
+  if (!keep) {
+    pool.close();
+    pools.delete(port);
+  }
+  if (pool.failure) throw pool.failure;
+  return { port, connections, requests, answered: w.answered, errors: w.errors, non200: w.non200, ms: performance.now() - t0 };
+}
+
+/** Opens `connections` connections to `port` and writes one request (to `path`) on each. */
+async function runHold({ port, connections, path = '/held' }) {
+  const pool = new Pool(port, path);
+  holders.push(pool);
+  pool.win = { limit: 0, sent: 0, answered: 0, errors: 0, non200: 0, stopped: true, closing: true };
+  await pool.grow(connections);
+  for (const c of pool.conns) c.send();
+  return { port, held: pool.conns.size };
+}
 
 function percentileSorted(s, p) {
   if (s.length === 0) return NaN;
@@ -253,7 +331,7 @@ if (argValue('port')) {
     if (!line.trim()) return;
     const cmd = JSON.parse(line);
     chain = chain
-      .then(() => runWindow(cmd))
+      .then(() => (cmd.hold ? runHold(cmd) : cmd.requests !== undefined ? runCounted(cmd) : runWindow(cmd)))
       .then(
         (r) => void process.stdout.write(`${JSON.stringify(r)}\n`),
         (err) => void process.stdout.write(`${JSON.stringify({ error: err.message })}\n`),
@@ -261,7 +339,7 @@ if (argValue('port')) {
   });
   rl.on('close', () =>
     chain.then(() => {
-      for (const p of pools.values()) p.close();
+      for (const p of [...pools.values(), ...holders]) p.close();
       process.exit(0);
     }),
   );

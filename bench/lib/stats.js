@@ -114,4 +114,49 @@ function summarize(groups, { digits = 4, stat = median } = {}) {
   };
 }
 
-module.exports = { rng, median, mean, clusteredCI, bootstrapCI, roundsTInterval, summarize };
+// Student's t, two-sided 95 %, for 10–30 degrees of freedom (T95 has 1–9).
+const T95_MORE = [2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042];
+
+/** Two-sided 95 % t quantile for df degrees of freedom, rounded down to a whole df (the wider side). */
+function t95(df) {
+  const k = Math.floor(df);
+  if (!(k >= 1)) return NaN;
+  if (k <= 9) return T95[k];
+  return k <= 30 ? T95_MORE[k - 10] : 1.96;
+}
+
+function sampleVariance(xs) {
+  const m = mean(xs);
+  return xs.reduce((a, x) => a + (x - m) ** 2, 0) / (xs.length - 1);
+}
+
+/**
+ * The ratio of two positive figures measured in independent repeats (instruction counts of
+ * separate processes: a, the subject; b, the baseline), with its 95 % interval: Welch's
+ * t-interval of the difference of the mean logarithms, exponentiated. The estimate is the
+ * ratio of geometric means. Welch, not a pooled variance, because an agent may make a count
+ * less repeatable than the bare app's; the degrees of freedom (Welch–Satterthwaite) are
+ * rounded down, so with three repeats a side the interval errs wide. When neither side
+ * varies at all the interval is the point: the counts then agree to the last instruction.
+ * Returns { estimate, ci95, n, repeats: { a, b }, spreadPct: { a, b } } (n: the fewer repeats
+ * of the two sides, what more of would narrow it; spread: half the range of a side, in % of
+ * its median: how repeatable its repeats were); NaNs with fewer than 2 a side.
+ */
+function logRatioInterval(a, b, { digits = 4 } = {}) {
+  const r = (x) => (Number.isFinite(x) ? Math.round(x * 10 ** digits) / 10 ** digits : x);
+  const spread = (xs) => (xs.length ? r(((Math.max(...xs) - Math.min(...xs)) / 2 / median(xs)) * 100) : NaN);
+  const base = { n: Math.min(a.length, b.length), repeats: { a: a.length, b: b.length }, spreadPct: { a: spread(a), b: spread(b) } };
+  if (a.length < 2 || b.length < 2 || ![...a, ...b].every((x) => x > 0)) return { ...base, estimate: r(mean(a) / mean(b)), ci95: [NaN, NaN] };
+  const la = a.map(Math.log);
+  const lb = b.map(Math.log);
+  const d = mean(la) - mean(lb);
+  const va = sampleVariance(la) / la.length;
+  const vb = sampleVariance(lb) / lb.length;
+  const se = Math.sqrt(va + vb);
+  if (se === 0) return { ...base, estimate: r(Math.exp(d)), ci95: [r(Math.exp(d)), r(Math.exp(d))], df: Infinity };
+  const df = (va + vb) ** 2 / (va ** 2 / (la.length - 1) + vb ** 2 / (lb.length - 1));
+  const h = t95(df) * se;
+  return { ...base, estimate: r(Math.exp(d)), ci95: [r(Math.exp(d - h)), r(Math.exp(d + h))], df: Math.round(df * 10) / 10 };
+}
+
+module.exports = { rng, median, mean, clusteredCI, bootstrapCI, roundsTInterval, summarize, t95, logRatioInterval };
