@@ -190,21 +190,23 @@ const pools = new Map();
 // before the process exits.
 const holders = [];
 
+/** The kept pool of connections to `port`, made afresh when its size or path differs. */
+function poolFor(port, connections, path) {
+  const pool = pools.get(port);
+  if (pool && pool.conns.size === connections && pool.request.toString().split(' ')[1] === path) return pool;
+  pool?.close();
+  const fresh = new Pool(port, path);
+  pools.set(port, fresh);
+  return fresh;
+}
+
 /**
  * Exactly `requests` requests to `port`, at most one open per connection, and every answer
  * awaited (a dropped connection counts as an error and is replaced by none). Returns the
  * answers and the time taken.
  */
 async function runCounted({ port, connections = 10, requests, path = '/', keep = true, drainMs = 600_000 }) {
-  let pool = pools.get(port);
-  if (pool && (pool.conns.size !== connections || pool.request.toString().split(' ')[1] !== path)) {
-    pool.close();
-    pool = undefined;
-  }
-  if (!pool) {
-    pool = new Pool(port, path);
-    pools.set(port, pool);
-  }
+  const pool = poolFor(port, connections, path);
   await pool.grow(connections);
   const w = { limit: requests, sent: 0, answered: 0, errors: 0, non200: 0, stopped: true, closing: false, onDone: undefined };
   const t0 = performance.now();
@@ -247,15 +249,7 @@ function percentileSorted(s, p) {
 }
 
 async function runWindow({ port, connections = 8, warmup = 1000, duration = 3000, path = '/', keep = true, delayMs = 0, drainMs = 10_000 }) {
-  let pool = pools.get(port);
-  if (pool && (pool.conns.size !== connections || pool.request.toString().split(' ')[1] !== path)) {
-    pool.close();
-    pool = undefined;
-  }
-  if (!pool) {
-    pool = new Pool(port, path);
-    pools.set(port, pool);
-  }
+  const pool = poolFor(port, connections, path);
   const w = { counting: false, stopped: false, closing: false, requests: 0, errors: 0, non200: 0, latencies: [], latencyCap: 2_000_000, onIdle: undefined };
   pool.win = w;
   // Connections that were kept idle since the last window start their loop again.
