@@ -77,7 +77,7 @@ type Watcher = (done: FinishedRequest) => void;
  * where it would load node's perf internals before the app's first line).
  */
 let perf: typeof performance | undefined;
-function now(): number {
+export function now(): number {
   return (perf ??= performance).now();
 }
 

@@ -30,7 +30,7 @@ import { AsyncLocalStorage, createHook, executionAsyncResource, type AsyncHook }
 import * as dc from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
 import { appFrames, type Frame } from './frames';
-import type { LiveRequest } from './table';
+import { now as clock, type LiveRequest } from './table';
 
 export type TrackMode = 'context' | 'hooks';
 
@@ -269,7 +269,8 @@ export class Tracker {
       }
       ops = owner.ops = live;
     }
-    const now = performance.now();
+    // The table's clock: a read of the `performance` global is a getter call per recorded wait.
+    const now = clock();
     let trace: { stack?: string } | undefined;
     if (now >= this.captureWindowEnd) {
       this.captureWindowEnd = now + 1000;
