@@ -32,68 +32,11 @@ const STATUS_TEXT: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-/** SHA-1 (only for Sec-WebSocket-Accept): node:crypto would cost the worker 5-9 ms to load. */
-export function sha1(data: Buffer): Buffer {
-  const bitLength = data.length * 8;
-  const padded = Buffer.alloc(((data.length + 8) >> 6) * 64 + 64);
-  data.copy(padded);
-  padded[data.length] = 0x80;
-  padded.writeUInt32BE(Math.floor(bitLength / 2 ** 32), padded.length - 8);
-  padded.writeUInt32BE(bitLength >>> 0, padded.length - 4);
-  let h0 = 0x67452301;
-  let h1 = 0xefcdab89;
-  let h2 = 0x98badcfe;
-  let h3 = 0x10325476;
-  let h4 = 0xc3d2e1f0;
-  const w = new Int32Array(80);
-  for (let off = 0; off < padded.length; off += 64) {
-    for (let i = 0; i < 16; i++) w[i] = padded.readInt32BE(off + i * 4);
-    for (let i = 16; i < 80; i++) {
-      const x = w[i - 3]! ^ w[i - 8]! ^ w[i - 14]! ^ w[i - 16]!;
-      w[i] = (x << 1) | (x >>> 31);
-    }
-    let a = h0;
-    let b = h1;
-    let c = h2;
-    let d = h3;
-    let e = h4;
-    for (let i = 0; i < 80; i++) {
-      let f: number;
-      let k: number;
-      if (i < 20) {
-        f = (b & c) | (~b & d);
-        k = 0x5a827999;
-      } else if (i < 40) {
-        f = b ^ c ^ d;
-        k = 0x6ed9eba1;
-      } else if (i < 60) {
-        f = (b & c) | (b & d) | (c & d);
-        k = 0x8f1bbcdc;
-      } else {
-        f = b ^ c ^ d;
-        k = 0xca62c1d6;
-      }
-      const t = (((a << 5) | (a >>> 27)) + f + e + k + w[i]!) | 0;
-      e = d;
-      d = c;
-      c = (b << 30) | (b >>> 2);
-      b = a;
-      a = t;
-    }
-    h0 = (h0 + a) | 0;
-    h1 = (h1 + b) | 0;
-    h2 = (h2 + c) | 0;
-    h3 = (h3 + d) | 0;
-    h4 = (h4 + e) | 0;
-  }
-  const out = Buffer.alloc(20);
-  [h0, h1, h2, h3, h4].forEach((h, i) => out.writeInt32BE(h, i * 4));
-  return out;
-}
-
 /** Sec-WebSocket-Accept for a client's Sec-WebSocket-Key. */
 export function acceptKey(key: string): string {
-  return sha1(Buffer.from(key + GUID, 'latin1')).toString('base64');
+  // node:crypto is loaded here, at the first handshake, not with the worker: ~5-9 ms once.
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
+  return createHash('sha1').update(key + GUID, 'latin1').digest('base64');
 }
 
 export interface RequestHead {
