@@ -72,7 +72,7 @@ describe('what a visit costs the agent worker', () => {
       const visit = () => app.stderr().slice(before);
       // What the worker required for the visit is listed (the process plugin's worker side
       // requires node:os): the check below can see a module load when there is one.
-      await waitFor(() => /Module\._load REQUEST node:os /.test(visit()), 5000, 'the worker to load the process plugin');
+      await waitFor(() => /Module\._load REQUEST node:os /.test(visit()), 30_000, 'the worker to load the process plugin');
       const heavy = visit().match(/Module\._load REQUEST (?:node:)?(?:ws|http|https|tls|zlib|_http_\w+)(?= )/g) ?? [];
       expect(heavy).toEqual([]);
     } finally {
@@ -107,13 +107,13 @@ describe('the WebSocket layer', () => {
     for (const [request, answer] of cases) {
       const c = rawConn(app.socket);
       c.sock.write(request);
-      await waitFor(() => c.closed(), 5000, `the agent to answer and close: ${request.split('\r\n')[0]}`);
+      await waitFor(() => c.closed(), 30_000, `the agent to answer and close: ${request.split('\r\n')[0]}`);
       expect(c.bytes().toString('latin1')).toMatch(answer);
     }
     // Not HTTP at all: cut without an answer.
     const junk = rawConn(app.socket);
     junk.sock.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05]));
-    await waitFor(() => junk.closed(), 5000, 'the agent to cut a socket that does not speak HTTP');
+    await waitFor(() => junk.closed(), 30_000, 'the agent to cut a socket that does not speak HTTP');
     expect(junk.bytes().length).toBe(0);
   });
 
@@ -121,18 +121,18 @@ describe('the WebSocket layer', () => {
     const c = rawConn(app.socket);
     // The upgrade and the first frames in one write: the bytes after the head are frames.
     c.sock.write(Buffer.concat([Buffer.from(upgrade()), frame(0x9, Buffer.from('are you there'))]));
-    await waitFor(() => serverFrames(c.bytes()).length === 1, 5000, 'the pong');
+    await waitFor(() => serverFrames(c.bytes()).length === 1, 30_000, 'the pong');
     expect(c.bytes().toString('latin1')).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n/);
     expect(serverFrames(c.bytes())[0]).toMatchObject({ opcode: 0xa, payload: Buffer.from('are you there') });
     const hello = Buffer.from(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, client: 'fragments' }));
     // Three fragments with a ping between them (control frames may interleave).
     c.sock.write(Buffer.concat([frame(0x1, hello.subarray(0, 10), false), frame(0x9, Buffer.alloc(0)), frame(0x0, hello.subarray(10, 20), false), frame(0x0, hello.subarray(20))]));
-    await waitFor(() => serverFrames(c.bytes()).some((f) => f.opcode === 0x1), 5000, 'the welcome');
+    await waitFor(() => serverFrames(c.bytes()).some((f) => f.opcode === 0x1), 30_000, 'the welcome');
     const welcome = JSON.parse(serverFrames(c.bytes()).find((f) => f.opcode === 0x1)!.payload.toString());
     expect(welcome).toMatchObject({ type: 'welcome', pid: app.pid });
     const close = Buffer.from([0x03, 0xe8, ...Buffer.from('bye')]);
     c.sock.write(frame(0x8, close));
-    await waitFor(() => c.closed(), 5000, 'the agent to finish the closing handshake');
+    await waitFor(() => c.closed(), 30_000, 'the agent to finish the closing handshake');
     const last = serverFrames(c.bytes()).at(-1)!;
     expect(last.opcode).toBe(0x8);
     expect(last.payload.readUInt16BE(0)).toBe(1000);

@@ -121,7 +121,7 @@ describe.each(FRAMEWORKS)('requests table walks per request (%s)', (framework) =
     const client = await connect(app.socket);
     try {
       const calling = get(port, '/call/1');
-      await waitFor(() => back.held.length === 1, 10_000, 'the outbound call to reach the backend');
+      await waitFor(() => back.held.length === 1, 30_000, 'the outbound call to reach the backend');
       const oldest = (await client.call('requests', 'list', { limit: 1 })) as { total: number; requests: { url: string; route?: string }[] };
       expect(oldest.total).toBe(5001); // 5,000 held and /call/1: nothing left of the batches
       expect(oldest.requests[0]!.url).toBe('/hold/0');

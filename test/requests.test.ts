@@ -295,15 +295,20 @@ describe('requests track under load', () => {
     const armed = (await client.call('requests', 'track', { duration: '20s', hooks: true })) as any;
     expect(armed.note).toMatch(/frames are captured for at most 2 waits a second/);
     const port = await app.port();
-    // A burst, well within a second on any machine: at most 2 stacks a second for 8 timers.
+    // A burst: 2 stacks a second for 8 timers.
     const fired = Array.from({ length: 8 }, () => fire(port, '/timer?ms=20000'));
-    await waitFor(async () => (await rows(client)).total === 8, 10_000, 'eight requests');
-    const waits = await Promise.all((await rows(client)).requests.map(async (r) => ((await client.call('requests', 'show', { id: r.id })) as any).waitingOn));
+    await waitFor(async () => (await rows(client)).total === 8, 30_000, 'eight requests');
+    const listed = (await rows(client)).requests;
+    // How many seconds the burst spanned in the app (a busy machine may spread it): the cap
+    // allows 2 captures in each one-second window it touched.
+    const ages = listed.map((r) => r.ageMs);
+    const windows = Math.floor((Math.max(...ages) - Math.min(...ages)) / 1000) + 2;
+    const waits = await Promise.all(listed.map(async (r) => ((await client.call('requests', 'show', { id: r.id })) as any).waitingOn));
     const timers = waits.map((w) => w.find((x: any) => x.type === 'Timeout'));
     expect(timers.every((t) => t?.detail === 'timer of 20000 ms')).toBe(true);
     const captured = timers.filter((t) => Array.isArray(t.createdAt));
     expect(captured.length).toBeGreaterThanOrEqual(1);
-    expect(captured.length).toBeLessThan(8);
+    expect(captured.length).toBeLessThanOrEqual(2 * windows);
     expect(captured.every((t) => t.createdAt.some((f: any) => f.function === 'waitOnTimer'))).toBe(true);
     expect(timers.filter((t) => !Array.isArray(t.createdAt)).every((t) => t.createdAt === 'not captured (over 2 stacks a second)')).toBe(true);
     fired.forEach((f) => f.abort());
