@@ -7,7 +7,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cleanup, runBlocks, runCli, startApp, tempDir, waitFor, type App } from './helpers';
-import { finalSocketPath } from '../dist/src/protocol/socket-path.js';
 
 const LIVE = 11;
 let dir: string;
@@ -61,10 +60,12 @@ describe('ispy run', () => {
 
   it('reports each target in its own block when one is stale and one dies mid-line, exit 1', async () => {
     const victim = apps[LIVE - 1]!;
-    const run = runCli(['run', `${dir}/*.sock`, '-c', 'process loop --duration 3s', '-c', 'process info'], { timeoutMs: 20_000 });
-    // Kill the victim once the run's connection to it is up (the loop line then runs 3 s).
-    await waitFor(() => connectedClients(victim.socket) > 0, 15_000, 'the run to connect to the victim');
-    await new Promise((r) => setTimeout(r, 300));
+    const infoBefore = answeredInfoCalls(victim.pid);
+    const run = runCli(['run', `${dir}/*.sock`, '-c', 'process info', '-c', 'process loop --duration 3s', '-c', 'process info'], { timeoutMs: 30_000 });
+    // Kill the victim once it has answered the run's first line (its audit log says so): the
+    // run then sends the loop line, which runs 3 s. A connection alone is not enough: on a
+    // busy machine the run may not yet have read the agent's hello, which names the pid.
+    await waitFor(() => answeredInfoCalls(victim.pid) > infoBefore, 20_000, "the victim to answer the run's first line");
     await victim.kill('SIGKILL');
     const r = await run;
     expect(r.code).toBe(1);
@@ -177,13 +178,14 @@ describe('ispy run', () => {
   });
 });
 
-/**
- * Accepted connections on an agent's socket, from /proc/net/unix (state 03 = connected). The
- * kernel lists them under the path the socket was bound at: the agent's staging name.
- */
-function connectedClients(socketPath: string): number {
-  return fs.readFileSync('/proc/net/unix', 'utf8')
+/** `process info` calls the agent of `pid` has answered, from the audit log the apps share. */
+function answeredInfoCalls(pid: number): number {
+  const file = path.join(dir, 'audit.jsonl');
+  if (!fs.existsSync(file)) return 0;
+  return fs
+    .readFileSync(file, 'utf8')
     .split('\n')
-    .map((line) => line.trim().split(/\s+/))
-    .filter((cols) => cols[5] === '03' && cols.length >= 8 && finalSocketPath(cols.slice(7).join(' ')) === socketPath).length;
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { pid: number; phase?: string; plugin?: string; command?: string })
+    .filter((e) => e.pid === pid && e.phase === 'end' && e.plugin === 'process' && e.command === 'info').length;
 }
