@@ -66,7 +66,8 @@ async function resolveConstructor(ctx: CommandContext, spec: string): Promise<Ex
   if (!r) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the heap plugin is not loaded on the main thread');
   if ('needsLoader' in r) {
     try {
-      r = (await evaluateAwaited(ctx, `${API}.resolveConstructorFromModule(${arg})`, 10_000)) as Resolution;
+      // A thread already stuck will not turn its loop for us: do not wait long to say so.
+      r = (await evaluateAwaited(ctx, `${API}.resolveConstructorFromModule(${arg})`, ctx.mainThread.stuck() ? 2000 : 10_000)) as Resolution;
     } catch (err) {
       if (ctx.mainThread.stuck()) {
         throw new IspyError('ISPY_ERR_UNAVAILABLE', `unavailable while the main thread is busy (${ctx.mainThread.heartbeatAgeMs()} ms): resolving a module target needs its event loop; a global name (globalThis.MyClass) resolves even now`);
