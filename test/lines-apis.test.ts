@@ -6,9 +6,13 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as v8 from 'node:v8';
+import * as nodeModule from 'node:module';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { cleanup, runCli, startApp, waitFor, type App } from './helpers';
 import { connect, type Client } from '../dist/src/client/index.js';
 import { parseProcStat } from '../dist/plugins/process/cpu.js';
+import { contextFramesCarryStores } from '../dist/plugins/requests/tracker.js';
 
 afterAll(cleanup);
 
@@ -174,5 +178,38 @@ describe(`Node ${process.version}: lines-dependent APIs`, () => {
         expect(r.stdout).toMatch(/"count":\s*1\b/);
       }
     });
+  });
+});
+
+describe('docs/node-lines.md', () => {
+  const text = readFileSync(path.join(__dirname, '..', 'docs', 'node-lines.md'), 'utf8');
+  // The table's header names the lines; the version picks this line's column of the doc,
+  // and only that: what the line has is asked of the line itself.
+  const header = /^\| feature \(as tested\) \|(.*)\| commands it changes \|$/m.exec(text);
+  const lines = header ? header[1]!.split('|').map((c) => c.trim()) : [];
+  const column = lines.indexOf(process.versions.node.split('.')[0]!);
+  const has: Record<string, boolean> = {
+    '`process.threadCpuUsage`': hasThreadCpu,
+    '`v8.queryObjects`': hasQueryObjects,
+    '`module.registerHooks`': typeof (nodeModule as { registerHooks?: unknown }).registerHooks === 'function',
+    '`AsyncContextFrame`': contextFramesCarryStores(),
+  };
+
+  it('has the feature table, a row for each feature test the code makes', () => {
+    expect(lines.length).toBeGreaterThan(0);
+    const rows = text.split('\n');
+    for (const feature of Object.keys(has)) expect(rows.some((l) => l.startsWith(`| ${feature} |`)), `a row for ${feature}`).toBe(true);
+  });
+
+  it.skipIf(column === -1)(`says what Node ${process.versions.node.split('.')[0]} has`, () => {
+    for (const [feature, present] of Object.entries(has)) {
+      const row = text.split('\n').find((l) => l.startsWith(`| ${feature} |`))!;
+      const cells = row.split('|').slice(2, 2 + lines.length).map((c) => c.trim());
+      expect(cells[column], `${feature} on this line`).toBe(present ? 'yes' : 'no');
+    }
+  });
+
+  it('is linked from the plugin guide', () => {
+    expect(readFileSync(path.join(__dirname, '..', 'docs', 'plugins.md'), 'utf8')).toContain('(node-lines.md)');
   });
 });
