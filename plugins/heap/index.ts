@@ -1,6 +1,7 @@
-// The `heap` plugin: heap statistics, a forced GC, and heap snapshots streamed to disk.
+// The `heap` plugin: heap statistics, a forced GC, live instance counts of a constructor
+// (`count`; its main-thread side is ./count.ts), and heap snapshots streamed to disk.
 //
-// All three run in the agent worker through the inspector, so they answer while the main
+// All of them run in the agent worker through the inspector, so they answer while the main
 // thread is busy. A snapshot freezes the main thread while V8 walks the heap and needs
 // many times the heap's size in extra memory, so it first compares an estimate with the
 // memory actually available and refuses (unless --force) when it would not fit.
@@ -132,7 +133,7 @@ async function flush(file: string): Promise<void> {
 
 export default definePlugin({
   name: 'heap',
-  summary: 'Heap statistics, garbage collection, and heap snapshots',
+  summary: 'Heap statistics, garbage collection, live instance counts, and heap snapshots',
   setup: {
     main(ctx) {
       // Read by the worker through Runtime.evaluate (answers even while the thread spins).
