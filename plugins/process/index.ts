@@ -93,7 +93,12 @@ export default definePlugin({
       const api = {
         threadCpu: (): { user: number; system: number } | null => {
           const threadCpuUsage = (process as { threadCpuUsage?: () => { user: number; system: number } }).threadCpuUsage;
-          return typeof threadCpuUsage === 'function' ? threadCpuUsage.call(process) : null;
+          try {
+            return typeof threadCpuUsage === 'function' ? threadCpuUsage.call(process) : null;
+          } catch {
+            // Then /proc answers for it; the memory read beside it must not fail with it.
+            return null;
+          }
         },
       };
       const key = Symbol.for(GLOBAL_KEY);
