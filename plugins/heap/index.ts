@@ -1,6 +1,7 @@
-// The `heap` plugin: heap statistics, a forced GC, and heap snapshots streamed to disk.
+// The `heap` plugin: heap statistics, a forced GC, live instance counts of a constructor
+// (`count`; its main-thread side is ./count.ts), and heap snapshots streamed to disk.
 //
-// All three run in the agent worker through the inspector, so they answer while the main
+// All of them run in the agent worker through the inspector, so they answer while the main
 // thread is busy. A snapshot freezes the main thread while V8 walks the heap and needs
 // many times the heap's size in extra memory, so it first compares an estimate with the
 // memory actually available and refuses (unless --force) when it would not fit.
@@ -13,7 +14,7 @@
 // Progress is the file growing, read from the worker while the main thread writes.
 
 import * as fs from 'node:fs';
-import { arg, command, definePlugin, IspyError, type CommandContext } from 'ispy/plugin';
+import { arg, command, definePlugin, IspyError, type CommandContext, type ErrorCode } from 'ispy/plugin';
 import { mb, memoryPreflight } from './memory';
 
 /**
@@ -34,6 +35,82 @@ export const SNAPSHOT_FILE_FACTOR = 2;
 const GLOBAL_KEY = 'ispy.heap';
 const API = `globalThis[Symbol.for(${JSON.stringify(GLOBAL_KEY)})]`;
 let snapshotSince: number | undefined;
+let countSeq = 0;
+
+const countSide = (): typeof import('./count') => require('./count');
+
+/** How long a count may freeze the main thread (a full GC, then a walk of the heap). */
+const COUNT_TIMEOUT_MS = 120_000;
+
+type Resolution = import('./count').Resolution;
+type Failure = { error: { code: ErrorCode; message: string } };
+
+function failed(v: unknown): v is Failure {
+  return typeof v === 'object' && v !== null && 'error' in v;
+}
+
+/** Evaluates on the main thread and waits for the promise it returns (needs its event loop). */
+async function evaluateAwaited(ctx: CommandContext, expression: string, timeoutMs: number): Promise<unknown> {
+  const res = await ctx.inspector.post<{ result: { value?: unknown }; exceptionDetails?: { text: string; exception?: { description?: string } } }>(
+    'Runtime.evaluate',
+    { expression, returnByValue: true, awaitPromise: true, silent: true },
+    { timeoutMs },
+  );
+  if (res.exceptionDetails) throw new IspyError('ISPY_ERR_PLUGIN_FAILED', `evaluation in the main thread threw: ${res.exceptionDetails.exception?.description ?? res.exceptionDetails.text}`);
+  return res.result.value;
+}
+
+/** Names a constructor on the main thread: globals at once, module targets through the module loader. */
+async function resolveConstructor(ctx: CommandContext, spec: string): Promise<Exclude<Resolution, Failure>> {
+  const arg = JSON.stringify(spec);
+  let r = (await ctx.mainThread.evaluate(`${API} && ${API}.resolveConstructor(${arg})`)) as Resolution | { needsLoader: true } | null;
+  if (!r) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'the heap plugin is not loaded on the main thread');
+  if ('needsLoader' in r) {
+    try {
+      // A thread already stuck will not turn its loop for us: do not wait long to say so.
+      r = (await evaluateAwaited(ctx, `${API}.resolveConstructorFromModule(${arg})`, ctx.mainThread.stuck() ? 2000 : 10_000)) as Resolution;
+    } catch (err) {
+      if (ctx.mainThread.stuck()) {
+        throw new IspyError('ISPY_ERR_UNAVAILABLE', `unavailable while the main thread is busy (${ctx.mainThread.heartbeatAgeMs()} ms): resolving a module target needs its event loop; a global name (globalThis.MyClass) resolves even now`);
+      }
+      throw err;
+    }
+  }
+  if (failed(r)) throw new IspyError(r.error.code, r.error.message);
+  return r;
+}
+
+interface RemoteValue {
+  result: { objectId?: string; value?: unknown; type: string };
+  exceptionDetails?: { text: string };
+}
+
+/**
+ * The inspector's way (every line): Runtime.queryObjects returns an array of the instances,
+ * held in an object group until released, and only its length comes back. The group is
+ * released whatever happens (and with the session, should the release itself be lost).
+ */
+async function countWithInspector(ctx: CommandContext, id: number): Promise<number> {
+  const group = `ispy-heap-count-${++countSeq}`;
+  // Object ids live as long as the inspector session: hold it connected across the calls
+  // (no domain needs enabling for them).
+  return ctx.inspector.withDomains([], async () => {
+    try {
+      const proto = await ctx.inspector.post<RemoteValue>('Runtime.evaluate', { expression: `${API}.prototypeOf(${id})`, objectGroup: group, silent: true });
+      if (proto.exceptionDetails || !proto.result.objectId) throw new IspyError('ISPY_ERR_NOT_FOUND', 'the constructor was released before it was counted: run the command again');
+      const found = await ctx.inspector.post<{ objects: { objectId: string } }>('Runtime.queryObjects', { prototypeObjectId: proto.result.objectId, objectGroup: group }, { timeoutMs: COUNT_TIMEOUT_MS });
+      const length = await ctx.inspector.post<RemoteValue>('Runtime.callFunctionOn', {
+        objectId: found.objects.objectId,
+        functionDeclaration: 'function () { return this.length; }',
+        returnByValue: true,
+        silent: true,
+      });
+      return length.result.value as number;
+    } finally {
+      await ctx.inspector.post('Runtime.releaseObjectGroup', { objectGroup: group }).catch(() => {});
+    }
+  });
+}
 
 interface HeapUsage {
   usedSize: number;
@@ -56,7 +133,7 @@ async function flush(file: string): Promise<void> {
 
 export default definePlugin({
   name: 'heap',
-  summary: 'Heap statistics, garbage collection, and heap snapshots',
+  summary: 'Heap statistics, garbage collection, live instance counts, and heap snapshots',
   setup: {
     main(ctx) {
       // Read by the worker through Runtime.evaluate (answers even while the thread spins).
@@ -66,6 +143,12 @@ export default definePlugin({
           const v8 = require('node:v8') as typeof import('node:v8');
           return { heap: v8.getHeapStatistics(), spaces: v8.getHeapSpaceStatistics() };
         },
+        // `heap count`: loaded on the first count (see ./count).
+        resolveConstructor: (spec: string) => countSide().resolveConstructor(spec),
+        resolveConstructorFromModule: (spec: string) => countSide().resolveConstructorFromModule(spec),
+        prototypeOf: (id: number) => countSide().prototypeOf(id),
+        countWithV8: (id: number) => countSide().countWithV8(id),
+        release: (id: number) => countSide().release(id),
         /** Runs on the main thread: the app is frozen until it returns. */
         writeSnapshot: (file: string) => {
           (require('node:v8') as typeof import('node:v8')).writeHeapSnapshot(file);
@@ -114,6 +197,42 @@ export default definePlugin({
           const after = await heapUsage(ctx);
           return { beforeMB: mb(before.usedSize), afterMB: mb(after.usedSize), freedMB: mb(before.usedSize - after.usedSize), tookMs };
         });
+      },
+    }),
+
+    count: command({
+      summary: 'Count live instances of a constructor on the main thread (subclasses included); runs a full GC first, pausing the app',
+      thread: 'worker',
+      // A forced full GC pauses the app: audited like heap gc.
+      changes: true,
+      args: {
+        name: arg.string({ summary: 'the constructor: a global (Map, Buffer, globalThis.MyClass) or <module>:<export path> (./lib/models.js:User, pg:Client)', positional: true, required: true }),
+        via: arg.choice(['auto', 'v8', 'inspector'] as const, { summary: 'how to count: v8.queryObjects (where the Node line has it), the inspector\'s Runtime.queryObjects, or auto: the first that exists', default: 'auto' }),
+      },
+      async run(args, ctx) {
+        const r = await resolveConstructor(ctx, args.name);
+        try {
+          const useV8 = args.via === 'v8' || (args.via === 'auto' && r.v8QueryObjects);
+          if (useV8 && !r.v8QueryObjects) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'this Node line has no v8.queryObjects(): use --via inspector (or auto)');
+          const started = performance.now();
+          let count: number;
+          if (useV8) {
+            const n = await ctx.mainThread.evaluate(`${API}.countWithV8(${r.id})`, { timeoutMs: COUNT_TIMEOUT_MS });
+            if (failed(n)) throw new IspyError(n.error.code, n.error.message);
+            count = n as number;
+          } else count = await countWithInspector(ctx, r.id);
+          return {
+            constructor: r.name,
+            module: r.module,
+            count,
+            source: useV8 ? 'v8.queryObjects' : 'Runtime.queryObjects',
+            tookMs: Math.round(performance.now() - started),
+            // What queryObjects matches: every live object with the prototype in its chain.
+            includes: 'instances of subclasses, and the subclasses\' prototypes; counted after a full GC',
+          };
+        } finally {
+          await ctx.mainThread.evaluate(`${API}.release(${r.id})`, { timeoutMs: 1000 }).catch(() => {});
+        }
       },
     }),
 

@@ -8,6 +8,7 @@
 import * as os from 'node:os';
 import { arg, command, definePlugin, IspyError, redactedValue, redactUrlPassword, secretMatcher, type CommandContext } from 'ispy/plugin';
 import { GcRecorder } from './gc';
+import type { ThreadCpu } from './cpu';
 
 // One per thread that loads this module; only the main thread's is started.
 const gc = new GcRecorder();
@@ -19,14 +20,44 @@ function isAppFrame(file: string): boolean {
   return !file.startsWith('node:') && !file.includes('/node_modules/') && !file.startsWith('<');
 }
 
-/** The main thread's memory, read through the inspector so it answers while the thread is busy. */
-async function mainMemory(ctx: CommandContext): Promise<Record<string, number> | { unavailable: string }> {
+const GLOBAL_KEY = 'ispy.process';
+const API = `globalThis[Symbol.for(${JSON.stringify(GLOBAL_KEY)})]`;
+
+/** What the main thread tells about itself, read in one inspector round trip. */
+interface MainSide {
+  memory: Record<string, number>;
+  /** process.threadCpuUsage() run on the main thread, or null where the line lacks it. */
+  cpu: { user: number; system: number } | null;
+}
+
+/**
+ * The main thread's memory and own CPU, read through the inspector so they answer while
+ * the thread spins (the expression runs in a V8 interrupt). A thread blocked in native code
+ * runs no interrupts: after 500 ms that is reported rather than waited out.
+ */
+async function mainSide(ctx: CommandContext): Promise<MainSide | { unavailable: string }> {
   try {
-    const m = (await ctx.mainThread.evaluate('process.memoryUsage()', { timeoutMs: 500 })) as Record<string, number>;
-    return { rssMB: mb(m.rss ?? 0), heapUsedMB: mb(m.heapUsed ?? 0), heapTotalMB: mb(m.heapTotal ?? 0), externalMB: mb(m.external ?? 0), arrayBuffersMB: mb(m.arrayBuffers ?? 0) };
+    return (await ctx.mainThread.evaluate(`({ memory: process.memoryUsage(), cpu: ${API} ? ${API}.threadCpu() : null })`, { timeoutMs: 500 })) as MainSide;
   } catch (err) {
     return { unavailable: (err as Error).message };
   }
+}
+
+function mainMemory(side: MainSide | { unavailable: string }): Record<string, number> | { unavailable: string } {
+  if ('unavailable' in side) return side;
+  const m = side.memory;
+  return { rssMB: mb(m.rss ?? 0), heapUsedMB: mb(m.heapUsed ?? 0), heapTotalMB: mb(m.heapTotal ?? 0), externalMB: mb(m.external ?? 0), arrayBuffersMB: mb(m.arrayBuffers ?? 0) };
+}
+
+/**
+ * The main thread's own CPU: threadCpuUsage() as it answered on that thread; else (a line
+ * without it, or a thread the inspector could not reach) its /proc entry, read from here.
+ */
+function mainThreadCpu(side: MainSide | { unavailable: string }): ThreadCpu {
+  const { fromUsage, fromProc, mainThreadStatFile } = require('./cpu') as typeof import('./cpu');
+  if (!('unavailable' in side) && side.cpu) return fromUsage(side.cpu);
+  if (process.platform === 'linux') return fromProc(mainThreadStatFile());
+  return { unavailable: 'unavailable' in side ? `unavailable while the main thread is busy (${side.unavailable})` : `this Node line has no process.threadCpuUsage(), and ${process.platform} has no /proc` };
 }
 
 /**
@@ -57,16 +88,39 @@ export default definePlugin({
     main(ctx) {
       gc.start();
       ctx.onUnload(() => gc.stop());
+      // Read by the worker through Runtime.evaluate, so it answers while the thread spins.
+      // threadCpuUsage() measures the thread it runs on: it has to be called here.
+      const api = {
+        threadCpu: (): { user: number; system: number } | null => {
+          const threadCpuUsage = (process as { threadCpuUsage?: () => { user: number; system: number } }).threadCpuUsage;
+          try {
+            return typeof threadCpuUsage === 'function' ? threadCpuUsage.call(process) : null;
+          } catch {
+            // Then /proc answers for it; the memory read beside it must not fail with it.
+            return null;
+          }
+        },
+      };
+      const key = Symbol.for(GLOBAL_KEY);
+      Object.defineProperty(globalThis, key, { value: api, configurable: true, enumerable: false });
+      ctx.onUnload(() => {
+        delete (globalThis as Record<symbol, unknown>)[key];
+      });
     },
   },
   commands: {
     info: command({
-      summary: 'pid, title, argv, versions, uptime, memory and CPU',
+      summary: 'pid, title, argv, versions, uptime, memory and CPU (the process, its main thread, the agent worker)',
       thread: 'worker',
       async run(_args, ctx) {
+        const heartbeat = ctx.mainThread.heartbeatAgeMs();
+        const side = await mainSide(ctx);
+        const { ownThreadCpu } = require('./cpu') as typeof import('./cpu');
+        const mainCpu = mainThreadCpu(side);
+        const workerCpu = ownThreadCpu();
+        // The process total last, so it is never below the threads' figures read before it.
         const cpu = process.cpuUsage();
         const uptime = process.uptime();
-        const heartbeat = ctx.mainThread.heartbeatAgeMs();
         return {
           pid: process.pid,
           ppid: process.ppid,
@@ -82,13 +136,18 @@ export default definePlugin({
           uptimeSeconds: round(uptime, 1),
           agentUptimeSeconds: round((Date.now() - ctx.app.agentStartedAt) / 1000, 1),
           mainThread: ctx.mainThread.stuck() ? `not turning its event loop for ${heartbeat} ms` : 'event loop turning',
-          memory: { processRssMB: mb(process.memoryUsage.rss()), mainThread: await mainMemory(ctx), agentWorker: agentWorkerMemory() },
+          memory: { processRssMB: mb(process.memoryUsage.rss()), mainThread: mainMemory(side), agentWorker: agentWorkerMemory() },
           agent: agentSide(ctx),
           cpu: {
             userSeconds: round(cpu.user / 1e6),
             systemSeconds: round(cpu.system / 1e6),
             averagePercent: round(((cpu.user + cpu.system) / 1e6 / Math.max(uptime, 0.001)) * 100, 1),
             cores: os.availableParallelism(),
+            // The total's split by thread, each figure naming its source; a table keeps it to three lines.
+            threads: [
+              { thread: 'main', ...mainCpu },
+              { thread: 'agent worker', ...workerCpu },
+            ],
           },
         };
       },
