@@ -9,7 +9,7 @@ import path from 'node:path';
 import { IspyError, fromWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
 import { DEFAULT_AUDIT_NAME, configCandidate, loadConfig, type AgentOptions, type ResolvedConfig } from './config';
-import { inspectorWithheld, missingGrants, modelFlags, permissionModel, refusalMessage, type PermissionApi } from './permission';
+import type { PermissionApi } from './permission';
 import { MainHost, isLateBuiltin, locatePlugins } from './main-host';
 import type { HeartbeatWriter } from './heartbeat';
 import { defaultSocketDir } from '../protocol/socket-path';
@@ -28,6 +28,8 @@ const dirs = (): typeof import('./dirs') => require('./dirs');
 const heartbeats = (): typeof import('./heartbeat') => require('./heartbeat');
 // node:worker_threads loads node:stream: kept off the first line too (src/agent/thread.ts).
 const workerThreads = (): typeof import('node:worker_threads') => require('node:worker_threads');
+// Only under Node's permission model.
+const permissions = (): typeof import('./permission') => require('./permission');
 
 export interface AgentHandle {
   /** The socket clients connect to. */
@@ -106,7 +108,8 @@ class Agent implements AgentHandle {
   async start(options: AgentOptions): Promise<void> {
     // Until the first await, this runs inside the preload and holds the app's first line
     // back: only what the plugins' main-thread setup needs happens before it.
-    const model = permissionModel();
+    // process.permission exists only while the model is on (src/agent/permission.ts).
+    const model = typeof (process as { permission?: { has?: unknown } }).permission?.has === 'function' ? permissions().permissionModel() : undefined;
     // Under the permission model even looking for the config file needs a grant (existsSync
     // throws): without it, the folders are the ones the agent would use with no config.
     const configFile = model ? configCandidate(options) : undefined;
@@ -178,6 +181,7 @@ class Agent implements AgentHandle {
     heartbeat.start();
     const channel = new MessageChannel();
     this.host.attach(channel.port1);
+    const withheld = model ? permissions().inspectorWithheld(model) : undefined;
     const data: AgentWorkerData = {
       config,
       runtime,
@@ -190,7 +194,7 @@ class Agent implements AgentHandle {
       startedAt: runtime.app.agentStartedAt,
       // Answered here: a worker may not see process.permission (above), and connecting to
       // this thread's inspector where the model withholds it aborts the process.
-      ...(model && inspectorWithheld(model) ? { inspectorWithheld: inspectorWithheld(model) } : {}),
+      ...(withheld ? { inspectorWithheld: withheld } : {}),
       ...(options.attachedBy ? { attachedBy: options.attachedBy } : {}),
     };
     const startWorker = (execArgv: string[]) =>
@@ -207,7 +211,8 @@ class Agent implements AgentHandle {
     let worker: Worker;
     // --no-warnings: Node repeats the app's SecurityWarning for each grant in the worker it
     // starts with them, and the agent says nothing into the app's output.
-    const flags = model && modelFlags().length ? [...modelFlags(), '--no-warnings'] : [];
+    const modelArgs = model ? permissions().modelFlags() : [];
+    const flags = modelArgs.length ? [...modelArgs, '--no-warnings'] : [];
     try {
       worker = startWorker(flags);
     } catch (err) {
@@ -335,6 +340,7 @@ function permissionRefusal(model: PermissionApi, config: ResolvedConfig, outputD
   if (auditFile !== false) readWrite.push(path.dirname(auditFile));
   if (config.socket === undefined || config.outputDir === undefined || sharedFolder(model, socketDir)) readWrite.push(defaultSocketDir());
   const own = { folder: packageRoot(), files: [path.join(packageRoot(), 'package.json'), path.join(__dirname, 'worker.js')] };
+  const { missingGrants, refusalMessage } = permissions();
   const flags = missingGrants(model, { read: configFile ? [configFile] : [], readInside: [own], readWrite });
   return flags.length ? new IspyError('ISPY_ERR_UNAVAILABLE', refusalMessage(model, flags)) : undefined;
 }
