@@ -84,7 +84,7 @@ describe.skipIf(!MODEL)(`the agent under Node's permission model (${MODEL ?? 'th
     expect(existsSync(app.socket)).toBe(false);
   });
 
-  it.skipIf(!preloadRunsUngranted())("when it cannot read its own files: one line naming that grant, and the app serves", async () => {
+  it.skipIf(!preloadRunsUngranted())("when it cannot read its own files (on a Node that runs an ungranted -r preload; 20 refuses to start): one line naming that grant, and the app serves", async () => {
     const app = await appUnderModel(() => [`--allow-fs-read=${APP}`, ...APP_NEEDS]);
     await waitFor(() => ispyLines(app).length > 0, 30_000, `the agent's line (stderr: ${app.stderr()})`);
     expect((await app.get('/')).body).toBe('ok');
