@@ -84,6 +84,8 @@ export interface StartAppOptions {
   dir?: string;
   cwd?: string;
   preloadPath?: string;
+  /** Node options put before the preload and the script (e.g. the permission model's flags). */
+  nodeArgs?: string[];
 }
 
 export async function startApp(opts: StartAppOptions): Promise<App> {
@@ -98,7 +100,7 @@ export async function startApp(opts: StartAppOptions): Promise<App> {
   if (socket) env.ISPY_SOCKET = socket;
   else if (opts.socket === null) delete env.ISPY_SOCKET;
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
-  const child = spawn(process.execPath, [...nodeArgs, script, ...(opts.args ?? [])], { cwd: opts.cwd ?? dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...nodeArgs, script, ...(opts.args ?? [])], { cwd: opts.cwd ?? dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   started.add(child);
   let out = '';
   let err = '';

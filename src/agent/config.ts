@@ -114,22 +114,24 @@ function ms(v: string | number | undefined, fallback: number): number {
   return typeof v === 'number' ? v : (parseDuration(v) ?? fallback);
 }
 
+/**
+ * The config file loadConfig() reads: the one named (startAgent({config}), else
+ * $ISPY_CONFIG), else ./ispy.config.json, read only when it exists; undefined for none.
+ */
+export function configCandidate(options: AgentOptions = {}, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const cwd = options.cwd ?? process.cwd();
+  if (options.config === false) return undefined;
+  if (typeof options.config === 'string') return path.resolve(cwd, options.config);
+  if (env.ISPY_CONFIG) return path.resolve(cwd, env.ISPY_CONFIG);
+  return path.join(cwd, 'ispy.config.json');
+}
+
 /** Reads, checks and resolves the configuration. Throws ISPY_ERR_CONFIG with a one-line message. */
 export function loadConfig(options: AgentOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
   const cwd = options.cwd ?? process.cwd();
-  let file: string | undefined;
-  let named = false;
-  if (options.config === false) file = undefined;
-  else if (typeof options.config === 'string') {
-    file = path.resolve(cwd, options.config);
-    named = true;
-  } else if (env.ISPY_CONFIG) {
-    file = path.resolve(cwd, env.ISPY_CONFIG);
-    named = true;
-  } else {
-    const candidate = path.join(cwd, 'ispy.config.json');
-    if (existsSync(candidate)) file = candidate;
-  }
+  const candidate = configCandidate(options, env);
+  const named = candidate !== undefined && (typeof options.config === 'string' || !!env.ISPY_CONFIG);
+  const file = candidate !== undefined && (named || existsSync(candidate)) ? candidate : undefined;
 
   let raw: Record<string, unknown> = {};
   if (file) {

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { IspyError } from '../protocol/errors';
 import type { InspectorAccess, MainThreadStack, StackFrame } from '../plugin/define';
 import type { HeartbeatReader } from './heartbeat';
+import { inspectorWithheld } from './permission';
 
 interface CallFrame {
   functionName: string;
@@ -86,7 +87,17 @@ export class MainThreadInspector implements InspectorAccess {
   constructor(
     private readonly timeoutMs: number,
     private readonly heartbeat: HeartbeatReader,
+    /**
+     * Why no session can be opened: Node's permission model withholds the inspector (a
+     * connect from a worker then fails an assertion in Node and aborts the process, on 24).
+     * Answered by the main thread, which always sees the model; the agent runs on without it.
+     */
+    private readonly withheld: string | undefined = inspectorWithheld(),
   ) {}
+
+  private assertAvailable(): void {
+    if (this.withheld) throw new IspyError('ISPY_ERR_UNAVAILABLE', this.withheld);
+  }
 
   /**
    * The session is connected only while someone uses it: a session left connected makes
@@ -94,6 +105,7 @@ export class MainThreadInspector implements InspectorAccess {
    */
   private acquire(): Session {
     if (this.closed) throw new IspyError('ISPY_ERR_AGENT_STOPPED', 'the agent is stopping');
+    this.assertAvailable();
     this.users++;
     if (!this.session) {
       const session = new Session();
@@ -224,6 +236,7 @@ export class MainThreadInspector implements InspectorAccess {
    * (frozen, say), fall back to a Debugger pause.
    */
   async captureStack(): Promise<MainThreadStack> {
+    this.assertAvailable();
     const started = performance.now();
     let sites: unknown;
     // With a stale heartbeat the thread is either running JavaScript (the evaluation

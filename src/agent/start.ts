@@ -4,11 +4,12 @@
 // alive, and it never changes how the app exits.
 
 import type { Worker } from 'node:worker_threads';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { IspyError, fromWireError } from '../protocol/errors';
 import type { FailedPlugin } from '../protocol/index';
-import { DEFAULT_AUDIT_NAME, loadConfig, type AgentOptions } from './config';
+import { DEFAULT_AUDIT_NAME, configCandidate, loadConfig, type AgentOptions, type ResolvedConfig } from './config';
+import type { PermissionApi } from './permission';
 import { MainHost, isLateBuiltin, locatePlugins } from './main-host';
 import type { HeartbeatWriter } from './heartbeat';
 import { defaultSocketDir } from '../protocol/socket-path';
@@ -27,6 +28,8 @@ const dirs = (): typeof import('./dirs') => require('./dirs');
 const heartbeats = (): typeof import('./heartbeat') => require('./heartbeat');
 // node:worker_threads loads node:stream: kept off the first line too (src/agent/thread.ts).
 const workerThreads = (): typeof import('node:worker_threads') => require('node:worker_threads');
+// Only under Node's permission model.
+const permissions = (): typeof import('./permission') => require('./permission');
 
 export interface AgentHandle {
   /** The socket clients connect to. */
@@ -105,9 +108,20 @@ class Agent implements AgentHandle {
   async start(options: AgentOptions): Promise<void> {
     // Until the first await, this runs inside the preload and holds the app's first line
     // back: only what the plugins' main-thread setup needs happens before it.
-    const config = loadConfig(options);
+    // process.permission exists only while the model is on (src/agent/permission.ts).
+    const model = typeof (process as { permission?: { has?: unknown } }).permission?.has === 'function' ? permissions().permissionModel() : undefined;
+    // Under the permission model even looking for the config file needs a grant (existsSync
+    // throws): without it, the folders are the ones the agent would use with no config.
+    const configFile = model ? configCandidate(options) : undefined;
+    const configUnreadable = model !== undefined && configFile !== undefined && !model.has('fs.read', configFile);
+    const config = loadConfig(configUnreadable ? { ...options, config: false } : options);
     const outputDir = config.outputDir ?? defaultSocketDir();
     const auditFile = config.audit === false ? false : (config.audit ?? path.join(outputDir, DEFAULT_AUDIT_NAME));
+    // Asked before anything is started, made or loaded: a refusal leaves the app untouched.
+    if (model) {
+      const refusal = permissionRefusal(model, config, outputDir, auditFile, configFile);
+      if (refusal) throw refusal;
+    }
     const runtime: RuntimeOptions = {
       thread: 'main',
       app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() },
@@ -167,6 +181,7 @@ class Agent implements AgentHandle {
     heartbeat.start();
     const channel = new MessageChannel();
     this.host.attach(channel.port1);
+    const withheld = model ? permissions().inspectorWithheld(model) : undefined;
     const data: AgentWorkerData = {
       config,
       runtime,
@@ -177,17 +192,35 @@ class Agent implements AgentHandle {
       port: channel.port2,
       ispyVersion: ispyVersion(),
       startedAt: runtime.app.agentStartedAt,
+      // Answered here: a worker may not see process.permission (above), and connecting to
+      // this thread's inspector where the model withholds it aborts the process.
+      ...(withheld ? { inspectorWithheld: withheld } : {}),
       ...(options.attachedBy ? { attachedBy: options.attachedBy } : {}),
     };
-    const worker = new Worker(path.join(__dirname, 'worker-boot.js'), {
-      workerData: data,
-      transferList: [channel.port2],
-      // No preloads (-r/--import ispy/register would start an agent inside the agent).
-      execArgv: [],
-      // An agent bug that exhausts the worker's heap ends the worker, not the app.
-      resourceLimits: { maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 4 },
-      name: 'ispy-agent',
-    });
+    const startWorker = (execArgv: string[]) =>
+      new Worker(path.join(__dirname, 'worker-boot.js'), {
+        workerData: data,
+        transferList: [channel.port2],
+        // No preloads (-r/--import ispy/register would start an agent inside the agent),
+        // but the app's permission model, whose flags the worker would otherwise drop.
+        execArgv,
+        // An agent bug that exhausts the worker's heap ends the worker, not the app.
+        resourceLimits: { maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 4 },
+        name: 'ispy-agent',
+      });
+    let worker: Worker;
+    // --no-warnings: Node repeats the app's SecurityWarning for each grant in the worker it
+    // starts with them, and the agent says nothing into the app's output.
+    const modelArgs = model ? permissions().modelFlags() : [];
+    const flags = modelArgs.length ? [...modelArgs, '--no-warnings'] : [];
+    try {
+      worker = startWorker(flags);
+    } catch (err) {
+      // A Node whose workers take no permission flags (20: ERR_WORKER_INVALID_EXEC_ARGV):
+      // its workers escape the model whatever the agent does, as Node warns of --allow-worker.
+      if (!flags.length || (err as NodeJS.ErrnoException).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw err;
+      worker = startWorker([]);
+    }
     this.worker = worker;
     this.workerGone = new Promise((resolve) => worker.once('exit', () => resolve()));
 
@@ -282,6 +315,34 @@ class Agent implements AgentHandle {
     if (this.marker && g[AGENT_MARKER] === this.marker) delete g[AGENT_MARKER];
     if (current === this) current = undefined;
   }
+}
+
+/** Whether `dir` is a sticky folder others can write (such as /tmp): the socket is then bound in the default folder (socket.ts). */
+function sharedFolder(model: PermissionApi, dir: string): boolean {
+  if (!model.has('fs.read', dir)) return false;
+  try {
+    const st = statSync(dir);
+    return (st.mode & 0o022) !== 0 && (st.mode & 0o1000) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The start-up refusal under the permission model, when it withholds a grant the agent
+ * needs: its worker, its own files and config, the folders it writes (the socket's, the
+ * default one the socket or artefacts go in, the artefacts', the audit log's), and on a
+ * line that has the scope, the network (its socket's listen).
+ */
+function permissionRefusal(model: PermissionApi, config: ResolvedConfig, outputDir: string, auditFile: string | false, configFile: string | undefined): IspyError | undefined {
+  const socketDir = path.dirname(sockets().socketPathFor(config.socket, process.pid));
+  const readWrite = [socketDir, outputDir];
+  if (auditFile !== false) readWrite.push(path.dirname(auditFile));
+  if (config.socket === undefined || config.outputDir === undefined || sharedFolder(model, socketDir)) readWrite.push(defaultSocketDir());
+  const own = { folder: packageRoot(), files: [path.join(packageRoot(), 'package.json'), path.join(__dirname, 'worker.js')] };
+  const { missingGrants, refusalMessage } = permissions();
+  const flags = missingGrants(model, { read: configFile ? [configFile] : [], readInside: [own], readWrite });
+  return flags.length ? new IspyError('ISPY_ERR_UNAVAILABLE', refusalMessage(model, flags)) : undefined;
 }
 
 let current: Agent | undefined;

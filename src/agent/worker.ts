@@ -37,6 +37,8 @@ export interface AgentWorkerData {
   port: MessagePort;
   ispyVersion: string;
   startedAt: number;
+  /** Why the inspector is unavailable (Node's permission model withholds it), when it is. */
+  inspectorWithheld?: string;
   /** Set when `ispy attach` loaded the agent: who did (for the audit log). */
   attachedBy?: { pid: number; user?: string; host?: string };
 }
@@ -62,7 +64,7 @@ async function main(): Promise<void> {
   const status = (msg: WorkerStatus) => parent.postMessage(msg);
   const heartbeat = new HeartbeatReader(data.heartbeat);
   const bridge = new MainBridge(data.port, heartbeat, data.config.limits.mainThreadTimeoutMs);
-  const inspector = new MainThreadInspector(data.config.limits.inspectorTimeoutMs, heartbeat);
+  const inspector = new MainThreadInspector(data.config.limits.inspectorTimeoutMs, heartbeat, data.inspectorWithheld);
   const registry = new Registry({ ...data.runtime, thread: 'worker' }, bridge, inspector, heartbeat);
   const compactor = new WorkerHeapCompactor();
   let server: AgentServer | undefined;

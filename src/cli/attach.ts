@@ -27,7 +27,7 @@
 // evaluation, through the deadline armed in the target.
 
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { finalSocketPath, processAlive } from '../protocol/socket-path';
@@ -180,6 +180,70 @@ async function agentAnswersAt(socket: string, pid: number): Promise<string | und
   }
 }
 
+/** Whether `granted` (the values of a process's --allow-fs-* flags) covers `file`. */
+function grantCovers(granted: string[], file: string): boolean {
+  return granted.some((g) => g === '*' || g === file || file.startsWith(g.endsWith('/') ? g : `${g}/`) || (g.endsWith('*') && file.startsWith(g.slice(0, -1))));
+}
+
+/**
+ * Node's permission model, read from the target's options (command line, NODE_OPTIONS).
+ * Under it, SIGUSR1 opens no inspector unless --allow-inspector was given (measured on 24
+ * and 26: the signal is taken and nothing opens; 20 and 22 have no such flag), and even
+ * then the agent's start-up would need grants ispy cannot give from outside. So ispy
+ * refuses, and says how to start the app with the agent preloaded instead, naming the
+ * grants it would need that the target's options lack. --permission-audit enforces
+ * nothing and is let through.
+ */
+function permissionRefusal(pid: number, exe: string, options: string[], env: Record<string, string>, socket: string | undefined): IspyError | undefined {
+  let on = false;
+  const values = (flag: string) => options.flatMap((o, i) => (o.startsWith(`${flag}=`) ? [o.slice(flag.length + 1)] : o === flag && i + 1 < options.length ? [options[i + 1]!] : []));
+  for (const o of options) {
+    if (o === '--permission' || o === '--experimental-permission') on = true;
+    if (o === '--no-permission' || o === '--no-experimental-permission') on = false;
+  }
+  if (!on) return undefined;
+  const flag = options.includes('--permission') ? '--permission' : '--experimental-permission';
+  // Which flags the target's Node accepts is known only when it is this very binary.
+  let sameNode = false;
+  try {
+    sameNode = realpathSync(exe) === realpathSync(process.execPath);
+  } catch {
+    // cannot tell
+  }
+  const knows = (f: string) => (sameNode ? process.allowedNodeEnvironmentFlags.has(f) : undefined);
+  const want: string[] = [];
+  if (!options.includes('--allow-worker')) want.push('--allow-worker');
+  if (knows('--allow-net') === true && !options.includes('--allow-net')) want.push('--allow-net');
+  const uid = process.getuid?.() ?? 0;
+  const defaultDir = path.join(env.TMPDIR || os.tmpdir(), `ispy-${uid}`);
+  const cwd = readlinkOr(`/proc/${pid}/cwd`);
+  const socketFile = socket ?? (env.ISPY_SOCKET ? path.resolve(cwd, env.ISPY_SOCKET) : path.join(defaultDir, 'x'));
+  const socketDir = path.dirname(socketFile.split('{pid}').join(String(pid)));
+  const reads = values('--allow-fs-read');
+  const writes = values('--allow-fs-write');
+  const root = path.resolve(__dirname, '..', '..', '..');
+  if (!grantCovers(reads, path.join(root, 'package.json'))) want.push(`--allow-fs-read=${root}`);
+  // The agent looks for its config file (absent or not): $ISPY_CONFIG, else ./ispy.config.json.
+  const config = path.resolve(cwd, env.ISPY_CONFIG || 'ispy.config.json');
+  if (!grantCovers(reads, config)) want.push(`--allow-fs-read=${config}`);
+  for (const dir of new Set([socketDir, defaultDir])) if (!grantCovers(reads, dir)) want.push(`--allow-fs-read=${dir}`);
+  for (const dir of new Set([socketDir, defaultDir])) if (!grantCovers(writes, dir)) want.push(`--allow-fs-write=${dir}`);
+  if (knows('--allow-net') === undefined && !options.includes('--allow-net')) want.push('(and --allow-net on a Node that has it)');
+  const why = options.includes('--allow-inspector')
+    ? "the agent's start-up there needs grants ispy cannot give from outside"
+    : 'without --allow-inspector Node installs no SIGUSR1 handler there (no inspector can open)';
+  const grants = want.length ? ` with ${want.join(' ')}` : '';
+  return refuse(`process ${pid} runs under Node's permission model (${flag}): ${why}, so ispy does not signal it; start the app with the agent preloaded instead (-r ispy/register)${grants}; the agent then names in one line any grant it still lacks`);
+}
+
+function readlinkOr(link: string): string {
+  try {
+    return readlinkSync(link);
+  } catch {
+    return '/';
+  }
+}
+
 export interface TargetInfo {
   pid: number;
   /** The pid the target sees for itself (differs inside a pid namespace). */
@@ -190,7 +254,7 @@ export interface TargetInfo {
 }
 
 /** Checks the target before anything is done to it; throws a refusal naming the reason. */
-export async function checkTarget(pid: number): Promise<TargetInfo> {
+export async function checkTarget(pid: number, opts: { socket?: string } = {}): Promise<TargetInfo> {
   if (!Number.isSafeInteger(pid) || pid <= 0) throw new IspyError('ISPY_ERR_USAGE', `"${pid}" is not a process id`);
   if (process.platform !== 'linux') throw refuse('ispy attach reads /proc and works on Linux only');
   if (pid === process.pid) throw refuse(`process ${pid} is this ispy itself`);
@@ -217,14 +281,6 @@ export async function checkTarget(pid: number): Promise<TargetInfo> {
       throw refuse(`process ${pid} is in another ${ns === 'net' ? 'network' : 'mount'} namespace (a container?); run ispy attach inside it`);
     }
   }
-  // Without Node's handler, SIGUSR1 would end the process (default) or do nothing (ignored).
-  const caught = BigInt(`0x${statusField(pid, 'SigCgt') ?? '0'}`);
-  const ignored = BigInt(`0x${statusField(pid, 'SigIgn') ?? '0'}`);
-  if ((ignored & SIGUSR1_BIT) !== 0n) throw refuse(`process ${pid} ignores SIGUSR1, so its inspector cannot be opened`);
-  if ((caught & SIGUSR1_BIT) === 0n) {
-    throw refuse(`process ${pid} does not handle SIGUSR1 (started with --disable-sigusr1?); the signal would end it, so ispy does not send it`);
-  }
-
   const cmdline = (readProc(pid, 'cmdline') ?? '').split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
   const env = environOf(pid);
   // An agent is found here without opening the inspector; one this misses is found
@@ -233,6 +289,16 @@ export async function checkTarget(pid: number): Promise<TargetInfo> {
   const answers = await Promise.all(sockets.map((socket) => agentAnswersAt(socket, pid)));
   const agentSocket = answers.find((a) => a !== undefined);
   if (agentSocket) throw refuse(`process ${pid} already has an ispy agent (socket ${agentSocket}); connect with \`ispy connect ${agentSocket}\``);
+  const permission = permissionRefusal(pid, exe, nodeOptionsOf(cmdline, env.NODE_OPTIONS), env, opts.socket);
+  if (permission) throw permission;
+  // Without Node's handler, SIGUSR1 would end the process (default) or do nothing (ignored).
+  const caught = BigInt(`0x${statusField(pid, 'SigCgt') ?? '0'}`);
+  const ignored = BigInt(`0x${statusField(pid, 'SigIgn') ?? '0'}`);
+  if ((ignored & SIGUSR1_BIT) !== 0n) throw refuse(`process ${pid} ignores SIGUSR1, so its inspector cannot be opened`);
+  if ((caught & SIGUSR1_BIT) === 0n) {
+    throw refuse(`process ${pid} does not handle SIGUSR1 (started with --disable-sigusr1?); the signal would end it, so ispy does not send it`);
+  }
+
   const mine = listeningSockets(pid);
   const open = await Promise.all(mine.map(async (s) => ((await isInspector(s.host, s.port)) ? s : undefined)));
   const already = open.find((s) => s !== undefined);
@@ -585,7 +651,7 @@ export async function attach(pid: number, opts: AttachOptions = {}): Promise<Att
   const timeoutMs = opts.timeoutMs ?? 5000;
   const startMs = Math.max(timeoutMs, 15_000);
   const signal = opts.signal;
-  const target = await checkTarget(pid);
+  const target = await checkTarget(pid, opts.socket ? { socket: path.resolve(opts.socket) } : {});
   if (signal?.aborted) throw interrupted();
   const options: Record<string, unknown> = {};
   if (opts.config) options.config = path.resolve(opts.config);
