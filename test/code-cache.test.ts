@@ -132,4 +132,14 @@ describe('the code cache of the early modules', () => {
       expect(listing(dist)).toEqual(before);
     }
   });
+
+  it('the socket folder\'s temp dir, read without node:os (kept off the first line), is os.tmpdir()', () => {
+    const code = `const { tmpdir } = require(${JSON.stringify(path.join(DIST, 'src', 'protocol', 'socket-path.js'))}); console.log(JSON.stringify([tmpdir(), require('node:os').tmpdir()]));`;
+    const cases: Record<string, string>[] = [{}, { TMPDIR: '/var/tmp/' }, { TMPDIR: '/' }, { TMPDIR: '', TMP: '/t//' }, { TEMP: '/temp' }, { TMPDIR: 'relative/' }];
+    for (const vars of cases) {
+      const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, ...vars };
+      const [ours, node] = JSON.parse(execFileSync(process.execPath, ['-e', code], { env, timeout: 30_000 }).toString()) as [string, string];
+      expect({ vars, dir: ours }).toEqual({ vars, dir: node });
+    }
+  });
 });
