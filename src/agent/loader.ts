@@ -25,8 +25,9 @@
 // and keeps, for each module compiled before the first line, V8's cached data (bytecode of
 // the functions that ran, too) in dist/code-cache/<V8 version>-<arch>.bin, beside a copy of
 // the module's source. The loader hands V8 that data when the file on disk is byte for
-// byte the one it was made from; V8 checks its own version and flags, and a cache it
-// rejects once is dropped for the rest of the process. No cache (another Node, a build
+// byte the one it was made from; V8 checks its own version and flags (an app started with
+// V8 flags, --max-old-space-size among them, gets no use of it), and a cache it rejects
+// once is dropped for the rest of the process. No cache (another Node, a build
 // without it), a stale or corrupt one: the loader compiles as before. Nothing is written
 // at run time: the app's file system may be read-only, and the agent leaves no file.
 
@@ -181,7 +182,12 @@ function compile(file: string): vm.Script {
 
 /** The cache's copy of the module's source and V8's data for it, if it has them. */
 function cacheEntry(file: string): { source: Buffer; data: Buffer } | undefined {
-  if (codeCache === undefined) codeCache = recording ? null : readCodeCache();
+  if (codeCache === undefined) {
+    codeCache = recording ? null : readCodeCache();
+    // Held only while the modules a start loads at once are compiled (the preload's, the
+    // worker's first ones), all synchronously: a microtask later, its bytes are let go.
+    if (codeCache) void Promise.resolve().then(() => (codeCache = null));
+  }
   if (!codeCache) return undefined;
   const { bytes: cached, base } = codeCache;
   const entry = codeCache.modules[file.slice(DIST_ROOT.length + 1)];
