@@ -41,7 +41,7 @@ const OWN_ALLOWED = new Set([
 ]);
 
 /** Node built-ins the preload may add to those Node loads for a bare `node app.js`. */
-const BUILTINS_ALLOWED = new Set(['NativeModule vm', 'NativeModule diagnostics_channel', 'NativeModule os']);
+const BUILTINS_ALLOWED = new Set(['NativeModule vm', 'NativeModule diagnostics_channel']);
 
 const FIRST_LINE =
   "const own = Object.keys(require.cache).filter((f) => f.startsWith(process.env.DIST_PREFIX)).map((f) => f.slice(process.env.DIST_PREFIX.length));" +

@@ -1,7 +1,6 @@
 // Where agents' sockets live and how they are named: what the agent (which creates them) and
 // the client (`ispy ps`, globs, `ispy attach`) must agree on.
 
-import os from 'node:os';
 import path from 'node:path';
 
 /** sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, the terminating NUL included. */
@@ -23,7 +22,18 @@ export function processAlive(pid: number): boolean {
 
 /** The per-user folder sockets go in by default: <tmpdir>/ispy-<uid>. */
 export function defaultSocketDir(): string {
-  return path.join(os.tmpdir(), `ispy-${currentUid()}`);
+  return path.join(tmpdir(), `ispy-${currentUid()}`);
+}
+
+/**
+ * os.tmpdir() as Node computes it on POSIX systems, without loading node:os: the agent asks
+ * before the app's first line, where that module costs ~1 M instructions
+ * (bench/startup-instructions.js). test/code-cache.test.ts holds the two equal.
+ */
+export function tmpdir(): string {
+  if (process.platform === 'win32') return (require('node:os') as typeof import('node:os')).tmpdir();
+  const dir = process.env.TMPDIR || process.env.TMP || process.env.TEMP || '/tmp';
+  return dir.length > 1 && dir.endsWith('/') ? dir.slice(0, -1) : dir;
 }
 
 // Staging names. An agent binds its socket under a staging name and links it into place
