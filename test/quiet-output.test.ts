@@ -1,0 +1,314 @@
+// Nothing ispy does writes into the app's output (issue 13 item 2). A CommonJS and an ES
+// module app, each with every built-in plugin (eval enabled) and a config trace, take load
+// while the real CLI runs every command of every built-in plugin, arming and disarming;
+// then the app stops by its own exit path, and its stdout and stderr must hold only what
+// the app printed. The one line ispy writes by design, each eval's (docs/tracing.md#eval),
+// is matched exactly and nothing else is allowed. `.ci/test-lines` runs this on each line.
+//
+// The command list comes from the agent's own catalogue (`plugins --json`): a command with
+// no entry in VISITS fails the test, so a new command cannot be left unvisited.
+
+import { afterAll, describe, expect, it } from 'vitest';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { cleanup, runCli, startApp, tempDir, waitFor, FIXTURES, type App } from './helpers';
+
+afterAll(cleanup);
+
+/** One line's answer from `ispy run --json`. */
+interface Answer {
+  line: string;
+  ok: boolean;
+  result?: any;
+  data?: any[];
+  error?: { code: string; message: string };
+}
+
+/** What a visit needs: the app, a function its requests call, and the CLI. */
+interface Visit {
+  app: App;
+  /** A method `trace add` and `profile gate` can wrap in both apps (an ES module export binding cannot be). */
+  method: string;
+  /** Runs one line through the CLI; the answer must be ok. */
+  ok(line: string): Promise<Answer>;
+  /** Runs one line through the CLI; any answer. */
+  ask(line: string): Promise<Answer>;
+  /** Expressions given to eval, in order: each is one line on the app's stderr by design. */
+  evals: string[];
+}
+
+/** Every command of every built-in plugin, keyed `<plugin> <command>`, with valid arguments. */
+const VISITS: Record<string, (v: Visit) => Promise<unknown>> = {
+  'process info': (v) => v.ok('process info'),
+  'process stack': async (v) => {
+    await v.ok('process stack');
+    await v.ok('process stack --app-only --limit 5');
+  },
+  'process loop': (v) => v.ok('process loop --duration 200ms'),
+  'process handles': (v) => v.ok('process handles'),
+  'process env': async (v) => {
+    await v.ok('process env');
+    await v.ok('process env PATH');
+  },
+  'process modules': async (v) => {
+    await v.ok('process modules');
+    await v.ok('process modules --files');
+  },
+  'process report': (v) => v.ok('process report'),
+  'process gc': (v) => v.ok('process gc --limit 5'),
+
+  'requests list': async (v) => {
+    await v.ok('requests list');
+    await v.ok('requests list --min-age 1ms -n 5');
+  },
+  'requests show': async (v) => {
+    // Armed, so `show` lists what the request waits on: a call to the upstream, held open.
+    await v.ok('requests track --duration 60s');
+    const answer = v.app.get('/hold', 60_000);
+    answer.catch(() => undefined); // awaited below; a failure before that must not go unhandled
+    const held = await waitFor(
+      async () => ((await v.ok('requests list')).result.requests as any[]).find((r) => r.url === '/hold'),
+      30_000,
+      'the held request in `requests list`',
+    );
+    const shown = await v.ok(`requests show ${held.id}`);
+    expect(shown.result).toMatchObject({ id: held.id, request: 'GET /hold HTTP/1.1' });
+    expect((shown.result.outbound as any[]).map((o) => o.url).join(' ')).toMatch(/\/wait/);
+    expect((await v.app.get('/release')).body).not.toBe('0');
+    expect((await answer).body).toBe('released');
+    await v.ok('requests track --off');
+  },
+  'requests slow': (v) => v.ok('requests slow -n 5'),
+  'requests watch': async (v) => expect((await v.ok('requests watch -n 2')).data).toHaveLength(2),
+  'requests track': async (v) => {
+    expect((await v.ok('requests track --duration 30s')).result).toMatchObject({ tracking: 'armed' });
+    expect((await v.ok('requests track --off')).result).toEqual({ tracking: 'off', wasArmed: true });
+    expect((await v.ok('requests track --duration 30s --hooks')).result).toMatchObject({ tracking: 'armed', mode: 'hooks' });
+    expect((await v.ok('requests track --off')).result).toEqual({ tracking: 'off', wasArmed: true });
+  },
+
+  'profile cpu': async (v) => {
+    await v.ok('profile cpu --duration 300ms');
+    await v.ok('profile cpu --duration 200ms --interval 0.5ms --format collapsed');
+  },
+  'profile gate': async (v) => {
+    // Waits for two profiled calls, which the load makes.
+    expect((await v.ok(`profile gate ${v.method} --samples 2 --every 10ms`)).result).toMatchObject({ state: 'done', taken: 2 });
+  },
+  'profile gates': async (v) => {
+    const gate = (await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`)).result;
+    expect(((await v.ok('profile gates')).result.gates as any[]).map((g) => g.id)).toContain(gate.id);
+    await v.ok(`profile ungate ${gate.id}`);
+  },
+  'profile ungate': async (v) => {
+    const gate = (await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`)).result;
+    expect((await v.ok(`profile ungate ${gate.id}`)).result).toEqual({ removed: [gate.id] });
+    await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`);
+    expect((await v.ok('profile ungate all')).result.removed).toHaveLength(1);
+  },
+  'profile alloc': (v) => v.ok('profile alloc --duration 300ms'),
+
+  'heap stats': (v) => v.ok('heap stats'),
+  'heap gc': (v) => v.ok('heap gc'),
+  'heap snapshot': (v) => v.ok('heap snapshot'),
+
+  'trace add': async (v) => {
+    // Detached: it outlives this CLI's connection until removed.
+    const added = (await v.ok(`trace add ${v.method} --args --result --stack --limit 1000 --detach`)).result;
+    await waitFor(async () => ((await v.ok('trace list')).result.traces as any[]).find((t) => t.id === added.id)?.emitted > 0, 30_000, 'calls to the traced method');
+    await v.ok(`trace remove ${added.id}`);
+  },
+  'trace list': async (v) => {
+    // The config trace is there from the start.
+    expect(((await v.ok('trace list')).result.traces as any[]).some((t) => t.origin === 'config')).toBe(true);
+  },
+  'trace remove': async (v) => {
+    const added = (await v.ok(`trace add ${v.method} --detach`)).result;
+    expect((await v.ok(`trace remove ${added.id}`)).result.removed).toEqual([added.id]);
+    await v.ok(`trace add ${v.method} --detach`);
+    await v.ok('trace remove all');
+  },
+  'trace watch': async (v) => expect((await v.ok('trace watch --replay -n 2')).data).toHaveLength(2),
+
+  'eval eval': async (v) => {
+    const expressions = ['1 + 1', 'await new Promise((r) => setTimeout(() => r(process.pid), 10))'];
+    expect((await v.ok(`eval eval '${expressions[0]}'`)).result).toMatchObject({ value: '2' });
+    expect((await v.ok(`eval eval '${expressions[1]}'`)).result).toMatchObject({ value: String(v.app.pid) });
+    v.evals.push(...expressions);
+  },
+};
+
+function ask(app: App, line: string): Promise<Answer> {
+  // A heap snapshot or a profile on a busy machine takes seconds; bounds are generous.
+  return runCli(['run', app.socket, '--json', '--timeout', '120s', '-c', line], { timeoutMs: 150_000 }).then((r) => {
+    const first = r.stdout.split('\n').find(Boolean);
+    if (!first) throw new Error(`ispy run -c "${line}" printed nothing (exit ${r.code}); stderr: ${r.stderr}`);
+    return JSON.parse(first) as Answer;
+  });
+}
+
+function visitor(app: App, method: string, visited: Set<string>): Visit {
+  const v: Visit = {
+    app,
+    method,
+    evals: [],
+    ask: (line) => ask(app, line),
+    async ok(line) {
+      const answer = await ask(app, line);
+      if (!answer.ok) throw new Error(`\`${line}\` failed: ${answer.error?.code}: ${answer.error?.message}`);
+      visited.add(line.split(/\s+/).slice(0, 2).join(' '));
+      return answer;
+    },
+  };
+  return v;
+}
+
+/** Requests from a few concurrent loops (a new connection each, short pauses) until stopped. */
+function drive(port: number): { stop(): Promise<{ answered: number; failed: string[] }> } {
+  const paths = ['/', '/slow?ms=30', '/work?n=2000&ms=3', '/call?ms=15', '/work?n=500&ms=7'];
+  let running = true;
+  let answered = 0;
+  const failed: string[] = [];
+  const one = (p: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port, path: p, agent: false, timeout: 60_000 }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('timeout', () => req.destroy(new Error('timed out')));
+      req.on('error', reject);
+    });
+  const loop = async (start: number) => {
+    for (let i = start; running; i++) {
+      const p = paths[i % paths.length]!;
+      try {
+        const status = await one(p);
+        if (status === 200) answered++;
+        else failed.push(`${p}: HTTP ${status}`);
+      } catch (err) {
+        failed.push(`${p}: ${(err as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  const loops = [0, 1, 2].map(loop);
+  return {
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      return { answered, failed };
+    },
+  };
+}
+
+/** The app's stderr without the eval lines ispy writes by design, which must be exactly those of `expressions`. */
+function withoutEvalLines(stderr: string, expressions: string[]): string {
+  const seen: string[] = [];
+  const rest = stderr.replace(/^ispy: \[eval\] client ispy-cli\/\d+ \(#\d+\) evaluated: (.*)\n/gm, (_, expression: string) => {
+    seen.push(expression);
+    return '';
+  });
+  expect(seen).toEqual(expressions);
+  return rest;
+}
+
+interface Kind {
+  name: string;
+  script: string;
+  preload: 'require' | 'import';
+  lib: string;
+  /** How the app is stopped: both paths end by closing its servers, never by process.exit(). */
+  stop: 'SIGTERM' | 'GET /exit';
+}
+
+const KINDS: Kind[] = [
+  { name: 'CommonJS', script: 'quiet-app.cjs', preload: 'require', lib: path.join(FIXTURES, 'quiet-lib.cjs'), stop: 'SIGTERM' },
+  { name: 'ES module', script: 'quiet-app.mjs', preload: 'import', lib: path.join(FIXTURES, 'quiet-lib.mjs'), stop: 'GET /exit' },
+];
+
+async function start(kind: Kind): Promise<App> {
+  const dir = tempDir('ispy-q-');
+  const app = await startApp({
+    script: kind.script,
+    preload: kind.preload,
+    dir,
+    // Every built-in plugin loads unless disabled; eval only when enabled.
+    config: { eval: true, outputDir: dir, traces: [{ target: `${kind.lib}:compute`, args: true, result: true, limit: 1000 }] },
+  });
+  await app.port();
+  return app;
+}
+
+/** Stops the app its own way and waits (bounded) for it to exit by itself: nothing of ispy's may keep it alive. */
+async function stop(app: App, kind: Kind): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (kind.stop === 'SIGTERM') app.child.kill('SIGTERM');
+  else expect((await app.get('/exit')).body).toBe('bye');
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the app did not exit within 30 s of ${kind.stop} (something keeps it alive); stderr: ${app.stderr()}`)), 60_000);
+  });
+  try {
+    return await Promise.race([app.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
+  it('holds only its own output after every command of every plugin ran against it under load', async () => {
+    const app = await start(kind);
+    const port = await app.port();
+    const visited = new Set<string>();
+    const v = visitor(app, `${kind.lib}:Store.prototype.get`, visited);
+
+    const catalogue = (await v.ok('plugins')).result.plugins as { name: string; source: string; commands: { name: string }[] }[];
+    const commands = catalogue.filter((p) => p.source === 'builtin').flatMap((p) => p.commands.map((c) => `${p.name} ${c.name}`));
+    expect(catalogue.filter((p) => p.source === 'builtin').map((p) => p.name).sort()).toEqual(['eval', 'heap', 'process', 'profile', 'requests', 'trace']);
+    // A command the agent has and this table does not is a failure: add its visit to VISITS.
+    expect(commands.filter((c) => !VISITS[c]), 'commands with no visit in VISITS').toEqual([]);
+    expect(Object.keys(VISITS).filter((c) => !commands.includes(c)), 'visits of commands the agent does not have').toEqual([]);
+
+    const load = drive(port);
+    try {
+      for (const command of commands) await VISITS[command]!(v);
+    } finally {
+      const { answered, failed } = await load.stop();
+      expect(failed).toEqual([]);
+      expect(answered).toBeGreaterThan(0);
+    }
+    expect([...commands].filter((c) => !visited.has(c)), 'commands whose visit did not run them').toEqual([]);
+
+    const exit = await stop(app, kind);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(app.stdout()).toBe(`PORT ${port}\nstopping: ${kind.stop}\n`);
+    expect(withoutEvalLines(app.stderr(), v.evals)).toBe('');
+  }, 300_000);
+
+  it('exits by itself, quietly, with a CPU and an allocation profile running, tracking armed, a gate and a trace on', async () => {
+    const app = await start(kind);
+    const port = await app.port();
+    const v = visitor(app, `${kind.lib}:Store.prototype.get`, new Set());
+    const load = drive(port);
+    // Left running: each CLI loses its agent when the app exits.
+    const cpu = ask(app, 'profile cpu --duration 10m');
+    const alloc = ask(app, 'profile alloc --duration 10m');
+    const busy = async (line: string) => {
+      const a = await v.ask(line);
+      return !a.ok && a.error?.code === 'ISPY_ERR_UNAVAILABLE' && /already running/.test(a.error.message);
+    };
+    await waitFor(() => busy('profile cpu --duration 50ms'), 60_000, 'the CPU profile to be running');
+    await waitFor(() => busy('profile alloc --duration 50ms'), 60_000, 'the allocation profile to be running');
+    await v.ok('requests track --duration 5m');
+    await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`);
+    await v.ok(`trace add ${v.method} --args --detach`);
+    const { failed } = await load.stop();
+    expect(failed).toEqual([]);
+
+    const exit = await stop(app, kind);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(app.stdout()).toBe(`PORT ${port}\nstopping: ${kind.stop}\n`);
+    expect(app.stderr()).toBe('');
+    // The profiles' clients were answered (the agent went away), not left hanging.
+    for (const a of await Promise.all([cpu, alloc])) expect(a.ok).toBe(false);
+  }, 180_000);
+});
