@@ -11,6 +11,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import { connect } from '../dist/src/client/index.js';
 import { cleanup, runCli, startApp, tempDir, waitFor, FIXTURES, type App } from './helpers';
 
 afterAll(cleanup);
@@ -289,15 +290,19 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
     const port = await app.port();
     const v = visitor(app, `${kind.lib}:Store.prototype.get`, new Set());
     const load = drive(port);
-    // Left running: each CLI loses its agent when the app exits.
-    const cpu = ask(app, 'profile cpu --duration 10m');
-    const alloc = ask(app, 'profile alloc --duration 10m');
-    const busy = async (line: string) => {
-      const a = await v.ask(line);
-      return !a.ok && a.error?.code === 'ISPY_ERR_UNAVAILABLE' && /already running/.test(a.error.message);
+    // Left running, on a connection of their own that the app's exit ends: a CPU and an
+    // allocation profile, each known to be running once it reports its first progress.
+    const client = await connect(app.socket, { clientName: 'open-session' });
+    const running = (what: string) => {
+      let started!: () => void;
+      const progress = new Promise<void>((resolve) => (started = resolve));
+      const call = client.call('profile', what, { duration: '10m' }, { onProgress: () => started() });
+      return { progress: Promise.race([progress, call]), call: call.then(() => 'answered', (e: Error & { code?: string }) => e.code) };
     };
-    await waitFor(() => busy('profile cpu --duration 50ms'), 60_000, 'the CPU profile to be running');
-    await waitFor(() => busy('profile alloc --duration 50ms'), 60_000, 'the allocation profile to be running');
+    const cpu = running('cpu');
+    const alloc = running('alloc');
+    await cpu.progress;
+    await alloc.progress;
     await v.ok('requests track --duration 5m');
     await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`);
     await v.ok(`trace add ${v.method} --args --detach`);
@@ -308,7 +313,8 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
     expect(exit).toEqual({ code: 0, signal: null });
     expect(app.stdout()).toBe(`PORT ${port}\nstopping: ${kind.stop}\n`);
     expect(app.stderr()).toBe('');
-    // The profiles' clients were answered (the agent went away), not left hanging.
-    for (const a of await Promise.all([cpu, alloc])) expect(a.ok).toBe(false);
+    // The profiles' calls ended with the connection (the agent went away), not left hanging.
+    expect(await Promise.all([cpu.call, alloc.call])).toEqual(['ISPY_ERR_DISCONNECTED', 'ISPY_ERR_DISCONNECTED']);
+    await client.close();
   }, 180_000);
 });
