@@ -30,138 +30,136 @@ interface Visit {
   app: App;
   /** A method `trace add` and `profile gate` can wrap in both apps (an ES module export binding cannot be). */
   method: string;
-  /** Runs one line through the CLI; the answer must be ok. */
-  ok(line: string): Promise<Answer>;
-  /** Runs one line through the CLI; any answer. */
-  ask(line: string): Promise<Answer>;
+  /** Runs lines through one `ispy run` (one connection, in order); every answer must be ok. */
+  ok(...lines: string[]): Promise<Answer[]>;
+  /** The same, any answers. */
+  ask(...lines: string[]): Promise<Answer[]>;
   /** Expressions given to eval, in order: each is one line on the app's stderr by design. */
   evals: string[];
 }
 
-/** Every command of every built-in plugin, keyed `<plugin> <command>`, with valid arguments. */
-const VISITS: Record<string, (v: Visit) => Promise<unknown>> = {
-  'process info': (v) => v.ok('process info'),
-  'process stack': async (v) => {
-    await v.ok('process stack');
-    await v.ok('process stack --app-only --limit 5');
-  },
-  'process loop': (v) => v.ok('process loop --duration 200ms'),
-  'process handles': (v) => v.ok('process handles'),
-  'process env': async (v) => {
-    await v.ok('process env');
-    await v.ok('process env PATH');
-  },
-  'process modules': async (v) => {
-    await v.ok('process modules');
-    await v.ok('process modules --files');
-  },
-  'process report': (v) => v.ok('process report'),
-  'process gc': (v) => v.ok('process gc --limit 5'),
+/**
+ * Every command of every built-in plugin, keyed `<plugin> <command>`, with valid arguments:
+ * lines (run together in one `ispy run`), or a visit for a command that needs state (an id,
+ * a request in flight, something armed first). A trace or gate that must outlive its `ispy
+ * run` is added with --detach; `trace remove all` is not used, as it would end the config trace.
+ */
+const VISITS: Record<string, string[] | ((v: Visit) => Promise<unknown>)> = {
+  'process info': ['process info'],
+  'process stack': ['process stack', 'process stack --app-only --limit 5'],
+  'process loop': ['process loop --duration 200ms'],
+  'process handles': ['process handles'],
+  'process env': ['process env', 'process env PATH'],
+  'process modules': ['process modules', 'process modules --files'],
+  'process report': ['process report'],
+  'process gc': ['process gc --limit 5'],
 
-  'requests list': async (v) => {
-    await v.ok('requests list');
-    await v.ok('requests list --min-age 1ms -n 5');
-  },
+  'requests list': ['requests list', 'requests list --min-age 1ms -n 5'],
   'requests show': async (v) => {
     // Armed, so `show` lists what the request waits on: a call to the upstream, held open.
     await v.ok('requests track --duration 60s');
     const answer = v.app.get('/hold', 60_000);
     answer.catch(() => undefined); // awaited below; a failure before that must not go unhandled
     const held = await waitFor(
-      async () => ((await v.ok('requests list')).result.requests as any[]).find((r) => r.url === '/hold'),
+      async () => ((await v.ok('requests list'))[0]!.result.requests as any[]).find((r) => r.url === '/hold'),
       30_000,
       'the held request in `requests list`',
     );
-    const shown = await v.ok(`requests show ${held.id}`);
-    expect(shown.result).toMatchObject({ id: held.id, request: 'GET /hold HTTP/1.1' });
-    expect((shown.result.outbound as any[]).map((o) => o.url).join(' ')).toMatch(/\/wait/);
+    const [shown] = await v.ok(`requests show ${held.id}`, 'requests track --off');
+    expect(shown!.result).toMatchObject({ id: held.id, request: 'GET /hold HTTP/1.1' });
+    expect((shown!.result.outbound as any[]).map((o) => o.url).join(' ')).toMatch(/\/wait/);
     expect((await v.app.get('/release')).body).not.toBe('0');
     expect((await answer).body).toBe('released');
-    await v.ok('requests track --off');
   },
-  'requests slow': (v) => v.ok('requests slow -n 5'),
-  'requests watch': async (v) => expect((await v.ok('requests watch -n 2')).data).toHaveLength(2),
+  'requests slow': ['requests slow -n 5'],
+  'requests watch': async (v) => expect((await v.ok('requests watch -n 2'))[0]!.data).toHaveLength(2),
   'requests track': async (v) => {
-    expect((await v.ok('requests track --duration 30s')).result).toMatchObject({ tracking: 'armed' });
-    expect((await v.ok('requests track --off')).result).toEqual({ tracking: 'off', wasArmed: true });
-    expect((await v.ok('requests track --duration 30s --hooks')).result).toMatchObject({ tracking: 'armed', mode: 'hooks' });
-    expect((await v.ok('requests track --off')).result).toEqual({ tracking: 'off', wasArmed: true });
+    const answers = await v.ok('requests track --duration 30s', 'requests track --off', 'requests track --duration 30s --hooks', 'requests track --off');
+    expect(answers.map((a) => a.result)).toMatchObject([
+      { tracking: 'armed' },
+      { tracking: 'off', wasArmed: true },
+      { tracking: 'armed', mode: 'hooks' },
+      { tracking: 'off', wasArmed: true },
+    ]);
   },
 
-  'profile cpu': async (v) => {
-    await v.ok('profile cpu --duration 300ms');
-    await v.ok('profile cpu --duration 200ms --interval 0.5ms --format collapsed');
-  },
+  'profile cpu': ['profile cpu --duration 300ms', 'profile cpu --duration 200ms --interval 0.5ms --format collapsed'],
   'profile gate': async (v) => {
     // Waits for two profiled calls, which the load makes.
-    expect((await v.ok(`profile gate ${v.method} --samples 2 --every 10ms`)).result).toMatchObject({ state: 'done', taken: 2 });
+    expect((await v.ok(`profile gate ${v.method} --samples 2 --every 10ms`))[0]!.result).toMatchObject({ state: 'done', taken: 2 });
   },
   'profile gates': async (v) => {
-    const gate = (await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`)).result;
-    expect(((await v.ok('profile gates')).result.gates as any[]).map((g) => g.id)).toContain(gate.id);
-    await v.ok(`profile ungate ${gate.id}`);
+    const [gate] = await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`);
+    const [gates] = await v.ok('profile gates', `profile ungate ${gate!.result.id}`);
+    expect((gates!.result.gates as any[]).map((g) => g.id)).toContain(gate!.result.id);
   },
   'profile ungate': async (v) => {
-    const gate = (await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`)).result;
-    expect((await v.ok(`profile ungate ${gate.id}`)).result).toEqual({ removed: [gate.id] });
-    await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`);
-    expect((await v.ok('profile ungate all')).result.removed).toHaveLength(1);
+    const [one, two] = await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`, `profile gate ${v.method} --samples 1000 --every 10ms --detach`);
+    const removed = await v.ok(`profile ungate ${one!.result.id}`, 'profile ungate all');
+    expect(removed.map((a) => a.result)).toEqual([{ removed: [one!.result.id] }, { removed: [two!.result.id] }]);
   },
-  'profile alloc': (v) => v.ok('profile alloc --duration 300ms'),
+  'profile alloc': ['profile alloc --duration 300ms'],
 
-  'heap stats': (v) => v.ok('heap stats'),
-  'heap gc': (v) => v.ok('heap gc'),
-  'heap snapshot': (v) => v.ok('heap snapshot'),
+  'heap stats': ['heap stats'],
+  'heap gc': ['heap gc'],
+  'heap snapshot': ['heap snapshot'],
 
   'trace add': async (v) => {
-    // Detached: it outlives this CLI's connection until removed.
-    const added = (await v.ok(`trace add ${v.method} --args --result --stack --limit 1000 --detach`)).result;
-    await waitFor(async () => ((await v.ok('trace list')).result.traces as any[]).find((t) => t.id === added.id)?.emitted > 0, 30_000, 'calls to the traced method');
-    await v.ok(`trace remove ${added.id}`);
+    // Detached: it outlives this `ispy run` until removed; a watched call shows it is on.
+    const [added] = await v.ok(`trace add ${v.method} --args --result --stack --limit 1000 --detach`);
+    const [watched] = await v.ok(`trace watch --id ${added!.result.id} --replay -n 1`, `trace remove ${added!.result.id}`);
+    expect(watched!.data).toMatchObject([{ trace: added!.result.id }]);
   },
   'trace list': async (v) => {
-    // The config trace is there from the start.
-    expect(((await v.ok('trace list')).result.traces as any[]).some((t) => t.origin === 'config')).toBe(true);
+    // The config trace is on from the start, and sees the load's calls.
+    const fromConfig = async () => ((await v.ok('trace list'))[0]!.result.traces as any[]).find((t) => t.origin === 'config');
+    expect(await fromConfig()).toMatchObject({ state: 'active' });
+    await waitFor(async () => (await fromConfig())?.emitted > 0, 30_000, 'calls seen by the config trace');
   },
   'trace remove': async (v) => {
-    const added = (await v.ok(`trace add ${v.method} --detach`)).result;
-    expect((await v.ok(`trace remove ${added.id}`)).result.removed).toEqual([added.id]);
-    await v.ok(`trace add ${v.method} --detach`);
-    await v.ok('trace remove all');
+    const [added] = await v.ok(`trace add ${v.method} --detach`);
+    expect((await v.ok(`trace remove ${added!.result.id}`))[0]!.result.removed).toEqual([added!.result.id]);
   },
-  'trace watch': async (v) => expect((await v.ok('trace watch --replay -n 2')).data).toHaveLength(2),
+  'trace watch': async (v) => {
+    // Its own trace, so that events come from the load whatever became of the config trace.
+    const [added] = await v.ok(`trace add ${v.method} --args --detach`);
+    const [watched] = await v.ok(`trace watch --id ${added!.result.id} --replay -n 2`, `trace remove ${added!.result.id}`);
+    expect(watched!.data!.map((e) => e.trace)).toEqual([added!.result.id, added!.result.id]);
+  },
 
   'eval eval': async (v) => {
     const expressions = ['1 + 1', 'await new Promise((r) => setTimeout(() => r(process.pid), 10))'];
-    expect((await v.ok(`eval eval '${expressions[0]}'`)).result).toMatchObject({ value: '2' });
-    expect((await v.ok(`eval eval '${expressions[1]}'`)).result).toMatchObject({ value: String(v.app.pid) });
+    const answers = await v.ok(...expressions.map((e) => `eval eval '${e}'`));
+    expect(answers.map((a) => a.result.value)).toEqual(['2', String(v.app.pid)]);
     v.evals.push(...expressions);
   },
 };
 
-function ask(app: App, line: string): Promise<Answer> {
+function ask(app: App, lines: string[]): Promise<Answer[]> {
   // A heap snapshot or a profile on a busy machine takes seconds; bounds are generous.
-  return runCli(['run', app.socket, '--json', '--timeout', '120s', '-c', line], { timeoutMs: 150_000 }).then((r) => {
-    const first = r.stdout.split('\n').find(Boolean);
-    if (!first) throw new Error(`ispy run -c "${line}" printed nothing (exit ${r.code}); stderr: ${r.stderr}`);
-    return JSON.parse(first) as Answer;
+  const args = ['run', app.socket, '--json', '--timeout', '120s', ...lines.flatMap((l) => ['-c', l])];
+  return runCli(args, { timeoutMs: 150_000 + lines.length * 10_000 }).then((r) => {
+    const answers = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Answer);
+    if (answers.length !== lines.length) throw new Error(`ispy run gave ${answers.length} answers for ${lines.length} lines (exit ${r.code}): ${r.stdout} ${r.stderr}`);
+    return answers;
   });
 }
 
 function visitor(app: App, method: string, visited: Set<string>): Visit {
-  const v: Visit = {
+  return {
     app,
     method,
     evals: [],
-    ask: (line) => ask(app, line),
-    async ok(line) {
-      const answer = await ask(app, line);
-      if (!answer.ok) throw new Error(`\`${line}\` failed: ${answer.error?.code}: ${answer.error?.message}`);
-      visited.add(line.split(/\s+/).slice(0, 2).join(' '));
-      return answer;
+    ask: (...lines) => ask(app, lines),
+    async ok(...lines) {
+      const answers = await ask(app, lines);
+      for (const a of answers) {
+        if (!a.ok) throw new Error(`\`${a.line}\` failed: ${a.error?.code}: ${a.error?.message}`);
+        visited.add(a.line.split(/\s+/).slice(0, 2).join(' '));
+      }
+      return answers;
     },
   };
-  return v;
 }
 
 /** Requests from a few concurrent loops (a new connection each, short pauses) until stopped. */
@@ -234,7 +232,7 @@ async function start(kind: Kind): Promise<App> {
     preload: kind.preload,
     dir,
     // Every built-in plugin loads unless disabled; eval only when enabled.
-    config: { eval: true, outputDir: dir, traces: [{ target: `${kind.lib}:compute`, args: true, result: true, limit: 1000 }] },
+    config: { eval: true, outputDir: dir, traces: [{ target: `${kind.lib}:compute`, args: true, result: true, limit: 1_000_000, duration: '10m' }] },
   });
   await app.port();
   return app;
@@ -262,7 +260,7 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
     const visited = new Set<string>();
     const v = visitor(app, `${kind.lib}:Store.prototype.get`, visited);
 
-    const catalogue = (await v.ok('plugins')).result.plugins as { name: string; source: string; commands: { name: string }[] }[];
+    const catalogue = (await v.ok('plugins'))[0]!.result.plugins as { name: string; source: string; commands: { name: string }[] }[];
     const commands = catalogue.filter((p) => p.source === 'builtin').flatMap((p) => p.commands.map((c) => `${p.name} ${c.name}`));
     expect(catalogue.filter((p) => p.source === 'builtin').map((p) => p.name).sort()).toEqual(['eval', 'heap', 'process', 'profile', 'requests', 'trace']);
     // A command the agent has and this table does not is a failure: add its visit to VISITS.
@@ -271,7 +269,12 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
 
     const load = drive(port);
     try {
-      for (const command of commands) await VISITS[command]!(v);
+      // The plain lines first, in one `ispy run`; then each visit that needs state.
+      await v.ok(...commands.flatMap((c) => { const visit = VISITS[c]!; return typeof visit === 'function' ? [] : visit; }));
+      for (const command of commands) {
+        const visit = VISITS[command]!;
+        if (typeof visit === 'function') await visit(v);
+      }
     } finally {
       const { answered, failed } = await load.stop();
       expect(failed).toEqual([]);
@@ -303,9 +306,16 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
     const alloc = running('alloc');
     await cpu.progress;
     await alloc.progress;
-    await v.ok('requests track --duration 5m');
-    await v.ok(`profile gate ${v.method} --samples 1000 --every 10ms --detach`);
-    await v.ok(`trace add ${v.method} --args --detach`);
+    // And, from the CLI, tracking armed, a gate and a trace left on.
+    await v.ok('requests track --duration 5m', `profile gate ${v.method} --samples 1000 --every 10ms --detach`, `trace add ${v.method} --args --detach`);
+    // Two streams open on the same connection, each known to be open once it sent an item.
+    const streams = ['requests', 'trace'].map((plugin) => {
+      let first!: () => void;
+      const item = new Promise<void>((resolve) => (first = resolve));
+      const call = client.call(plugin, 'watch', {}, { onData: () => first() }).then(() => 'answered', (e: Error & { code?: string }) => e.code);
+      return { item, call };
+    });
+    await Promise.all(streams.map((s) => s.item));
     const { failed } = await load.stop();
     expect(failed).toEqual([]);
 
@@ -313,8 +323,8 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
     expect(exit).toEqual({ code: 0, signal: null });
     expect(app.stdout()).toBe(`PORT ${port}\nstopping: ${kind.stop}\n`);
     expect(app.stderr()).toBe('');
-    // The profiles' calls ended with the connection (the agent went away), not left hanging.
-    expect(await Promise.all([cpu.call, alloc.call])).toEqual(['ISPY_ERR_DISCONNECTED', 'ISPY_ERR_DISCONNECTED']);
+    // The profiles' and the streams' calls ended with the connection (the agent went away), not left hanging.
+    expect(await Promise.all([cpu.call, alloc.call, ...streams.map((s) => s.call)])).toEqual(Array(4).fill('ISPY_ERR_DISCONNECTED'));
     await client.close();
   }, 180_000);
 });
