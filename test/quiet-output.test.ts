@@ -9,10 +9,11 @@
 // no entry in VISITS fails the test, so a new command cannot be left unvisited.
 
 import { afterAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { connect } from '../dist/src/client/index.js';
-import { cleanup, runCli, startApp, tempDir, waitFor, FIXTURES, type App } from './helpers';
+import { BIN, cleanup, runCli, startApp, tempDir, waitFor, FIXTURES, type App } from './helpers';
 
 afterAll(cleanup);
 
@@ -112,9 +113,12 @@ const VISITS: Record<string, string[] | ((v: Visit) => Promise<unknown>)> = {
   },
   'trace list': async (v) => {
     // The config trace is on from the start, and sees the load's calls.
-    const fromConfig = async () => ((await v.ok('trace list'))[0]!.result.traces as any[]).find((t) => t.origin === 'config');
-    expect(await fromConfig()).toMatchObject({ state: 'active' });
-    await waitFor(async () => (await fromConfig())?.emitted > 0, 30_000, 'calls seen by the config trace');
+    const fromConfig = await waitFor(
+      async () => ((await v.ok('trace list'))[0]!.result.traces as any[]).find((t) => t.origin === 'config' && (t.state !== 'active' || t.emitted > 0)),
+      30_000,
+      'calls seen by the config trace',
+    );
+    expect(fromConfig).toMatchObject({ state: 'active' });
   },
   'trace remove': async (v) => {
     const [added] = await v.ok(`trace add ${v.method} --detach`);
@@ -288,7 +292,7 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
     expect(withoutEvalLines(app.stderr(), v.evals)).toBe('');
   }, 300_000);
 
-  it('exits by itself, quietly, with a CPU and an allocation profile running, tracking armed, a gate and a trace on', async () => {
+  it('exits by itself, quietly, with profiles and streams running, tracking armed, a gate and a trace on, after a client vanished mid-stream', async () => {
     const app = await start(kind);
     const port = await app.port();
     const v = visitor(app, `${kind.lib}:Store.prototype.get`, new Set());
@@ -316,6 +320,16 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
       return { item, call };
     });
     await Promise.all(streams.map((s) => s.item));
+    // A client that vanishes mid-stream (a closed terminal, a dropped ssh): an `ispy
+    // connect` watching the trace, killed with SIGKILL once events flow to it.
+    const shell = spawn(process.execPath, [BIN, 'connect', app.socket], { env: { ...process.env, NO_COLOR: '1' }, stdio: ['pipe', 'pipe', 'ignore'] });
+    let seen = '';
+    shell.stdout.on('data', (d) => (seen += d));
+    shell.stdin.write('trace watch\n');
+    await waitFor(() => /trace=\d+ seq=\d+/.test(seen) || shell.exitCode !== null, 60_000, 'trace events in ispy connect');
+    const gone = new Promise((resolve) => shell.once('exit', resolve));
+    shell.kill('SIGKILL');
+    await gone;
     const { failed } = await load.stop();
     expect(failed).toEqual([]);
 
