@@ -1,9 +1,10 @@
 // Nothing ispy does writes into the app's output (issue 13 item 2). A CommonJS and an ES
 // module app, each with every built-in plugin (eval enabled) and a config trace, take load
 // while the real CLI runs every command of every built-in plugin, arming and disarming;
-// then the app stops by its own exit path, and its stdout and stderr must hold only what
-// the app printed. The one line ispy writes by design, each eval's (docs/tracing.md#eval),
-// is matched exactly and nothing else is allowed. `.ci/test-lines` runs this on each line.
+// then the app stops its own way (SIGTERM, closing its servers, process.exit() with
+// sessions open), and its stdout and stderr must hold only what the app printed. The one
+// line ispy writes by design, each eval's (docs/tracing.md#eval), is matched exactly and
+// nothing else is allowed. `.ci/test-lines` runs this on each Node line.
 //
 // The command list comes from the agent's own catalogue (`plugins --json`): a command with
 // no entry in VISITS fails the test, so a new command cannot be left unvisited.
@@ -220,13 +221,17 @@ interface Kind {
   script: string;
   preload: 'require' | 'import';
   lib: string;
-  /** How the app is stopped: both paths end by closing its servers, never by process.exit(). */
-  stop: 'SIGTERM' | 'GET /exit';
+  /** How the app is stopped after the visits: both ways close its servers and let the process end by itself. */
+  stop: Stop;
+  /** How it is stopped with sessions open: one kind by process.exit(), the other by itself. */
+  stopWithSessions: Stop;
 }
 
+type Stop = 'SIGTERM' | 'GET /exit' | 'process.exit()';
+
 const KINDS: Kind[] = [
-  { name: 'CommonJS', script: 'quiet-app.cjs', preload: 'require', lib: path.join(FIXTURES, 'quiet-lib.cjs'), stop: 'SIGTERM' },
-  { name: 'ES module', script: 'quiet-app.mjs', preload: 'import', lib: path.join(FIXTURES, 'quiet-lib.mjs'), stop: 'GET /exit' },
+  { name: 'CommonJS', script: 'quiet-app.cjs', preload: 'require', lib: path.join(FIXTURES, 'quiet-lib.cjs'), stop: 'SIGTERM', stopWithSessions: 'process.exit()' },
+  { name: 'ES module', script: 'quiet-app.mjs', preload: 'import', lib: path.join(FIXTURES, 'quiet-lib.mjs'), stop: 'GET /exit', stopWithSessions: 'GET /exit' },
 ];
 
 async function start(kind: Kind): Promise<App> {
@@ -243,12 +248,12 @@ async function start(kind: Kind): Promise<App> {
 }
 
 /** Stops the app its own way and waits (bounded) for it to exit by itself: nothing of ispy's may keep it alive. */
-async function stop(app: App, kind: Kind): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  if (kind.stop === 'SIGTERM') app.child.kill('SIGTERM');
-  else expect((await app.get('/exit')).body).toBe('bye');
+async function stop(app: App, how: Stop): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (how === 'SIGTERM') app.child.kill('SIGTERM');
+  else expect((await app.get(how === 'GET /exit' ? '/exit' : '/exit?now')).body).toBe('bye');
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the app did not exit within 30 s of ${kind.stop} (something keeps it alive); stderr: ${app.stderr()}`)), 60_000);
+    timer = setTimeout(() => reject(new Error(`the app did not exit within 30 s of ${how} (something keeps it alive); stderr: ${app.stderr()}`)), 60_000);
   });
   try {
     return await Promise.race([app.exited, late]);
@@ -286,7 +291,7 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
     }
     expect([...commands].filter((c) => !visited.has(c)), 'commands whose visit did not run them').toEqual([]);
 
-    const exit = await stop(app, kind);
+    const exit = await stop(app, kind.stop);
     expect(exit).toEqual({ code: 0, signal: null });
     expect(app.stdout()).toBe(`PORT ${port}\nstopping: ${kind.stop}\n`);
     expect(withoutEvalLines(app.stderr(), v.evals)).toBe('');
@@ -333,9 +338,9 @@ describe.each(KINDS)('a $name app with every built-in plugin', (kind) => {
     const { failed } = await load.stop();
     expect(failed).toEqual([]);
 
-    const exit = await stop(app, kind);
+    const exit = await stop(app, kind.stopWithSessions);
     expect(exit).toEqual({ code: 0, signal: null });
-    expect(app.stdout()).toBe(`PORT ${port}\nstopping: ${kind.stop}\n`);
+    expect(app.stdout()).toBe(`PORT ${port}\nstopping: ${kind.stopWithSessions}\n`);
     expect(app.stderr()).toBe('');
     // The profiles' and the streams' calls ended with the connection (the agent went away), not left hanging.
     expect(await Promise.all([cpu.call, alloc.call, ...streams.map((s) => s.call)])).toEqual(Array(4).fill('ISPY_ERR_DISCONNECTED'));
