@@ -104,6 +104,8 @@ const VISITS: Record<string, string[] | ((v: Visit) => Promise<unknown>)> = {
 
   'heap stats': ['heap stats'],
   'heap gc': ['heap gc'],
+  // v8.queryObjects prints an ExperimentalWarning the first time, unless ispy keeps it out.
+  'heap count': ['heap count Map', 'heap count Map --via inspector'],
   'heap snapshot': ['heap snapshot'],
 
   'trace add': async (v) => {
