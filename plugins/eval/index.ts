@@ -53,7 +53,8 @@ export default definePlugin({
             `eval runs only with the audit log on, and ${ctx.settings.configFile ?? 'the config'} turns it off ("audit": false); remove that key (or name a file) and restart the app`,
           );
         }
-        ctx.log(`client ${ctx.client.name} (#${ctx.client.id}) evaluated: ${args.expression.length > 500 ? `${args.expression.slice(0, 500)}…` : args.expression}`);
+        // Recorded in the audit log before it runs (eval refuses without one); nothing of it goes
+        // into the app's own output.
         const code = compile(args.expression);
         const g = globalThis as Record<symbol, unknown>;
         g[REQUIRE_KEY] = createRequire(path.join(process.cwd(), 'noop.js'));
