@@ -15,6 +15,7 @@ import { IspyError } from '../protocol/errors';
 import type { InspectorAccess, MainThreadStack, StackFrame } from '../plugin/define';
 import type { HeartbeatReader } from './heartbeat';
 import { inspectorWithheld } from './permission';
+import { mainThreadSched, starvedSince } from './sched';
 
 interface CallFrame {
   functionName: string;
@@ -35,6 +36,9 @@ const HEARTBEAT_FILE = path.join(__dirname, 'heartbeat.js');
 export function onlyTimerBookkeeping(frames: readonly StackFrame[]): boolean {
   return frames.length > 0 && frames.every((f) => TIMER_INTERNALS.test(f.file) || f.file === HEARTBEAT_FILE);
 }
+
+/** How many times its limit an inspector call may wait while the main thread waits for a CPU. */
+const STARVED_STRETCH = 5;
 
 /** How long to wait for a pause when the heartbeat says the loop is idle. */
 const IDLE_PAUSE_WAIT_MS = 120;
@@ -147,9 +151,27 @@ export class MainThreadInspector implements InspectorAccess {
     const session = this.acquire();
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(this.timeoutError(method, timeoutMs));
-      }, timeoutMs);
+      const started = Date.now();
+      const sched = mainThreadSched();
+      // A main thread that spent the wait queued for a CPU is not blocked: the host is busy.
+      // It gets more time, up to STARVED_STRETCH times the limit, before the verdict.
+      const expire = () => {
+        const waited = Date.now() - started;
+        const starved = starvedSince(sched, waited);
+        if (starved && waited < timeoutMs * STARVED_STRETCH) {
+          timer = setTimeout(expire, timeoutMs);
+          timer.unref();
+          return;
+        }
+        reject(
+          starved
+            ? new IspyError('ISPY_ERR_INSPECTOR', `inspector ${method} did not answer within ${waited} ms: the main thread spent much of that waiting for a CPU (every core of the host is busy)`, {
+                details: { starved: true },
+              })
+            : this.timeoutError(method, timeoutMs),
+        );
+      };
+      let timer = setTimeout(expire, timeoutMs);
       timer.unref();
       session.post(method, params, (err, result) => {
         clearTimeout(timer);
@@ -249,6 +271,8 @@ export class MainThreadInspector implements InspectorAccess {
       if (err instanceof IspyError && err.code === 'ISPY_ERR_MAIN_BLOCKED') {
         return { state: 'blocked', blockedForMs: (err.details?.blockedForMs as number) ?? this.heartbeat.ageMs() };
       }
+      // A pause would wait for the same CPU: say so now.
+      if (err instanceof IspyError && err.details?.starved) throw err;
       sites = undefined;
     }
     if (!Array.isArray(sites)) return this.captureStackByPause(started);
@@ -275,11 +299,24 @@ export class MainThreadInspector implements InspectorAccess {
     try {
       return await this.withDomains(['Debugger'], async () => {
         const idle = !this.heartbeat.stale();
+        const sched = mainThreadSched();
+        const asked = Date.now();
+        const limit = idle ? IDLE_PAUSE_WAIT_MS : this.timeoutMs;
+        let starved = false;
         const frames = await new Promise<CallFrame[] | undefined>((resolve) => {
-          const timer = setTimeout(() => {
+          // As post(): a thread queued for a CPU gets more time before any verdict.
+          const expire = () => {
+            const waited = Date.now() - asked;
+            starved = starvedSince(sched, waited);
+            if (starved && waited < limit * STARVED_STRETCH) {
+              timer = setTimeout(expire, limit);
+              timer.unref();
+              return;
+            }
             this.pauseWaiter = undefined;
             resolve(undefined);
-          }, idle ? IDLE_PAUSE_WAIT_MS : this.timeoutMs);
+          };
+          let timer = setTimeout(expire, limit);
           timer.unref();
           this.pauseWaiter = (f) => {
             clearTimeout(timer);
@@ -288,6 +325,9 @@ export class MainThreadInspector implements InspectorAccess {
           this.session!.post('Debugger.pause', () => {});
         });
         if (!frames) {
+          if (starved) {
+            throw new IspyError('ISPY_ERR_INSPECTOR', `the main thread did not pause within ${Date.now() - asked} ms: it spent much of that waiting for a CPU (every core of the host is busy); try again`);
+          }
           if (this.heartbeat.stale()) return { state: 'blocked', blockedForMs: this.heartbeat.ageMs() } as const;
           return { state: 'idle', heartbeatAgeMs: this.heartbeat.ageMs() } as const;
         }
@@ -303,6 +343,8 @@ export class MainThreadInspector implements InspectorAccess {
       if (err instanceof IspyError && err.code === 'ISPY_ERR_MAIN_BLOCKED') {
         return { state: 'blocked', blockedForMs: (err.details?.blockedForMs as number) ?? this.heartbeat.ageMs() };
       }
+      // A pause would wait for the same CPU: say so now.
+      if (err instanceof IspyError && err.details?.starved) throw err;
       throw err;
     } finally {
       off();
