@@ -110,7 +110,11 @@ async function nothingLeft(app, probe, handlesBefore) {
   return problems;
 }
 
-/** Starts `ispy run <socket> -c <line>…`; resolves once the command is seen running, then `delayMs` later kills it (-9, by pid). */
+/**
+ * Starts `ispy run <socket> -c <line>…`; resolves once the command is seen running (a heap
+ * snapshot's walk starts after a preflight and a GC, over a minute on a loaded 2-core machine),
+ * then `delayMs` later kills it (-9, by pid).
+ */
 async function killClientMid(app, probe, name, { delayMs = 0, handlesBefore } = {}) {
   const scenario = SCENARIOS[name];
   // The client is killed mid-command: its own line timeout must not end it first (a heap
@@ -125,7 +129,7 @@ async function killClientMid(app, probe, name, { delayMs = 0, handlesBefore } = 
     await lib.waitFor(async () => {
       if (done()) throw new Error(`ispy ended before its ${name} was seen running: ${out.trim()}`);
       return scenario.running(app, probe);
-    }, 30_000, `${name} to run`);
+    }, 120_000, `${name} to run`);
     await lib.sleep(delayMs);
   } finally {
     if (!done()) process.kill(child.pid, 'SIGKILL');
