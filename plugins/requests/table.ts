@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import { executionAsyncId, triggerAsyncId } from 'node:async_hooks';
 import { redactedValue, redactUrl, secretMatcher } from 'ispy/plugin';
 import type { Owner, Tracker } from './tracker';
+import type { FastifyApp, FastifyRoutes } from './fastify';
 
 export interface LiveRequest {
   id: number;
@@ -83,7 +84,8 @@ export function now(): number {
 
 /** The newest entry of a connection's requests, carried on its socket (see onServerStart). */
 const ENTRY = Symbol('ispy.requests.entry');
-type TaggedSocket = Socket & { [ENTRY]?: LiveRequest };
+// `server`: the server that accepted the connection (node:net sets it on every socket it accepts).
+type TaggedSocket = Socket & { [ENTRY]?: LiveRequest; server?: object | null };
 
 /** The entry of `res` among those of its connection: the newest, unless requests were pipelined. */
 function entryOf(socket: TaggedSocket | null | undefined, res: ServerResponse | undefined): LiveRequest | undefined {
@@ -107,6 +109,8 @@ class History {
   private readonly methods: (string | undefined)[];
   private readonly urls: (string | undefined)[];
   private readonly routes: (string | undefined)[];
+  /** The request's server, kept only in a Fastify app: its route is named when read. */
+  private readonly servers: (object | undefined)[];
 
   constructor(readonly capacity: number) {
     this.ids = new Float64Array(capacity);
@@ -117,16 +121,18 @@ class History {
     this.methods = new Array(capacity);
     this.urls = new Array(capacity);
     this.routes = new Array(capacity);
+    this.servers = new Array(capacity);
   }
 
   /** Records `e` as finished now. The clock is read here: no double crosses a call (V8 would box it). */
-  add(e: LiveRequest, route: string | undefined, status: number, aborted: boolean): number {
+  add(e: LiveRequest, route: string | undefined, server: object | undefined, status: number, aborted: boolean): number {
     const i = this.next;
     const end = now();
     this.ids[i] = e.id;
     this.methods[i] = e.method;
     this.urls[i] = e.url;
     this.routes[i] = route;
+    this.servers[i] = server;
     this.statuses[i] = status;
     this.durations[i] = end - e.start;
     this.ends[i] = end;
@@ -140,7 +146,7 @@ class History {
     return this.count;
   }
 
-  read(i: number, redact: (url: string) => string): FinishedRequest {
+  read(i: number, redact: (url: string) => string, fastify: FastifyRoutes | undefined): FinishedRequest {
     const out: FinishedRequest = {
       id: this.ids[i]!,
       method: this.methods[i] ?? '?',
@@ -150,7 +156,7 @@ class History {
       finishedAt: new Date(performance.timeOrigin + this.ends[i]!).toISOString(),
       aborted: this.aborted[i] === 1,
     };
-    const route = this.routes[i];
+    const route = this.routes[i] ?? fastify?.routeOf(this.servers[i], this.methods[i], this.urls[i]);
     if (route) out.route = route;
     return out;
   }
@@ -169,6 +175,7 @@ class History {
     this.methods.fill(undefined);
     this.urls.fill(undefined);
     this.routes.fill(undefined);
+    this.servers.fill(undefined);
   }
 }
 
@@ -201,6 +208,8 @@ export class RequestTable {
   readonly outbound = new Map<object, Outbound>();
   private readonly history: History;
   private readonly watchers = new Set<Watcher>();
+  /** Fastify instances, whose routes are named when the table is read (fastify.ts, loaded with the first). */
+  private fastify: FastifyRoutes | undefined;
   tracker: Tracker | undefined;
   /**
    * Entries read by walks of the live table other than the once-a-second sweep (`list`,
@@ -307,19 +316,34 @@ export class RequestTable {
 
   private onClose(entry: LiveRequest, status: number, aborted: boolean): void {
     this.unlink(entry);
-    const slot = this.history.add(entry, routeOf(entry), status, aborted);
+    const slot = this.history.add(entry, routeOf(entry), this.fastify?.seen ? (entry.socket.server ?? undefined) : undefined, status, aborted);
     if (this.tracker) this.tracker.onRequestEnd(entry);
     if (this.watchers.size) {
-      const done = this.history.read(slot, this.hideUrl);
+      const done = this.history.read(slot, this.hideUrl, this.fastify);
       for (const w of this.watchers) w(done);
     }
   }
 
-  /** Fastify (v5) names the matched route; its request and reply carry the raw socket and response. */
+  /** A Fastify instance was created (fastify.initialization): its routes are named when read. */
+  onFastifyInit(msg: { fastify?: FastifyApp }): void {
+    this.fastify ??= new (require('./fastify') as typeof import('./fastify')).FastifyRoutes();
+    this.fastify.add(msg?.fastify);
+  }
+
+  /**
+   * Fastify (v5) names the matched route on its handler channel, subscribed only when the
+   * agent arrived after Fastify was loaded (its instances were created unseen): its request
+   * and reply carry the raw socket and response.
+   */
   onFastifyRoute(msg: { request?: { raw?: IncomingMessage }; reply?: { raw?: ServerResponse }; route?: { url?: string } }): void {
     const entry = entryOf(msg.request?.raw?.socket, msg.reply?.raw);
     const url = msg.route?.url;
     if (entry && url) entry.route = url;
+  }
+
+  /** The route of a request in flight, as read now: the framework's, or Fastify's router's. */
+  private routeNow(e: LiveRequest): string | undefined {
+    return routeOf(e) ?? this.fastify?.routeOf(e.socket.server, e.method, e.url);
   }
 
   /** An outbound call starts: its request is named now if the tracker knows it, else when read. */
@@ -418,7 +442,7 @@ export class RequestTable {
         url: this.hideUrl(e.url ?? '?'),
         ageMs: round(age),
       };
-      const route = routeOf(e);
+      const route = this.routeNow(e);
       if (route) row.route = route;
       const remote = remoteOf(e.socket);
       if (remote) row.remote = remote;
@@ -452,7 +476,7 @@ export class RequestTable {
       ageMs: round(now - e.start),
       startedAt: new Date(performance.timeOrigin + e.start).toISOString(),
     };
-    const route = routeOf(e);
+    const route = this.routeNow(e);
     if (route) out.route = route;
     const remote = remoteOf(e.socket);
     if (remote) out.remote = remote;
@@ -470,7 +494,7 @@ export class RequestTable {
   slow(limit: number): Record<string, unknown> {
     const rows = this.history
       .slots()
-      .map((i) => this.history.read(i, this.hideUrl))
+      .map((i) => this.history.read(i, this.hideUrl, this.fastify))
       .sort((a, b) => b.durationMs - a.durationMs)
       .slice(0, limit);
     return { kept: this.history.size, capacity: this.history.capacity, requests: rows };
