@@ -11,6 +11,7 @@
 //
 //   node bench/gc-pattern.js [--framework fastify] [--rounds 3] [--requests 100000]
 //       [--warmup 20000] [--variants bare,observer,fastify-start,default,default-noprocess]
+//       [--path /]   (the URL requested; node:http answers any, Fastify only /)
 //
 // Variants: bare (no agent); observer, fastify-start (a bare app with one piece alone:
 // bench/apps/gc-variant-preload.js); default (`-r ispy/register`); default-noprocess (the
@@ -67,7 +68,7 @@ function collections(text) {
   return [...byIsolate.values()].sort((a, b) => b.length - a.length)[0] ?? [];
 }
 
-async function measure(name, framework, lg, { requests, warmup }) {
+async function measure(name, framework, lg, { requests, warmup, path: urlPath }) {
   const v = VARIANTS[name];
   const app = await c.startApp({
     script: 'framework-server.js',
@@ -79,11 +80,11 @@ async function measure(name, framework, lg, { requests, warmup }) {
     label: name,
   });
   try {
-    await lg.ask({ port: app.port, connections: 10, requests: warmup });
+    await lg.ask({ port: app.port, connections: 10, requests: warmup, path: urlPath });
     await c.sleep(300);
     const from = app.stdout().length;
     const cpu0 = c.readCpuMs(app.pid);
-    await lg.ask({ port: app.port, connections: 10, requests });
+    await lg.ask({ port: app.port, connections: 10, requests, path: urlPath });
     const cpu1 = c.readCpuMs(app.pid);
     await c.sleep(300);
     const gcs = collections(app.stdout().slice(from));
@@ -123,7 +124,7 @@ async function main() {
     for (let r = 0; r < rounds; r++) {
       const order = [...names].sort(() => random() - 0.5);
       for (const n of order) {
-        const row = await measure(n, framework, lg, { requests, warmup });
+        const row = await measure(n, framework, lg, { requests, warmup, path: args.path ?? '/' });
         rows.push(row);
         console.error(JSON.stringify({ round: r, ...Object.fromEntries(Object.entries(row).map(([k, x]) => [k, typeof x === 'number' ? Math.round(x * 100) / 100 : x])) }));
       }
