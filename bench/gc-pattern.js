@@ -12,6 +12,8 @@
 //   node bench/gc-pattern.js [--framework fastify] [--rounds 3] [--requests 100000]
 //       [--warmup 20000] [--variants bare,observer,fastify-start,default,default-noprocess]
 //       [--path /]   (the URL requested; node:http answers any, Fastify only /)
+//       [--before <dir>/dist/src/register.js]   (variant `before`: the default agent of another
+//       build, e.g. an older commit's, for before/after counts in one run)
 //
 // Variants: bare (no agent); observer, fastify-start (a bare app with one piece alone:
 // bench/apps/gc-variant-preload.js); default (`-r ispy/register`); default-noprocess (the
@@ -114,6 +116,7 @@ async function main() {
   const rounds = Number(args.rounds ?? 3);
   const requests = Number(args.requests ?? 100_000);
   const warmup = Number(args.warmup ?? 20_000);
+  if (args.before) VARIANTS.before = { preload: path.resolve(args.before) };
   const names = (args.variants ?? 'bare,observer,fastify-start,default,default-noprocess').split(',');
   for (const n of names) if (!VARIANTS[n]) throw c.usageError(`--variants: ${n} is not one of ${Object.keys(VARIANTS).join(', ')}`);
   c.requireBuilt();
