@@ -101,7 +101,8 @@ async function measure(name, framework, lg, { requests, warmup, path: urlPath })
       maxPause: Math.max(0, ...gcs.map((g) => g.pause)),
       scavMean: scav.length ? sum(scav, (g) => g.pause) / scav.length : 0,
       bytesPerReq: sum(gcs, (g) => g.allocated) / requests,
-      promotedPerReq: sum(gcs, (g) => g.promoted) / requests,
+      // Promoted by scavenges only (a mark-compact's `promoted` is not young objects surviving).
+      promotedPerReq: sum(scav, (g) => g.promoted) / requests,
       survivedPerScav: scav.length ? sum(scav, (g) => g.survived) / scav.length : 0,
       cpuUsPerReq: ((cpu1 - cpu0) * 1000) / requests,
     };

@@ -1,21 +1,24 @@
-// Recent GC pauses of the main thread: a v8.GCProfiler, folded into a small ring and running
-// totals once a second (and when `process gc` reads them), then started afresh.
+// Recent GC pauses of the main thread: a PerformanceObserver feeding a small ring and
+// running totals. GC entries arrive in batches, a few per second on a busy server, so the
+// cost is a callback per batch; the observer is disconnected when the plugin unloads.
 //
-// Not a PerformanceObserver on 'gc' entries: for each collection Node builds an entry in
-// JavaScript (a Map, two deprecation wrappers per detail field, accessors defined on it),
-// about 3 KB of which outlives the next scavenge and is promoted (bench/gc-pattern.js:
-// 0.1 → 6.5 bytes promoted per request on Fastify's hello-world). The old generation then
-// grows until a mark-compact, after which V8 sizes the young generation up: the app made
-// fewer, longer scavenges, and its p99 rose with them. The profiler records in C++, outside
-// the JavaScript heap; what it holds is bounded by the second between two folds.
+// The ring is columns of numbers, objects are built only when `process gc` reads it: a
+// ring of objects (each with its ISO time string) kept every pause alive for 100 more
+// collections, so each was promoted to the old generation (bench/gc-pattern.js: on
+// Fastify's hello-world, 10.8 bytes promoted per request with it, 6.4 with an observer
+// that keeps nothing). What remains is Node's own: for each collection it builds the entry
+// in JavaScript, and ~3.3 KB of that is promoted at every scavenge. v8.GCProfiler avoids
+// that, but writes two heap-statistics records as JSON inside every pause (~110 µs a
+// collection on this machine, ~9× the instructions of the scavenge itself under
+// callgrind): worse for the app's latency than the promotion.
 
-import type { GCProfiler } from 'node:v8';
+import type { PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';
 
-/** How often the profiler's records are folded in (their native memory is freed then). */
-const FOLD_MS = 1000;
+// node:perf_hooks loads a dozen modules (~1.5 ms under --cpu-prof): it is loaded when the
+// observer starts, which is after the app's first line (start() defers it by a tick).
+const perfHooks = (): typeof import('node:perf_hooks') => require('node:perf_hooks');
 
 export interface GcPause {
-  /** When the pause was folded into the ring: within FOLD_MS after it happened. */
   at: string;
   kind: string;
   durationMs: number;
@@ -27,108 +30,95 @@ interface KindTotal {
   maxMs: number;
 }
 
-interface ProfileResult {
-  endTime?: number;
-  statistics?: { gcType?: string; cost?: number }[];
-}
+/** Kind names by index: the ring stores the index. */
+const KIND_NAMES = ['minor', 'major', 'incremental', 'weakcb', 'other'] as const;
 
-// GCProfiler's gcType names (V8's GCType), as the kinds perf_hooks called them.
-const KINDS: Record<string, string> = {
-  Scavenge: 'minor',
-  MinorMarkSweep: 'minor',
-  MinorMarkCompact: 'minor',
-  MarkSweepCompact: 'major',
-  IncrementalMarking: 'incremental',
-  ProcessWeakCallbacks: 'weakcb',
-};
-
-type ProfilerClass = new () => GCProfiler;
-
-/** v8.GCProfiler where this runtime has it (Node 18.15+, 19.6+), else undefined. */
-function profilerClass(): ProfilerClass | undefined {
-  const v8 = require('node:v8') as { GCProfiler?: ProfilerClass };
-  return typeof v8.GCProfiler === 'function' ? v8.GCProfiler : undefined;
+function gcKinds(): Record<number, number> {
+  const { constants } = perfHooks();
+  return {
+    [constants.NODE_PERFORMANCE_GC_MINOR]: 0,
+    [constants.NODE_PERFORMANCE_GC_MAJOR]: 1,
+    [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 2,
+    [constants.NODE_PERFORMANCE_GC_WEAKCB]: 3,
+  };
 }
 
 export class GcRecorder {
-  private readonly ring: GcPause[] = [];
-  /** Where the next pause goes in the ring once it is full (the oldest is overwritten). */
+  /** The ring, in columns: start (ms since timeOrigin), duration (ms), kind index. */
+  private readonly starts: Float64Array;
+  private readonly durations: Float64Array;
+  private readonly kindOf: Uint8Array;
   private next = 0;
-  private readonly totals = new Map<string, KindTotal>();
-  private Profiler: ProfilerClass | undefined;
-  private profiler: GCProfiler | undefined;
+  private count = 0;
+  /** Totals per kind index: count, total ms, max ms. */
+  private readonly counts = new Float64Array(KIND_NAMES.length);
+  private readonly totalMs = new Float64Array(KIND_NAMES.length);
+  private readonly maxMs = new Float64Array(KIND_NAMES.length);
+  private observer: PerformanceObserver | undefined;
   private starting: NodeJS.Timeout | undefined;
-  private folding: NodeJS.Timeout | undefined;
+  private kinds: Record<number, number> = {};
   readonly since = new Date().toISOString();
 
-  constructor(private readonly capacity = 100) {}
+  constructor(private readonly capacity = 100) {
+    this.starts = new Float64Array(capacity);
+    this.durations = new Float64Array(capacity);
+    this.kindOf = new Uint8Array(capacity);
+  }
 
-  /**
-   * Starts on the next turn of the loop: node:v8 is loaded then, after the app's first line.
-   * Its timers are unref'd: they never hold the app open.
-   */
+  /** Starts observing on the next turn of the loop (unref'd: it never holds the app). */
   start(): void {
-    this.starting = setTimeout(() => this.begin(), 0);
+    this.starting = setTimeout(() => this.observe(), 0);
     this.starting.unref();
   }
 
-  private begin(): void {
+  private observe(): void {
     this.starting = undefined;
-    this.Profiler = profilerClass();
-    if (!this.Profiler) return;
-    this.profiler = new this.Profiler();
-    this.profiler.start();
-    this.folding = setInterval(() => this.fold(), FOLD_MS);
-    this.folding.unref();
+    const { PerformanceObserver } = perfHooks();
+    this.kinds = gcKinds();
+    this.observer = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) this.record(e);
+    });
+    this.observer.observe({ entryTypes: ['gc'] });
   }
 
-  /** Moves what the profiler recorded into the ring and totals, and starts a fresh one. */
-  private fold(): void {
-    const done = this.profiler;
-    if (!done || !this.Profiler) return;
-    this.profiler = new this.Profiler();
-    this.profiler.start();
-    const result = done.stop() as ProfileResult | undefined;
-    const stats = result?.statistics;
-    if (!stats?.length) return;
-    const at = new Date(result?.endTime ?? Date.now()).toISOString();
-    for (const s of stats) this.record(at, KINDS[s.gcType ?? ''] ?? 'other', (s.cost ?? 0) / 1000);
-  }
-
-  private record(at: string, kind: string, ms: number): void {
-    const pause: GcPause = { at, kind, durationMs: Math.round(ms * 1000) / 1000 };
-    // A ring that overwrites in place: no array growth or shift per pause.
-    if (this.ring.length < this.capacity) this.ring.push(pause);
-    else this.ring[this.next] = pause;
-    this.next = (this.next + 1) % this.capacity;
-    let t = this.totals.get(kind);
-    if (!t) this.totals.set(kind, (t = { count: 0, totalMs: 0, maxMs: 0 }));
-    t.count++;
-    t.totalMs += ms;
-    if (ms > t.maxMs) t.maxMs = ms;
+  private record(e: PerformanceEntry): void {
+    const detail = (e as PerformanceEntry & { detail?: { kind?: number } }).detail;
+    const k = this.kinds[detail?.kind ?? -1] ?? KIND_NAMES.length - 1;
+    const ms = e.duration;
+    const i = this.next;
+    this.starts[i] = e.startTime;
+    this.durations[i] = ms;
+    this.kindOf[i] = k;
+    this.next = (i + 1) % this.capacity;
+    if (this.count < this.capacity) this.count++;
+    this.counts[k]!++;
+    this.totalMs[k]! += ms;
+    if (ms > this.maxMs[k]!) this.maxMs[k] = ms;
   }
 
   stop(): void {
     clearTimeout(this.starting);
-    clearInterval(this.folding);
-    this.starting = this.folding = undefined;
-    this.profiler?.stop();
-    this.profiler = undefined;
+    this.starting = undefined;
+    this.observer?.disconnect();
+    this.observer = undefined;
   }
 
   get observing(): boolean {
-    return this.profiler !== undefined;
+    return this.observer !== undefined;
   }
 
-  /** The ring newest first, and the totals, with the pauses recorded up to now folded in. */
   snapshot(limit: number): { since: string; totals: (KindTotal & { kind: string })[]; recent: GcPause[] } {
-    this.fold();
     const round = (n: number) => Math.round(n * 1000) / 1000;
-    const oldestFirst = this.ring.length < this.capacity ? this.ring : [...this.ring.slice(this.next), ...this.ring.slice(0, this.next)];
-    return {
-      since: this.since,
-      totals: [...this.totals].map(([kind, t]) => ({ kind, count: t.count, totalMs: round(t.totalMs), maxMs: round(t.maxMs) })),
-      recent: oldestFirst.slice(-limit).reverse(),
-    };
+    const totals: (KindTotal & { kind: string })[] = [];
+    KIND_NAMES.forEach((kind, k) => {
+      if (this.counts[k]) totals.push({ kind, count: this.counts[k]!, totalMs: round(this.totalMs[k]!), maxMs: round(this.maxMs[k]!) });
+    });
+    const recent: GcPause[] = [];
+    const origin = performance.timeOrigin;
+    for (let n = 0; n < Math.min(limit, this.count); n++) {
+      const i = (this.next - 1 - n + this.capacity) % this.capacity;
+      recent.push({ at: new Date(origin + this.starts[i]!).toISOString(), kind: KIND_NAMES[this.kindOf[i]!]!, durationMs: round(this.durations[i]!) });
+    }
+    return { since: this.since, totals, recent };
   }
 }
