@@ -17,7 +17,7 @@ dc.subscribe('http.client.request.start', (m) => t.onClientStart(m));
 dc.subscribe('undici:request:create', (m) => t.onUndiciCreate(m));
 dc.subscribe('undici:request:trailers', (m) => t.onUndiciDone(m));
 dc.subscribe('undici:request:error', (m) => t.onUndiciDone(m));
-dc.subscribe('tracing:fastify.request.handler:start', (m) => t.onFastifyRoute(m));
+dc.subscribe('fastify.initialization', (m) => t.onFastifyInit(m));
 setInterval(() => t.sweep(), 1000).unref();
 const arm = process.env.TRACK_ARM;
 if (arm) {

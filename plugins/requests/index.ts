@@ -31,6 +31,14 @@ interface PluginOptions {
   trackStacksPerSecond?: number;
 }
 
+/** Whether Fastify was loaded before this plugin (CommonJS: ESM apps load it through require too). */
+function fastifyLoaded(): boolean {
+  // The agent loads its own files with a require of its own, which has no `cache`: then
+  // Module's (node:module itself would load Node's ESM loader before the app's first line).
+  const cache = require.cache ?? (module.constructor as { _cache?: NodeJS.Dict<unknown> })._cache ?? {};
+  return Object.keys(cache).some((k) => /[\\/]fastify[\\/]fastify\.js$/.test(k));
+}
+
 async function readTable(ctx: CommandContext, call: string): Promise<{ value: unknown; mainThread?: Record<string, unknown> }> {
   let value: unknown;
   try {
@@ -71,8 +79,12 @@ export default definePlugin({
       ctx.subscribe('undici:request:create', (m) => t.onUndiciCreate(m as never));
       ctx.subscribe('undici:request:trailers', (m) => t.onUndiciDone(m as never));
       ctx.subscribe('undici:request:error', (m) => t.onUndiciDone(m as never));
-      // Fastify (v5) names the matched route on this channel.
-      ctx.subscribe('tracing:fastify.request.handler:start', (m) => t.onFastifyRoute(m as never));
+      // Fastify's routes are named when the table is read, by the instance's own router
+      // (fastify.ts): its handler channel makes Fastify build objects for every request.
+      ctx.subscribe('fastify.initialization', (m) => t.onFastifyInit(m as never));
+      // Instances created before the agent came (`ispy attach`) were not seen: for them,
+      // the handler channel, as the only way left to name their routes.
+      if (fastifyLoaded()) ctx.subscribe('tracing:fastify.request.handler:start', (m) => t.onFastifyRoute(m as never));
       const key = Symbol.for(GLOBAL_KEY);
       Object.defineProperty(globalThis, key, { value: t, configurable: true, enumerable: false, writable: false });
       ctx.onUnload(() => {

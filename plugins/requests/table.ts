@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import { executionAsyncId, triggerAsyncId } from 'node:async_hooks';
 import { redactedValue, redactUrl, secretMatcher } from 'ispy/plugin';
 import type { Owner, Tracker } from './tracker';
+import type { FastifyApp, FastifyRoutes } from './fastify';
 
 export interface LiveRequest {
   id: number;
@@ -83,13 +84,78 @@ export function now(): number {
 
 /** The newest entry of a connection's requests, carried on its socket (see onServerStart). */
 const ENTRY = Symbol('ispy.requests.entry');
-type TaggedSocket = Socket & { [ENTRY]?: LiveRequest };
+// `server`: the server that accepted the connection (node:net sets it on every socket it accepts).
+type TaggedSocket = Socket & { [ENTRY]?: LiveRequest; server?: object | null };
 
 /** The entry of `res` among those of its connection: the newest, unless requests were pipelined. */
 function entryOf(socket: TaggedSocket | null | undefined, res: ServerResponse | undefined): LiveRequest | undefined {
   let e = socket?.[ENTRY];
   while (e && e.res !== res) e = e.older;
   return e;
+}
+
+/** Bytes of URL text kept per slot of the history, on average (the arena is shared). */
+const URL_BYTES_PER_SLOT = 256;
+
+/**
+ * The URLs of the history, as bytes in one preallocated buffer written round and round.
+ * Kept as strings, the last N URLs would all be alive at every scavenge: copied each time,
+ * promoted to the old generation at the second, and enough surviving bytes that V8 grew the
+ * young generation (bench/gc-pattern.js --framework http --path <a 40-byte URL>: 30 KB
+ * survived a scavenge, against 2 KB for the bare app, and half as many scavenges). A URL
+ * from node:http's parser is Latin-1, one byte a character, so the copy is exact; any other
+ * (or one longer than an eighth of the buffer) is kept as the string, rarely.
+ */
+class UrlArena {
+  private readonly bytes: Uint8Array;
+  /**
+   * Bytes written, counting the ends skipped when a URL did not fit before the wrap, modulo
+   * `lap` (a multiple of the buffer's size, kept a small integer so V8 never boxes it). A
+   * history slot is read at most a few buffers after it was written, far less than a lap.
+   */
+  private written = 0;
+  private readonly lap: number;
+
+  constructor(slots: number) {
+    const size = Math.max(1, slots) * URL_BYTES_PER_SLOT;
+    this.bytes = new Uint8Array(size);
+    this.lap = size * Math.max(64, Math.min(1024, Math.floor(2 ** 30 / size)));
+  }
+
+  /** Copies `url` in; returns where it starts (−1 when it is not kept here). */
+  put(url: string): number {
+    const size = this.bytes.length;
+    const len = url.length;
+    if (len > size >> 3) return -1;
+    let off = this.written % size;
+    if (off + len > size) {
+      this.written = (this.written + size - off) % this.lap;
+      off = 0;
+    }
+    const bytes = this.bytes;
+    for (let k = 0; k < len; k++) {
+      const c = url.charCodeAt(k);
+      if (c > 255) return -1;
+      bytes[off + k] = c;
+    }
+    const start = this.written;
+    this.written = (start + len) % this.lap;
+    return start;
+  }
+
+  /** The URL written at `start`, or undefined once newer ones wrote over it. */
+  get(start: number, len: number): string | undefined {
+    const size = this.bytes.length;
+    if (start < 0 || (this.written - start + this.lap) % this.lap > size) return undefined;
+    const off = start % size;
+    let out = '';
+    for (let k = 0; k < len; k += 4096) out += String.fromCharCode(...this.bytes.subarray(off + k, off + Math.min(len, k + 4096)));
+    return out;
+  }
+
+  clear(): void {
+    this.written = 0;
+  }
 }
 
 /**
@@ -105,8 +171,14 @@ class History {
   private readonly statuses: Int16Array;
   private readonly aborted: Uint8Array;
   private readonly methods: (string | undefined)[];
+  /** URLs as bytes (urlStarts, urlLengths), or as strings where the arena does not keep them. */
+  private readonly arena: UrlArena;
+  private readonly urlStarts: Float64Array;
+  private readonly urlLengths: Int32Array;
   private readonly urls: (string | undefined)[];
   private readonly routes: (string | undefined)[];
+  /** The request's server, kept only in a Fastify app: its route is named when read. */
+  private readonly servers: (object | undefined)[];
 
   constructor(readonly capacity: number) {
     this.ids = new Float64Array(capacity);
@@ -115,18 +187,27 @@ class History {
     this.statuses = new Int16Array(capacity);
     this.aborted = new Uint8Array(capacity);
     this.methods = new Array(capacity);
+    this.arena = new UrlArena(capacity);
+    this.urlStarts = new Float64Array(capacity);
+    this.urlLengths = new Int32Array(capacity);
     this.urls = new Array(capacity);
     this.routes = new Array(capacity);
+    this.servers = new Array(capacity);
   }
 
   /** Records `e` as finished now. The clock is read here: no double crosses a call (V8 would box it). */
-  add(e: LiveRequest, route: string | undefined, status: number, aborted: boolean): number {
+  add(e: LiveRequest, route: string | undefined, server: object | undefined, status: number, aborted: boolean): number {
     const i = this.next;
     const end = now();
     this.ids[i] = e.id;
     this.methods[i] = e.method;
-    this.urls[i] = e.url;
+    const url = e.url;
+    const start = url === undefined ? -1 : this.arena.put(url);
+    this.urlStarts[i] = start;
+    this.urlLengths[i] = start < 0 ? 0 : url!.length;
+    this.urls[i] = start < 0 ? url : undefined;
     this.routes[i] = route;
+    this.servers[i] = server;
     this.statuses[i] = status;
     this.durations[i] = end - e.start;
     this.ends[i] = end;
@@ -140,17 +221,18 @@ class History {
     return this.count;
   }
 
-  read(i: number, redact: (url: string) => string): FinishedRequest {
+  read(i: number, redact: (url: string) => string, fastify: FastifyRoutes | undefined): FinishedRequest {
+    const url = this.urls[i] ?? this.arena.get(this.urlStarts[i]!, this.urlLengths[i]!);
     const out: FinishedRequest = {
       id: this.ids[i]!,
       method: this.methods[i] ?? '?',
-      url: redact(this.urls[i] ?? '?'),
+      url: redact(url ?? '?'),
       status: this.statuses[i]! < 0 ? null : this.statuses[i]!,
       durationMs: round(this.durations[i]!),
       finishedAt: new Date(performance.timeOrigin + this.ends[i]!).toISOString(),
       aborted: this.aborted[i] === 1,
     };
-    const route = this.routes[i];
+    const route = this.routes[i] ?? fastify?.routeOf(this.servers[i], this.methods[i], url);
     if (route) out.route = route;
     return out;
   }
@@ -168,7 +250,9 @@ class History {
     this.next = 0;
     this.methods.fill(undefined);
     this.urls.fill(undefined);
+    this.arena.clear();
     this.routes.fill(undefined);
+    this.servers.fill(undefined);
   }
 }
 
@@ -201,6 +285,8 @@ export class RequestTable {
   readonly outbound = new Map<object, Outbound>();
   private readonly history: History;
   private readonly watchers = new Set<Watcher>();
+  /** Fastify instances, whose routes are named when the table is read (fastify.ts, loaded with the first). */
+  private fastify: FastifyRoutes | undefined;
   tracker: Tracker | undefined;
   /**
    * Entries read by walks of the live table other than the once-a-second sweep (`list`,
@@ -307,19 +393,34 @@ export class RequestTable {
 
   private onClose(entry: LiveRequest, status: number, aborted: boolean): void {
     this.unlink(entry);
-    const slot = this.history.add(entry, routeOf(entry), status, aborted);
+    const slot = this.history.add(entry, routeOf(entry), this.fastify?.seen ? (entry.socket.server ?? undefined) : undefined, status, aborted);
     if (this.tracker) this.tracker.onRequestEnd(entry);
     if (this.watchers.size) {
-      const done = this.history.read(slot, this.hideUrl);
+      const done = this.history.read(slot, this.hideUrl, this.fastify);
       for (const w of this.watchers) w(done);
     }
   }
 
-  /** Fastify (v5) names the matched route; its request and reply carry the raw socket and response. */
+  /** A Fastify instance was created (fastify.initialization): its routes are named when read. */
+  onFastifyInit(msg: { fastify?: FastifyApp }): void {
+    this.fastify ??= new (require('./fastify') as typeof import('./fastify')).FastifyRoutes();
+    this.fastify.add(msg?.fastify);
+  }
+
+  /**
+   * Fastify (v5) names the matched route on its handler channel, subscribed only when the
+   * agent arrived after Fastify was loaded (its instances were created unseen): its request
+   * and reply carry the raw socket and response.
+   */
   onFastifyRoute(msg: { request?: { raw?: IncomingMessage }; reply?: { raw?: ServerResponse }; route?: { url?: string } }): void {
     const entry = entryOf(msg.request?.raw?.socket, msg.reply?.raw);
     const url = msg.route?.url;
     if (entry && url) entry.route = url;
+  }
+
+  /** The route of a request in flight, as read now: the framework's, or Fastify's router's. */
+  private routeNow(e: LiveRequest): string | undefined {
+    return routeOf(e) ?? this.fastify?.routeOf(e.socket.server, e.method, e.url);
   }
 
   /** An outbound call starts: its request is named now if the tracker knows it, else when read. */
@@ -418,7 +519,7 @@ export class RequestTable {
         url: this.hideUrl(e.url ?? '?'),
         ageMs: round(age),
       };
-      const route = routeOf(e);
+      const route = this.routeNow(e);
       if (route) row.route = route;
       const remote = remoteOf(e.socket);
       if (remote) row.remote = remote;
@@ -452,7 +553,7 @@ export class RequestTable {
       ageMs: round(now - e.start),
       startedAt: new Date(performance.timeOrigin + e.start).toISOString(),
     };
-    const route = routeOf(e);
+    const route = this.routeNow(e);
     if (route) out.route = route;
     const remote = remoteOf(e.socket);
     if (remote) out.remote = remote;
@@ -470,7 +571,7 @@ export class RequestTable {
   slow(limit: number): Record<string, unknown> {
     const rows = this.history
       .slots()
-      .map((i) => this.history.read(i, this.hideUrl))
+      .map((i) => this.history.read(i, this.hideUrl, this.fastify))
       .sort((a, b) => b.durationMs - a.durationMs)
       .slice(0, limit);
     return { kept: this.history.size, capacity: this.history.capacity, requests: rows };
