@@ -16,6 +16,7 @@ import { artefactFiles, fileWriter, insertBeforeExtension } from '../src/cli/art
 import { scriptLines } from '../src/cli/run';
 import { commandHelp } from '../src/cli/help';
 import { loadHistory, saveHistory } from '../src/cli/history';
+import { stderrText } from '../src/cli/ssh';
 import { cleanup, tempDir } from './helpers';
 
 afterAll(cleanup);
@@ -253,5 +254,16 @@ describe('targets and files', () => {
     expect(lines[999]).toBe('line 1199');
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
     expect(loadHistory(file)[0]).toBe('line 1199');
+  });
+});
+
+describe('the reason a remote bridge failed', () => {
+  it("is the bridge's own line when it spoke, not what the remote login shell printed beside it", () => {
+    const noise = "rm: cannot remove '/root/.pyenv/shims/tmp.qJa5': No such file or directory\npyenv: cannot rehash: /root/.pyenv/shims isn't writable\n";
+    expect(stderrText(`${noise}ispy bridge: stale socket /tmp/x.sock: nothing is listening on it\n`)).toBe('stale socket /tmp/x.sock: nothing is listening on it');
+    // Without a line of the bridge's, everything ssh and the shell said is the reason.
+    expect(stderrText(`Warning: Permanently added '[127.0.0.1]:22' to the list of known hosts.\nssh: connect to host 127.0.0.1 port 1: Connection refused\n`)).toBe(
+      'connect to host 127.0.0.1 port 1: Connection refused',
+    );
   });
 });

@@ -7,9 +7,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as v8 from 'node:v8';
 import * as nodeModule from 'node:module';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { cleanup, runCli, startApp, waitFor, type App } from './helpers';
+import { cleanup, runCli, startApp, tempDir, waitFor, type App } from './helpers';
 import { connect, type Client } from '../dist/src/client/index.js';
 import { parseProcStat } from '../dist/plugins/process/cpu.js';
 import { contextFramesCarryStores } from '../dist/plugins/requests/tracker.js';
@@ -63,7 +63,8 @@ describe(`Node ${process.version}: lines-dependent APIs`, () => {
     });
 
     it.skipIf(!hasThreadCpu)('reads the main thread through threadCpuUsage() while it spins', async () => {
-      const spinning = app.get('/spin?ms=3000', 60_000);
+      const stop = path.join(tempDir(), 'stop');
+      const spinning = app.get(`/spin?until=${encodeURIComponent(stop)}`, 180_000);
       try {
         const info = await waitFor(async () => {
           const i = (await client.call('process', 'info')) as any;
@@ -72,12 +73,14 @@ describe(`Node ${process.version}: lines-dependent APIs`, () => {
         expect(rows(info).main!.source).toBe('threadCpuUsage');
         expect(info.memory.mainThread.heapUsedMB).toBeGreaterThan(0);
       } finally {
+        writeFileSync(stop, '');
         await spinning;
       }
     });
 
     it.skipIf(!linux)('falls back to /proc when the main thread is blocked in native code', async () => {
-      const blocked = app.get('/native?ms=5000', 60_000);
+      const stop = path.join(tempDir(), 'stop');
+      const blocked = app.get(`/native?until=${encodeURIComponent(stop)}`, 180_000);
       try {
         const info = await waitFor(async () => {
           const i = (await client.call('process', 'info')) as any;
@@ -87,6 +90,7 @@ describe(`Node ${process.version}: lines-dependent APIs`, () => {
         expect(main.source).toBe('/proc');
         expect(main.userSeconds).toBeGreaterThan(0);
       } finally {
+        writeFileSync(stop, '');
         await blocked;
       }
     });
@@ -136,7 +140,9 @@ describe(`Node ${process.version}: lines-dependent APIs`, () => {
     });
 
     it('answers for a global while the main thread spins', async () => {
-      const spinning = app.get('/spin?ms=3000', 60_000);
+      // It spins until told to stop: however long the counts take on a busy machine.
+      const stop = path.join(tempDir(), 'stop');
+      const spinning = app.get(`/spin?until=${encodeURIComponent(stop)}`, 180_000);
       try {
         await waitFor(async () => /not turning/.test(((await client.call('process', 'info')) as any).mainThread), 30_000, 'the loop to be stuck');
         expect((await count('LinesWidget')).count).toBe(WIDGETS + 3);
@@ -146,6 +152,7 @@ describe(`Node ${process.version}: lines-dependent APIs`, () => {
         expect(err.code).toBe('ISPY_ERR_UNAVAILABLE');
         expect(err.message).toMatch(/unavailable while the main thread is busy/);
       } finally {
+        writeFileSync(stop, '');
         await spinning;
       }
     });

@@ -137,20 +137,28 @@ export class Registry {
     const commandName = info.name;
     if (info.thread === 'main') {
       let announced: Promise<void> = Promise.resolve();
-      const value = await this.bridge.call(
-        pluginName,
-        commandName,
-        args as Record<string, unknown>,
-        {
-          data: sink.data,
-          progress: sink.progress,
-          artefact: (info) => {
-            announced = announced.then(() => sink.artefact(info));
+      let value: unknown;
+      try {
+        value = await this.bridge.call(
+          pluginName,
+          commandName,
+          args as Record<string, unknown>,
+          {
+            data: sink.data,
+            progress: sink.progress,
+            artefact: (info) => {
+              announced = announced.then(() => sink.artefact(info));
+            },
           },
-        },
-        client,
-        signal,
-      );
+          client,
+          signal,
+        );
+      } catch (err) {
+        // The call failed (cancelled, say) while an artefact was still being sent: that send
+        // fails too, and nobody else awaits it. Unhandled, it would end the agent's worker.
+        await announced.catch(() => {});
+        throw err;
+      }
       await announced;
       return value;
     }

@@ -178,11 +178,16 @@ interface Lease {
   release(): void;
 }
 
-/** The text a failed ssh left on stderr, cleaned of prefixes, on one line. */
-function stderrText(text: string): string {
-  return text
-    .split('\n')
-    .map((l) => l.trim().replace(/^ispy bridge: /, '').replace(/^ssh: /, ''))
+/**
+ * The text a failed ssh left on stderr, cleaned of prefixes, on one line. When the bridge
+ * said why (its lines start "ispy bridge: "), only that: whatever the remote login shell
+ * printed beside it (a profile's complaints, a motd) is not the reason.
+ */
+export function stderrText(text: string): string {
+  const lines = text.split('\n').map((l) => l.trim());
+  const bridge = lines.filter((l) => l.startsWith('ispy bridge: '));
+  return (bridge.length > 0 ? bridge : lines)
+    .map((l) => l.replace(/^ispy bridge: /, '').replace(/^ssh: /, ''))
     .filter((l) => l !== '' && !l.startsWith('Warning: Permanently added'))
     .join('; ')
     .slice(0, 500);
