@@ -93,8 +93,13 @@ async function runSoak(app, { seconds = 12, minWarmupVisits = 1000, maxWarmupSec
   sample();
   const sampler = setInterval(sample, sampleMs);
   const failures = [];
+  // What a full GC leaves, once the warm-up is over and again at the end (see below).
+  let warmCollected;
   const whileRunning = async () => {
-    while (performance.now() < end) await lib.sleep(100);
+    while (performance.now() < end) {
+      if (warmEnd !== undefined && warmCollected === undefined) warmCollected = await collected(app, timeoutMs).catch((err) => ({ error: err.message }));
+      await lib.sleep(100);
+    }
   };
   await Promise.all([
     whileRunning(),
@@ -116,6 +121,7 @@ async function runSoak(app, { seconds = 12, minWarmupVisits = 1000, maxWarmupSec
   const c = await connect(app.socket, { timeoutMs, clientName: 'soak-last' });
   const heapsMB = (await c.call('process', 'info')).memory;
   await c.close();
+  const endCollected = await collected(app, timeoutMs).catch((err) => ({ error: err.message }));
   const http = await load.stop();
   for (const f of [...new Set(failures)].slice(0, 5)) problems.push(`a visit failed: ${f}`);
   if (http.failed) problems.push(`${http.failed} of ${http.ok + http.failed} HTTP requests failed: ${http.errors.join('; ')}`);
@@ -125,13 +131,23 @@ async function runSoak(app, { seconds = 12, minWarmupVisits = 1000, maxWarmupSec
   const measured = samples.filter((x) => x.t > warmEnd).map((x) => ({ t: x.t, v: x.rss }));
   const memory = warm.length >= 4 && measured.length >= 8 ? lib.memoryVerdict(warm, measured) : undefined;
   if (!memory) problems.push(`too few samples to judge memory (${warm.length} at the end of the warm-up, ${measured.length} after it): run longer`);
-  else if (!memory.flat) problems.push(`RSS is not flat after the warm-up: it drifted ${memory.driftKB} kB (slope ${memory.slopeKBPerMin} kB/min) and its median rose ${memory.medianRiseKB} kB, against the ${memory.toleranceKB} kB the warm-up's own swing allows`);
+  else if (!memory.flat) {
+    // RSS under churn also follows V8's heap-growth steps, garbage it has not collected yet (on
+    // Node 26 a 10 s window after the warm-up saw +20 MB that one full GC gave back). A leak is
+    // what a full GC does not give back: the retained heap, or RSS after the GC, grew.
+    const retained = retainedGrowth(warmCollected, endCollected, memory.toleranceKB);
+    if (retained.grew) {
+      problems.push(`RSS is not flat after the warm-up: it drifted ${memory.driftKB} kB (slope ${memory.slopeKBPerMin} kB/min) and its median rose ${memory.medianRiseKB} kB, against the ${memory.toleranceKB} kB the warm-up's own swing allows; after a full GC ${retained.why}`);
+    }
+    memory.afterFullGc = retained;
+  }
 
   // Descriptors: while visits run, at most one per client and per load connection above the
-  // baseline (and a spare for a file a command reads); afterwards, the baseline exactly.
-  const fdCeiling = fdBaseline + clients + loadConnections + 2;
+  // baseline (and a spare for a file a command reads, and the warm-up's GC client); afterwards,
+  // the baseline exactly.
+  const fdCeiling = fdBaseline + clients + loadConnections + 3;
   const fdMax = samples.filter((x) => x.t > warmEnd).reduce((m, x) => Math.max(m, x.fd), 0);
-  if (fdMax > fdCeiling) problems.push(`the app held ${fdMax} file descriptors during the soak, above ${fdCeiling} (baseline ${fdBaseline} + ${clients} clients + ${loadConnections} load connections + 2)`);
+  if (fdMax > fdCeiling) problems.push(`the app held ${fdMax} file descriptors during the soak, above ${fdCeiling} (baseline ${fdBaseline} + ${clients} clients + ${loadConnections} load connections + 3)`);
   const fdAfter = await lib.settledFdCount(app.pid, fdBaseline);
   if (fdAfter !== fdBaseline) problems.push(`the app holds ${fdAfter} file descriptors after the soak, ${fdBaseline} before: ${lib.fdList(app.pid).join(', ')}`);
   const left = await lib.leftovers(app.socket, app.port, { graceMs: 5000 });
@@ -167,7 +183,29 @@ async function runSoak(app, { seconds = 12, minWarmupVisits = 1000, maxWarmupSec
   };
 }
 
-module.exports = { runSoak };
+/** A full GC of the app's main thread (`heap gc`), then its heap in use and RSS. */
+async function collected(app, timeoutMs) {
+  const { connect } = lib.client();
+  const c = await connect(app.socket, { timeoutMs, clientName: 'soak-gc' });
+  try {
+    const gc = await c.call('heap', 'gc');
+    return { heapUsedMB: gc.afterMB, rssKB: lib.rssKB(app.pid) };
+  } finally {
+    await c.close();
+  }
+}
+
+/** Whether what a full GC leaves grew from the warm-up's end to the end: > 2 MB of heap, or RSS past the tolerance (at least 10 %). */
+function retainedGrowth(warm, last, toleranceKB) {
+  if (!warm || !last || warm.error || last.error) return { grew: true, why: `could not be measured (${warm?.error ?? last?.error ?? 'the warm-up ended too late'})`, warm, last };
+  const heapMB = lib.round(last.heapUsedMB - warm.heapUsedMB);
+  const rssKB = last.rssKB - warm.rssKB;
+  const rssAllowKB = Math.max(toleranceKB, Math.round(warm.rssKB * 0.1));
+  const grew = heapMB > 2 || rssKB > rssAllowKB;
+  return { grew, why: `the heap in use went ${warm.heapUsedMB} → ${last.heapUsedMB} MB and RSS ${Math.round(warm.rssKB / 1024)} → ${Math.round(last.rssKB / 1024)} MB (allowed: +2 MB of heap, +${Math.round(rssAllowKB / 1024)} MB of RSS)`, heapMB, rssKB, warm, last };
+}
+
+module.exports = { runSoak, retainedGrowth };
 
 if (require.main === module) {
   const common = require('./lib/common');

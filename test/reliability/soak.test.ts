@@ -7,7 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanup } from '../helpers';
 import { engineApp, needsProc, NO_PROC, startReliabApp } from './harness';
-import { runSoak } from '../../bench/reliability-soak.js';
+import { retainedGrowth, runSoak } from '../../bench/reliability-soak.js';
 import { memoryVerdict, prng } from '../../bench/reliability-lib.js';
 
 afterAll(cleanup);
@@ -39,6 +39,17 @@ describe('memory verdict', () => {
     const warm = series(7.5, 15);
     const stepped = series(15, 30).map((p) => ({ t: p.t, v: p.v + 30_000 }));
     expect(memoryVerdict(warm, stepped).flat).toBe(false);
+  });
+
+  it('after a full GC, tells garbage V8 had not collected from a leak', () => {
+    const warm = { heapUsedMB: 8, rssKB: 100_000 };
+    // Garbage only: what a full GC leaves is where it was.
+    expect(retainedGrowth(warm, { heapUsedMB: 8.4, rssKB: 104_000 }, 5000).grew).toBe(false);
+    // Retained heap, or RSS a GC does not give back: a leak.
+    expect(retainedGrowth(warm, { heapUsedMB: 14, rssKB: 104_000 }, 5000).grew).toBe(true);
+    expect(retainedGrowth(warm, { heapUsedMB: 8, rssKB: 130_000 }, 5000).grew).toBe(true);
+    // Not measured is not a pass.
+    expect(retainedGrowth(warm, { error: 'timeout' }, 5000).grew).toBe(true);
   });
 
   it('does not widen its allowance for a warm-up that is still rising', () => {
