@@ -62,8 +62,13 @@ describe('requests in a Fastify app', () => {
       expect((await Promise.all(pending)).map((r) => r.body)).toEqual(Object.keys(HELD).map(() => 'released'));
       // Finished requests: slow names them too.
       for (const u of Object.keys(ROUTES)) expect((await app.get(u)).status).toBe(200);
-      const slow = (await client.call('requests', 'slow', { limit: 500 })) as { requests: Row[] };
-      const named = Object.fromEntries(slow.requests.filter((r) => r.url in ROUTES || r.url in HELD).map((r) => [r.url, r.route]));
+      // The client can have its answer a moment before the app's 'finish' (its write callback)
+      // runs and moves the request to the history: wait for all of them, then compare.
+      const named = await waitFor(async () => {
+        const slow = (await client.call('requests', 'slow', { limit: 500 })) as { requests: Row[] };
+        const all = Object.fromEntries(slow.requests.filter((r) => r.url in ROUTES || r.url in HELD).map((r) => [r.url, r.route]));
+        return Object.keys(all).length === Object.keys(ROUTES).length + Object.keys(HELD).length ? all : undefined;
+      }, 30_000, 'every finished request in the history');
       expect(named).toEqual({ ...ROUTES, ...HELD });
       // Still no subscriber after the reads.
       expect((await app.get('/subscribed')).body).toBe('false');
