@@ -290,13 +290,18 @@ class Connection implements AdmittedConnection {
     const id = msg.id;
     const audit = this.server.opts.audit;
     const audited: AuditedCall = { client: this.identity, call: `${this.id}.${id}`, plugin: msg.plugin, command: msg.command, args: msg.args, changes: false };
+    // A failed send of an artefact's bytes, said as the call's outcome once the command has
+    // returned, never thrown into the announcement: a plugin may announce from work nobody
+    // awaits, and a rejection there would end the agent's worker (the fuzz test, beside two
+    // CPU burners, saw it).
+    let artefactError: unknown;
     const run = async (): Promise<unknown> => {
       const call = this.server.registry.prepare(msg.plugin, msg.command, msg.args);
       audited.changes = call.info.changes === true;
       // Written, and on disk, before the change is made; if it cannot be, the change is not made.
       if (audited.changes && audit) auditStart(audit, audited);
       if (controller.signal.aborted) throw new IspyError('ISPY_ERR_CANCELLED', 'cancelled');
-      return this.server.registry.dispatch(call, controller.signal, {
+      const value = await this.server.registry.dispatch(call, controller.signal, {
         data: (data) => this.send({ type: 'data', id, data: toJsonSafe(data) }),
         progress: (u) => this.send({ type: 'progress', id, ...u }),
         artefact: async (info) => {
@@ -308,10 +313,12 @@ class Connection implements AdmittedConnection {
             // The client asked for the bytes and will never have them: the agent's copy holds
             // the app's secrets and nobody knows of it, so it goes.
             await fs.promises.unlink(info.path).catch(() => {});
-            throw err;
+            artefactError ??= err;
           }
         },
       }, { id: this.id, name: this.identity.name });
+      if (artefactError !== undefined) throw artefactError;
+      return value;
     };
     run()
       .then(
