@@ -15,7 +15,7 @@ import { IspyError } from '../protocol/errors';
 import type { InspectorAccess, MainThreadStack, StackFrame } from '../plugin/define';
 import type { HeartbeatReader } from './heartbeat';
 import { inspectorWithheld } from './permission';
-import { mainThreadSched, starvedSince } from './sched';
+import { mainThreadTimeout } from './sched';
 
 interface CallFrame {
   functionName: string;
@@ -36,9 +36,6 @@ const HEARTBEAT_FILE = path.join(__dirname, 'heartbeat.js');
 export function onlyTimerBookkeeping(frames: readonly StackFrame[]): boolean {
   return frames.length > 0 && frames.every((f) => TIMER_INTERNALS.test(f.file) || f.file === HEARTBEAT_FILE);
 }
-
-/** How many times its limit an inspector call may wait while the main thread waits for a CPU. */
-const STARVED_STRETCH = 5;
 
 /** How long to wait for a pause when the heartbeat says the loop is idle. */
 const IDLE_PAUSE_WAIT_MS = 120;
@@ -151,30 +148,18 @@ export class MainThreadInspector implements InspectorAccess {
     const session = this.acquire();
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     return new Promise<T>((resolve, reject) => {
-      const started = Date.now();
-      const sched = mainThreadSched();
-      // A main thread that spent the wait queued for a CPU is not blocked: the host is busy.
-      // It gets more time, up to STARVED_STRETCH times the limit, before the verdict.
-      const expire = () => {
-        const waited = Date.now() - started;
-        const starved = starvedSince(sched, waited);
-        if (starved && waited < timeoutMs * STARVED_STRETCH) {
-          timer = setTimeout(expire, timeoutMs);
-          timer.unref();
-          return;
-        }
+      // A main thread that spent the wait queued for a CPU is not blocked: it gets more time.
+      const cancel = mainThreadTimeout(timeoutMs, (starved, waited) =>
         reject(
           starved
             ? new IspyError('ISPY_ERR_INSPECTOR', `inspector ${method} did not answer within ${waited} ms: the main thread spent much of that waiting for a CPU (every core of the host is busy)`, {
                 details: { starved: true },
               })
             : this.timeoutError(method, timeoutMs),
-        );
-      };
-      let timer = setTimeout(expire, timeoutMs);
-      timer.unref();
+        ),
+      );
       session.post(method, params, (err, result) => {
-        clearTimeout(timer);
+        cancel();
         if (err) reject(new IspyError('ISPY_ERR_INSPECTOR', `inspector ${method} failed: ${err.message}`));
         else resolve(result as T);
       });
@@ -299,27 +284,17 @@ export class MainThreadInspector implements InspectorAccess {
     try {
       return await this.withDomains(['Debugger'], async () => {
         const idle = !this.heartbeat.stale();
-        const sched = mainThreadSched();
         const asked = Date.now();
-        const limit = idle ? IDLE_PAUSE_WAIT_MS : this.timeoutMs;
         let starved = false;
         const frames = await new Promise<CallFrame[] | undefined>((resolve) => {
           // As post(): a thread queued for a CPU gets more time before any verdict.
-          const expire = () => {
-            const waited = Date.now() - asked;
-            starved = starvedSince(sched, waited);
-            if (starved && waited < limit * STARVED_STRETCH) {
-              timer = setTimeout(expire, limit);
-              timer.unref();
-              return;
-            }
+          const cancel = mainThreadTimeout(idle ? IDLE_PAUSE_WAIT_MS : this.timeoutMs, (wasStarved) => {
+            starved = wasStarved;
             this.pauseWaiter = undefined;
             resolve(undefined);
-          };
-          let timer = setTimeout(expire, limit);
-          timer.unref();
+          });
           this.pauseWaiter = (f) => {
-            clearTimeout(timer);
+            cancel();
             resolve(f);
           };
           this.session!.post('Debugger.pause', () => {});

@@ -9,7 +9,7 @@
 
 import { readFileSync } from 'node:fs';
 
-export interface SchedSample {
+interface SchedSample {
   /** Nanoseconds the thread has spent on a CPU since it started. */
   ranNs: number;
 }
@@ -19,7 +19,7 @@ const TASK = `/proc/self/task/${process.pid}`;
 let missing = process.platform !== 'linux';
 
 /** The main thread's time on a CPU now, or undefined where Linux does not say. */
-export function mainThreadSched(): SchedSample | undefined {
+function mainThreadSched(): SchedSample | undefined {
   if (missing) return undefined;
   try {
     const ranNs = Number(readFileSync(`${TASK}/schedstat`, 'latin1').split(' ')[0]);
@@ -46,8 +46,32 @@ function runnable(): boolean {
  * `waitedMs`: it was queued for a CPU, so a late answer says nothing about the thread itself.
  * (A thread busy in native code runs the whole time; one blocked in a system call sleeps.)
  */
-export function starvedSince(from: SchedSample | undefined, waitedMs: number): boolean {
+function starvedSince(from: SchedSample | undefined, waitedMs: number): boolean {
   if (!from) return false;
   const now = mainThreadSched();
   return now !== undefined && (now.ranNs - from.ranNs) / 1e6 < waitedMs / 2 && runnable();
+}
+
+/**
+ * Like setTimeout(expire, limitMs), unref'd, but while the main thread is starved (above) the
+ * verdict waits another `limitMs`, up to `stretch` times the limit in all: a thread queued for
+ * a CPU is not blocked, the host is busy. `expire` learns whether it was starved to the end and
+ * how long it waited. Returns what cancels it.
+ */
+export function mainThreadTimeout(limitMs: number, expire: (starved: boolean, waitedMs: number) => void, stretch = 5): () => void {
+  const started = Date.now();
+  const from = mainThreadSched();
+  const check = () => {
+    const waited = Date.now() - started;
+    const starved = starvedSince(from, waited);
+    if (starved && waited < limitMs * stretch) {
+      timer = setTimeout(check, limitMs);
+      timer.unref();
+      return;
+    }
+    expire(starved, waited);
+  };
+  let timer = setTimeout(check, limitMs);
+  timer.unref();
+  return () => clearTimeout(timer);
 }
