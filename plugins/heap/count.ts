@@ -118,9 +118,10 @@ function isQueryObjectsWarning(warning: unknown, rest: unknown[]): boolean {
  * v8.queryObjects(ctor, {format: 'count'}): live objects with ctor.prototype in their
  * prototype chain, after a full GC. The warning Node prints on its first use would land
  * in the app's stderr for a call the app never made, so process.emitWarning is swapped
- * for the length of this synchronous call and put back exactly as it was.
+ * for the length of this synchronous call and put back exactly as it was; where it cannot
+ * be swapped, the caller is told to count through the inspector instead.
  */
-export function countWithV8(id: number): number | { error: { code: ErrorCode; message: string } } {
+export function countWithV8(id: number): number | { error: { code: ErrorCode; message: string }; inspectorInstead?: true } {
   const ctor = held.get(id);
   if (!ctor) return { error: { code: 'ISPY_ERR_NOT_FOUND', message: 'the constructor was released before it was counted: run the command again' } };
   const v8 = require('node:v8') as { queryObjects?: (c: Function, o: { format: 'count' }) => number };
@@ -132,13 +133,15 @@ export function countWithV8(id: number): number | { error: { code: ErrorCode; me
       if (isQueryObjectsWarning(warning, rest)) return;
       return (original as (...a: unknown[]) => void).apply(this, [warning, ...rest]);
     } as typeof process.emitWarning;
-    swapped = true;
+    swapped = process.emitWarning !== original;
   } catch {
-    // The app made emitWarning read-only: its choice; the count still runs.
+    // The app made emitWarning read-only: its choice (below).
   }
+  // The warning could not be kept out of the app's stderr: the inspector's way prints none.
+  if (!swapped) return { error: { code: 'ISPY_ERR_UNAVAILABLE', message: 'process.emitWarning is read-only here, so v8.queryObjects would print a warning into the app\'s stderr: use --via inspector' }, inspectorInstead: true };
   try {
     return v8.queryObjects(ctor, { format: 'count' });
   } finally {
-    if (swapped) process.emitWarning = original;
+    process.emitWarning = original;
   }
 }

@@ -212,15 +212,19 @@ export default definePlugin({
       async run(args, ctx) {
         const r = await resolveConstructor(ctx, args.name);
         try {
-          const useV8 = args.via === 'v8' || (args.via === 'auto' && r.v8QueryObjects);
+          let useV8 = args.via === 'v8' || (args.via === 'auto' && r.v8QueryObjects);
           if (useV8 && !r.v8QueryObjects) throw new IspyError('ISPY_ERR_UNAVAILABLE', 'this Node line has no v8.queryObjects(): use --via inspector (or auto)');
           const started = performance.now();
-          let count: number;
+          let count: number | undefined;
           if (useV8) {
             const n = await ctx.mainThread.evaluate(`${API}.countWithV8(${r.id})`, { timeoutMs: COUNT_TIMEOUT_MS });
-            if (failed(n)) throw new IspyError(n.error.code, n.error.message);
-            count = n as number;
-          } else count = await countWithInspector(ctx, r.id);
+            if (failed(n)) {
+              // auto: a way that would write into the app's stderr gives way to the inspector's.
+              if (args.via !== 'auto' || !(n as { inspectorInstead?: true }).inspectorInstead) throw new IspyError(n.error.code, n.error.message);
+              useV8 = false;
+            } else count = n as number;
+          }
+          count ??= await countWithInspector(ctx, r.id);
           return {
             constructor: r.name,
             module: r.module,
