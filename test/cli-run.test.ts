@@ -15,9 +15,13 @@ let staleSocket: string;
 
 beforeAll(async () => {
   dir = tempDir('ispy-run-');
-  apps = await Promise.all(
-    Array.from({ length: LIVE }, (_, i) => startApp({ script: 'http-app.cjs', dir, socket: path.join(dir, `app-${i}.sock`), config: { outputDir: dir } })),
-  );
+  // A few at a time: twelve Node processes starting at once on two busy cores each take
+  // twelve times as long, and one of them can outlast its start-up wait.
+  apps = [];
+  for (let i = 0; i < LIVE; i += 3) {
+    const batch = Array.from({ length: Math.min(3, LIVE - i) }, (_, j) => startApp({ script: 'http-app.cjs', dir, socket: path.join(dir, `app-${i + j}.sock`), config: { outputDir: dir } }));
+    apps.push(...(await Promise.all(batch)));
+  }
   // SIGKILL leaves no chance to clean up: the socket file stays, nothing listens.
   const doomed = await startApp({ script: 'http-app.cjs', dir, socket: path.join(dir, 'stale.sock') });
   await doomed.kill('SIGKILL');
