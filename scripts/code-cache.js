@@ -1,5 +1,5 @@
 'use strict';
-// Makes V8's code cache for the modules ispy's preload compiles before the app's first line
+// Makes V8's code cache for the modules ispy's preload compiles in its setup's synchronous part
 // (issue 12; src/agent/loader.ts reads it). `npm run build` runs it after tsc, so the cache
 // is made from the files just built, by the Node that built them: a Node with another V8
 // (or another arch) finds no file of its own and compiles as before. To give a container
@@ -8,8 +8,8 @@
 //
 // How: a fresh `node -r <this file> -r ispy/register <first line>` in a temp folder, with
 // the default config and no NODE_OPTIONS (V8 rejects data made under other V8 flags). This
-// file, preloaded first, turns recording on in the agent's loader; the first line takes
-// V8's cached data of every module compiled by then (and the functions that ran) and
+// file, preloaded first, turns recording on in the agent's loader; a tick queued by the first
+// line takes V8's cached data of every module compiled by then (and the functions that ran) and
 // writes the file, which the driver then moves into dist/code-cache/ (a rename: a reader
 // never sees half a file).
 //
@@ -29,7 +29,7 @@ if (require.main !== module) {
   const { recordCodeCache, codeCacheFile } = require(LOADER);
   const take = recordCodeCache();
   module.exports = {
-    /** At the app's first line: the cache file's bytes to `out`, and which file they are for. */
+    /** Once the setup's synchronous part has run: the cache file's bytes to `out`, and which file they are for. */
     write(out) {
       fs.writeFileSync(out, take());
       process.stdout.write(`${JSON.stringify({ file: codeCacheFile() })}\n`);
@@ -67,7 +67,10 @@ function record(node, dir) {
     const out = path.join(tmp, 'cache.bin');
     const env = { ...process.env, ISPY_SOCKET: path.join(tmp, '{pid}.sock') };
     for (const name of ['NODE_OPTIONS', 'ISPY_CONFIG', 'ISPY_DISABLE', 'ISPY_VERBOSE']) delete env[name];
-    const firstLine = `require(${JSON.stringify(__filename)}).write(${JSON.stringify(out)})`;
+    // The preload's setup runs in a process.nextTick queued before the app's first line
+    // (src/agent/early.ts); this one, queued by the first line, runs right after it, before
+    // any promise callback: the modules recorded are those of the setup's synchronous part.
+    const firstLine = `process.nextTick(() => require(${JSON.stringify(__filename)}).write(${JSON.stringify(out)}))`;
     const stdout = execFileSync(node, ['-r', __filename, '-r', REGISTER, '-e', firstLine], { cwd: tmp, env, timeout: 60_000 }).toString();
     const { file } = JSON.parse(stdout.trim().split('\n').pop());
     if (path.dirname(file) !== dir) throw new Error(`the child's cache file ${file} is not under ${dir}`);

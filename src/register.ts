@@ -41,24 +41,50 @@ if (withheld) {
 }
 
 function start(): void {
+  // A worker the app starts inherits the preload: it loads nothing more there.
+  const { likelyMainThread } = require('./agent/thread') as typeof import('./agent/thread');
+  if (!likelyMainThread() || process.env.ISPY_DISABLE === '1') return;
+  // The setup waits for the end of the app's synchronous start unless the config needs it
+  // before the app's first line (src/agent/early.ts says why either way). Only as `node -r`'s
+  // preload, whose module parent is Node's own 'internal/preload': nothing of the app has
+  // run yet, so recording from here misses nothing. Under `--import` (an ES module app reads
+  // its files before its first line, after a tick) or a require() from the app's code (a
+  // Fastify instance may exist already), the setup runs now, as it always did.
+  const early = require('./agent/early') as typeof import('./agent/early');
+  if ((module as { parent?: { id?: string } | null }).parent?.id !== 'internal/preload' || early.setupMustPrecedeApp()) {
+    launchAgent();
+    return;
+  }
+  early.recordEarly();
+  process.nextTick(() => {
+    try {
+      launchAgent();
+    } catch (err) {
+      // Nothing here may throw into the app: this runs in its process.nextTick queue.
+      early.stopRecording();
+      try {
+        writeSync(2, `ispy: ${(err as Error)?.message ?? err}; agent not started (the app runs on without it)\n`);
+      } catch {
+        // nowhere to say it
+      }
+    }
+  });
+}
+
+function launchAgent(): void {
   // The agent's modules come through its own loader (src/agent/loader.ts says why); only the
   // loader itself goes through Node's resolver, which costs more per module.
   const { loadOwn } = require('./agent/loader') as typeof import('./agent/loader');
   const own = <T>(file: string): T => loadOwn<T>(path.join(__dirname, 'agent', file));
-  const { likelyMainThread } = own<typeof import('./agent/thread')>('thread.js');
-
-  // A worker the app starts inherits the preload: it loads nothing more there.
-  if (likelyMainThread() && process.env.ISPY_DISABLE !== '1') {
-    const { agentLog } = own<typeof import('./agent/log')>('log.js');
-    const { launch } = own<typeof import('./agent/start')>('start.js');
-    launch({}, false).then(
-      (agent) => {
-        // Failed plugins were already reported, one line each, as they failed.
-        if (process.env.ISPY_VERBOSE === '1') agentLog(`agent listening on ${agent.socket}`);
-      },
-      (err: Error) => {
-        agentLog(`${err.message}; agent not started (the app runs on without it)`);
-      },
-    );
-  }
+  const { agentLog } = own<typeof import('./agent/log')>('log.js');
+  const { launch } = own<typeof import('./agent/start')>('start.js');
+  launch({}, false).then(
+    (agent) => {
+      // Failed plugins were already reported, one line each, as they failed.
+      if (process.env.ISPY_VERBOSE === '1') agentLog(`agent listening on ${agent.socket}`);
+    },
+    (err: Error) => {
+      agentLog(`${err.message}; agent not started (the app runs on without it)`);
+    },
+  );
 }

@@ -1,7 +1,7 @@
 // V8's code cache for the agent's early modules (src/agent/loader.ts, made by `npm run build`
 // through scripts/code-cache.js): the preload compiles from it, and a cache that does not fit
 // (rejected by V8, stale, truncated, garbage) is ignored without harm. Counted through the
-// loader's codeCacheUse() at the app's first line; nothing is timed.
+// loader's codeCacheUse() right after the agent's setup; nothing is timed.
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
@@ -19,12 +19,18 @@ interface Use {
   stale: number;
 }
 
-/** At the app's first line: how the loader used the cache, and whether `requests` is listening. */
+/**
+ * Queued by the app's first line, so run right after the agent's setup (queued by the
+ * preload before it, src/agent/early.ts): how the loader used the cache, and whether
+ * `requests` is listening.
+ */
 const FIRST_LINE =
+  'process.nextTick(() => {' +
   "const use = require(process.env.LOADER).codeCacheUse();" +
   "const requests = require('node:diagnostics_channel').hasSubscribers('http.server.request.start');" +
   'const marker = process.env.MARKER ? globalThis[Symbol.for(process.env.MARKER)] !== undefined : undefined;' +
-  'console.log(JSON.stringify({ use, requests, marker }));';
+  'console.log(JSON.stringify({ use, requests, marker }));' +
+  '});';
 
 function firstLine(dist: string, opts: { nodeOptions?: string; marker?: string } = {}): { use: Use; requests: boolean; marker?: boolean } {
   const dir = tempDir();

@@ -170,8 +170,14 @@ function startupSection(su) {
   if (su.error) return [...out, `**Did not finish:** ${su.error}`, ''];
   return [
     ...out,
-    `${su.runs} pairs of fresh processes (\`node [-r ispy/register] -e 'console.log(performance.now())'\`, the order alternating): the first line at ${su.withoutMs} ms without the preload and ${su.withMs} ms with it (medians; ranges ${su.withoutRangeMs.join('–')} / ${su.withRangeMs.join('–')} ms). Held back, median of the paired differences: **${show(su.delay, 'ms', 1)}**.`,
+    `${su.runs} pairs of fresh processes (\`node [-r ispy/register] -e <first line>\`, the first line noting \`performance.now()\` and printing it from a \`setImmediate\`; the order alternating): the first line at ${su.withoutMs} ms without the preload and ${su.withMs} ms with it (medians; ranges ${su.withoutRangeMs.join('–')} / ${su.withRangeMs.join('–')} ms). Held back, median of the paired differences: **${show(su.delay, 'ms', 1)}**.`,
     '',
+    ...(su.firstTurnDelay
+      ? [
+          `The agent sets itself up at the end of the app's synchronous start, before the event loop's first turn (src/agent/early.ts; before the first line when the config has traces or plugins). Where that time went: the loop's first turn came **${show(su.firstTurnDelay, 'ms', 1)}** later with the preload (not a goal; an observation).`,
+          '',
+        ]
+      : []),
   ];
 }
 

@@ -82,9 +82,9 @@ export default definePlugin({
       // Fastify's routes are named when the table is read, by the instance's own router
       // (fastify.ts): its handler channel makes Fastify build objects for every request.
       ctx.subscribe('fastify.initialization', (m) => t.onFastifyInit(m as never));
-      // Instances created before the agent came (`ispy attach`) were not seen: for them,
-      // the handler channel, as the only way left to name their routes.
-      if (fastifyLoaded()) ctx.subscribe('tracing:fastify.request.handler:start', (m) => t.onFastifyRoute(m as never));
+      // Instances created before the agent came (`ispy attach`, startAgent() mid-run) were not
+      // seen: for them, the handler channel, as the only way left to name their routes.
+      if (!ctx.app.sinceStart && fastifyLoaded()) ctx.subscribe('tracing:fastify.request.handler:start', (m) => t.onFastifyRoute(m as never));
       const key = Symbol.for(GLOBAL_KEY);
       Object.defineProperty(globalThis, key, { value: t, configurable: true, enumerable: false, writable: false });
       ctx.onUnload(() => {

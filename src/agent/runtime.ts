@@ -28,6 +28,7 @@ import {
 } from '../plugin/define';
 import { agentLog, agentLogThrottled } from './log';
 import { isOwnModule, loadOwn, NodeModule } from './loader';
+import { earlyMessages } from './early';
 import type { Interceptor, WrapHandle } from '../plugin/wrap';
 
 /** Node loads esm.js itself (it says why): only when a plugin is an ES module, never at start for the built-ins. */
@@ -107,6 +108,8 @@ export class Lifetime implements LifetimeApi {
       }
     };
     dc.subscribe(channel, safe);
+    // What the app published on it while it started, before the agent's setup (src/agent/early.ts).
+    for (const message of earlyMessages(channel)) safe(message, channel);
     let done = false;
     const undo = () => {
       if (done) return;

@@ -20,6 +20,7 @@ import type { WorkerControl, WorkerStatus } from './rpc';
 import { agentLog } from './log';
 import { packageRoot } from './paths';
 import { likelyMainThread } from './thread';
+import { recordedFromStart, stopRecording } from './early';
 
 // Loaded once the app's first line has run: only the plugins' main-thread setup must come
 // before it, and these (node:net among them) add milliseconds to every start.
@@ -106,8 +107,9 @@ class Agent implements AgentHandle {
   }
 
   async start(options: AgentOptions): Promise<void> {
-    // Until the first await, this runs inside the preload and holds the app's first line
-    // back: only what the plugins' main-thread setup needs happens before it.
+    // Until the first await, this runs in one go from the preload: before the app's first
+    // line when the config has traces or plugins, else at the end of the app's synchronous
+    // start (src/agent/early.ts). Only what the plugins' main-thread setup needs happens here.
     // process.permission exists only while the model is on (src/agent/permission.ts).
     const model = typeof (process as { permission?: { has?: unknown } }).permission?.has === 'function' ? permissions().permissionModel() : undefined;
     // Under the permission model even looking for the config file needs a grant (existsSync
@@ -124,7 +126,7 @@ class Agent implements AgentHandle {
     }
     const runtime: RuntimeOptions = {
       thread: 'main',
-      app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now() },
+      app: { pid: process.pid, argv: [...process.argv], execArgv: [...process.execArgv], execPath: process.execPath, agentStartedAt: Date.now(), sinceStart: recordedFromStart() },
       settings: {
         ...(config.file ? { configFile: config.file } : {}),
         traces: config.traces,
@@ -151,6 +153,9 @@ class Agent implements AgentHandle {
 
     // From here on the app has started (a CommonJS app has run its first synchronous part).
     const loadedLate = await this.host.load(located.found.filter((l) => isLateBuiltin(l, config)));
+    // Every plugin's main-thread setup has subscribed: what the app published while it
+    // started has been handed over (src/agent/early.ts).
+    stopRecording();
     // In the config's order, as if loaded together.
     const rank = (e: { location: string; source: string }) => located.found.findIndex((l) => l.location === e.location && l.source === e.source);
     const loaded = {
@@ -374,6 +379,8 @@ export function launch(options: AgentOptions, hold: boolean): Promise<AgentHandl
       current = agent;
       return agent;
     } finally {
+      // Also when the start failed: nothing the app publishes is held any longer.
+      stopRecording();
       clearInterval(holder);
       starting = undefined;
     }

@@ -101,7 +101,11 @@ export interface Lifetime {
   setInterval(fn: () => void, ms: number): { clear(): void };
   /** An unref'd timeout, cleared on unload. */
   setTimeout(fn: () => void, ms: number): { clear(): void };
-  /** Subscribes to a diagnostics_channel; unsubscribed on unload or when the returned function is called. */
+  /**
+   * Subscribes to a diagnostics_channel; unsubscribed on unload or when the returned function
+   * is called. At the agent's start, the listener first gets what the app published while it
+   * started on the channels the preload holds (`fastify.initialization`; see AppFacts.sinceStart).
+   */
   subscribe(channel: string, listener: (message: unknown, name: string | symbol) => void): () => void;
   /** Wraps owner[key] (main thread); unwrapped on unload or by the handle. See wrapFunction. */
   wrap(owner: object, key: PropertyKey, interceptor: Interceptor): WrapHandle;
@@ -142,6 +146,13 @@ export interface AppFacts {
   execPath: string;
   /** When the agent started, ms since the epoch. */
   agentStartedAt: number;
+  /**
+   * True when the agent came with the app (the preload): plugins' main-thread subscriptions
+   * saw everything the app published since it started, messages of the channels the preload
+   * holds (`fastify.initialization`) included, handed over as the plugin subscribes. False
+   * when it came later (startAgent() mid-run, `ispy attach`): what happened before is unseen.
+   */
+  sinceStart?: boolean;
 }
 
 export interface SetupContext extends Lifetime {
