@@ -13,6 +13,7 @@ const table = (head, rows) => [`| ${head.join(' | ')} |`, `|${head.map(() => '--
 const n = (x, d = 1) => (Number.isFinite(x) ? (Math.round(x * 10 ** d) / 10 ** d).toString() : 'n/a');
 const inflightLabel = (g) => `${g.inflight.toLocaleString('en')} in flight`;
 const instrLoadLabel = (g) => (g.held ? `${g.inflight.toLocaleString('en')} in flight (${g.held.toLocaleString('en')} held)` : inflightLabel(g));
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 const pct = (x) => (Number.isFinite(x) ? `${n(x, 2)} %` : 'n/a');
 
 /** Every goal row: [goal, measured, target, result]; also returns the judgements for the tally. */
@@ -165,7 +166,7 @@ function fanoutSection(rf) {
   ];
 }
 
-function startupSection(su) {
+function startupSection(su, si) {
   const out = ["## The preload's hold on the app's first line (bench/startup.js)", ''];
   if (su.error) return [...out, `**Did not finish:** ${su.error}`, ''];
   return [
@@ -178,6 +179,14 @@ function startupSection(su) {
           '',
         ]
       : []),
+    ...(si && !si.error
+      ? [
+          `In instructions (bench/startup-instructions.js: callgrind, every thread, V8's seed fixed; medians of ${si.bare.length}): a first line that exits at once runs after ${(median(si.bare) / 1e6).toFixed(2)} M instructions bare and **+${si.addedMillions} M** with the preload; one that exits in a tick it queues (after the agent's setup), **+${si.setupAddedMillions} M**.`,
+          '',
+        ]
+      : si?.error
+        ? [`bench/startup-instructions.js did not finish: ${si.error}`, '']
+        : []),
   ];
 }
 
@@ -223,7 +232,7 @@ function renderResults(results, meta, markdowns) {
   if (by['profile-overhead']) lines.push(...profileSection(by['profile-overhead'], markdowns['profile-overhead']));
   if (by['visit-cost']) lines.push(...visitSection(by['visit-cost']));
   if (by['run-fanout']) lines.push(...fanoutSection(by['run-fanout']));
-  if (by.startup) lines.push(...startupSection(by.startup));
+  if (by.startup) lines.push(...startupSection(by.startup, by['startup-instructions']));
   if (by.snapshot) lines.push(...snapshotSection(by.snapshot, markdowns.snapshot));
   lines.push(`Reproduce: \`${meta.command}\` on a quiet machine (see bench/README.md); the full JSON of the run is in bench/out/ (not committed).`, '');
   return lines.join('\n');
