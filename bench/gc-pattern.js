@@ -139,10 +139,13 @@ async function main() {
   const cols = ['scavenges', 'others', 'pauseMs', 'scavMean', 'maxPause', 'bytesPerReq', 'promotedPerReq', 'survivedPerScav', 'cpuUsPerReq'];
   console.log(`\n${framework}, ${requests} requests at 10 in flight per process, ${rounds} rounds; medians (per 100k requests for counts and pauses)\n`);
   console.log(`| variant | ${cols.join(' | ')} |\n|${' --- |'.repeat(cols.length + 1)}`);
+  const medians = {};
   for (const n of names) {
     const mine = rows.filter((x) => x.variant === n);
-    console.log(`| ${n} | ${cols.map((k) => String(Math.round(median(mine.map((x) => x[k])) * 100) / 100)).join(' | ')} |`);
+    medians[n] = Object.fromEntries(cols.map((k) => [k, Math.round(median(mine.map((x) => x[k])) * 100) / 100]));
+    console.log(`| ${n} | ${cols.map((k) => String(medians[n][k])).join(' | ')} |`);
   }
+  return { benchmark: 'gc-pattern', framework, requests, warmup, rounds, variants: names, columns: cols, medians, rows };
 }
 
 c.mainIfDirect(module, main);

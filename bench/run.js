@@ -49,6 +49,7 @@ const COST = [
   { name: 'visit-cost', timeoutMs: 240_000, args: [], quick: ['--visits', '3', '--segment', '1500', '--tail', '1500'] },
   { name: 'run-fanout', timeoutMs: 600_000, args: ['--rounds', '4', '--quiet', '2000', '--after', '6000'], quick: ['--sizes', '2,4,8', '--rounds', '1', '--quiet', '500', '--after', '1000'] },
   { name: 'startup', timeoutMs: 180_000, args: [], quick: ['--runs', '5', '--max-runs', '5'] },
+  { name: 'gc-pattern', timeoutMs: 900_000, args: ['--rounds', '2', '--requests', '60000', '--warmup', '10000', '--variants', 'bare,observer,default,default-noprocess'], quick: ['--rounds', '1', '--requests', '5000', '--warmup', '1000', '--variants', 'bare,default'] },
   // Deterministic to ±0.2 M instructions: one repeat of each side is enough.
   { name: 'startup-instructions', timeoutMs: 900_000, args: ['--repeats', '1'], quick: ['--repeats', '1'] },
   { name: 'snapshot', timeoutMs: 600_000, args: ['--methods', 'ispy,v8', '--rounds', '4'], quick: ['--methods', 'ispy,v8', '--rounds', '1', '--heap-mb', '10'] },

@@ -166,6 +166,30 @@ function fanoutSection(rf) {
   ];
 }
 
+const GC_VARIANTS = {
+  bare: 'bare app',
+  observer: 'bare app + a GC PerformanceObserver alone (what `process gc` keeps)',
+  default: 'default agent (`-r ispy/register`)',
+  'default-noprocess': 'default agent, `process` plugin disabled (no GC observer)',
+  'default-norequests': 'default agent, `requests` plugin disabled',
+  'fastify-start': 'bare app + the fastify.initialization subscription alone',
+  gcprofiler: 'bare app + v8.GCProfiler alone',
+};
+
+function gcSection(gc) {
+  const out = ["## What the agent does to the app's garbage collection (bench/gc-pattern.js)", ''];
+  if (gc.error) return [...out, `**Did not finish:** ${gc.error}`, ''];
+  const cols = { scavenges: 'scavenges per 100k requests', pauseMs: 'pause ms per 100k requests', maxPause: 'longest pause ms', bytesPerReq: 'bytes allocated per request', promotedPerReq: 'bytes promoted per request', cpuUsPerReq: 'CPU µs per request' };
+  const rows = gc.variants.map((v) => [GC_VARIANTS[v] ?? v, ...Object.keys(cols).map((k) => n(gc.medians[v]?.[k], 2))]);
+  return [
+    ...out,
+    `${LABEL[gc.framework] ?? gc.framework} at 10 in flight, ${gc.requests.toLocaleString('en')} counted requests per process after ${gc.warmup.toLocaleString('en')} of warm-up, ${gc.rounds} rounds (variants interleaved, shuffled per round), medians; counted by V8 itself (\`--trace-gc-nvp\`), so nothing inside the app observes what is measured. Counts, not a verdict: the CPU column moves with the machine's load.`,
+    '',
+    ...table(['variant', ...Object.values(cols)], rows),
+    '',
+  ];
+}
+
 function startupSection(su, si) {
   const out = ["## The preload's hold on the app's first line (bench/startup.js)", ''];
   if (su.error) return [...out, `**Did not finish:** ${su.error}`, ''];
@@ -232,6 +256,7 @@ function renderResults(results, meta, markdowns) {
   if (by['profile-overhead']) lines.push(...profileSection(by['profile-overhead'], markdowns['profile-overhead']));
   if (by['visit-cost']) lines.push(...visitSection(by['visit-cost']));
   if (by['run-fanout']) lines.push(...fanoutSection(by['run-fanout']));
+  if (by['gc-pattern']) lines.push(...gcSection(by['gc-pattern']));
   if (by.startup) lines.push(...startupSection(by.startup, by['startup-instructions']));
   if (by.snapshot) lines.push(...snapshotSection(by.snapshot, markdowns.snapshot));
   lines.push(`Reproduce: \`${meta.command}\` on a quiet machine (see bench/README.md); the full JSON of the run is in bench/out/ (not committed).`, '');
