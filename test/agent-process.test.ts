@@ -19,8 +19,10 @@ for (const kind of ['cjs', 'esm'] as const) {
       app = await startApp({
         script,
         dir,
-        // Artefacts (process report) go to the test's folder, not the user's default one.
-        config: { outputDir: dir },
+        // Artefacts (process report) go to the test's folder, not the user's default one. A
+        // main-thread command's verdict on a spinning thread comes within 5 × 500 ms even when
+        // the machine gives that thread under half a CPU (src/agent/sched.ts), inside the spin.
+        config: { outputDir: dir, limits: { mainThreadTimeout: '500ms' } },
         preload: kind === 'cjs' ? 'require' : 'import',
         env: { API_TOKEN: 'tok-123-secret', DATABASE_URL: 'postgres://app:hunter2@db/app', PLAIN_SETTING: 'visible' },
       });
@@ -70,7 +72,7 @@ for (const kind of ['cjs', 'esm'] as const) {
     });
 
     it('stack names the busy function while the main thread spins', async () => {
-      const spinning = app.get('/spin?ms=4000');
+      const spinning = app.get('/spin?ms=6000');
       // Until the request reaches the handler the loop is idle; on a loaded machine that can take a while.
       let elapsed = 0;
       const stack = await waitFor(async () => {

@@ -49,4 +49,27 @@ describe.skipIf(missing !== undefined)(`a starved main thread${missing ? ` (skip
       await app.kill('SIGKILL');
     }
   }, 180_000);
+
+  it('still runs main-thread commands: an idle main thread that gets a CPU late is waited for, not called busy', async () => {
+    // A short limit for main-thread commands, which the starvation outlasts.
+    const app = await startApp({ script: 'http-app.cjs', config: { limits: { mainThreadTimeout: '300ms' } } });
+    const burners: ChildProcess[] = [];
+    const handles = async () => {
+      const r = await runCli(['run', app.socket, '-c', 'process handles', '--json', '--timeout', '60s'], { timeoutMs: 90_000 });
+      const row = JSON.parse(r.stdout.trim().split('\n')[0]!);
+      return row.ok ? 'ok' : `error ${row.error.code}: ${row.error.message}`;
+    };
+    try {
+      expect(await handles()).toBe('ok');
+      execFileSync('taskset', ['-p', '-c', '0', String(app.pid)], { stdio: 'ignore' });
+      execFileSync('renice', ['-n', '19', '-p', String(app.pid)], { stdio: 'ignore' });
+      for (let i = 0; i < 3; i++) burners.push(spawn('taskset', ['-c', '0', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' }));
+      const answers: string[] = [];
+      for (let i = 0; i < 3; i++) answers.push(await handles());
+      expect(answers.join(' | ')).toBe('ok | ok | ok');
+    } finally {
+      for (const b of burners) b.kill('SIGKILL');
+      await app.kill('SIGKILL');
+    }
+  }, 180_000);
 });

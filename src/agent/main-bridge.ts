@@ -1,11 +1,14 @@
 // Runs in the agent worker: forwards `thread: "main"` commands to the main thread and
-// waits for them with a deadline, so a busy main thread yields "main thread busy for N
-// ms" instead of a hung call.
+// waits for it to pick them up within a limit, so a busy main thread yields "main thread
+// busy for N ms" instead of a hung call. A main thread that is only waiting for a CPU (the
+// host's cores all busy) gets longer (sched.ts), and the claim table (rpc.ts) settles, once,
+// whether a call picked up late runs or was given up.
 
 import type { MessagePort } from 'node:worker_threads';
 import { IspyError, fromWireError } from '../protocol/errors';
-import type { ClientRef, FromMain, ToMain } from './rpc';
+import { CLAIM_SLOTS, Claims, type ClientRef, type FromMain, type ToMain } from './rpc';
 import type { HeartbeatReader } from './heartbeat';
+import { mainThreadTimeout } from './sched';
 
 export interface MainCallSink {
   data(item: unknown): void;
@@ -17,44 +20,55 @@ interface Pending {
   sink: MainCallSink;
   resolve(value: unknown): void;
   reject(err: Error): void;
-  timer: NodeJS.Timeout | undefined;
+  /** Stops the wait for the main thread to pick the call up. */
+  stopWaiting: (() => void) | undefined;
 }
 
 export class MainBridge {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
+  private readonly claims: Claims;
   private closed = false;
 
   constructor(
     private readonly port: MessagePort,
     private readonly heartbeat: HeartbeatReader,
     private readonly timeoutMs: number,
+    claims: SharedArrayBuffer,
   ) {
+    this.claims = new Claims(claims);
     port.on('message', (msg: FromMain) => this.onMessage(msg));
     port.unref();
   }
 
   call(plugin: string, command: string, args: Record<string, unknown>, sink: MainCallSink, client: ClientRef, signal?: AbortSignal): Promise<unknown> {
     if (this.closed) return Promise.reject(new IspyError('ISPY_ERR_AGENT_STOPPED', 'the agent is stopping'));
-    const id = this.nextId++;
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0x7fffffff ? 1 : this.nextId + 1;
+    if (!this.claims.offer(id)) {
+      return Promise.reject(new IspyError('ISPY_ERR_MAIN_BUSY', `the main thread has ${CLAIM_SLOTS} commands in flight already: "${plugin} ${command}" was not sent (try again once some have finished)`));
+    }
     return new Promise((resolve, reject) => {
-      const entry: Pending = { sink, resolve, reject, timer: undefined };
-      entry.timer = setTimeout(() => {
+      const entry: Pending = { sink, resolve, reject, stopWaiting: undefined };
+      entry.stopWaiting = mainThreadTimeout(this.timeoutMs, (starved, waitedMs) => {
+        // The main thread took it meanwhile: its ack is on the way, and the call runs.
+        if (!this.claims.withdraw(id)) return;
         this.pending.delete(id);
         const age = this.heartbeat.ageMs();
+        // Starved to the end: runnable throughout but given under half a CPU (the host's cores
+        // busy, the app at its CPU quota), whether it was running JavaScript or only queued.
+        const cpu = starved ? '; it was runnable all along but got under half a CPU (the host\'s CPUs are busy, or the app is at its CPU quota)' : '';
         reject(
           new IspyError(
             'ISPY_ERR_MAIN_BUSY',
-            `main thread busy for ${age} ms: "${plugin} ${command}" runs on the main thread and it did not answer within ${this.timeoutMs} ms` +
-              ` (worker commands such as "process stack" still answer)`,
-            { details: { busyForMs: age } },
+            `main thread busy for ${age} ms: "${plugin} ${command}" runs on the main thread and it did not pick it up within ${waitedMs} ms${cpu} (worker commands such as "process stack" still answer)`,
+            { details: { busyForMs: age, ...(starved ? { starved: true } : {}) } },
           ),
         );
-      }, this.timeoutMs);
-      entry.timer.unref();
+      });
       this.pending.set(id, entry);
       signal?.addEventListener('abort', () => this.post({ t: 'cancel', id }), { once: true });
-      this.post({ t: 'call', id, plugin, command, args, deadline: Date.now() + this.timeoutMs, client });
+      this.post({ t: 'call', id, plugin, command, args, client });
     });
   }
 
@@ -81,8 +95,8 @@ export class MainBridge {
     switch (msg.t) {
       case 'ack':
         // The main thread picked the call up: from here it may take as long as it needs.
-        clearTimeout(entry.timer);
-        entry.timer = undefined;
+        entry.stopWaiting?.();
+        entry.stopWaiting = undefined;
         break;
       case 'data':
         entry.sink.data(msg.data);
@@ -96,23 +110,27 @@ export class MainBridge {
         entry.sink.artefact({ path: msg.path, name: msg.name, size: msg.size });
         break;
       case 'result':
-        this.pending.delete(msg.id);
-        clearTimeout(entry.timer);
+        this.settled(msg.id, entry);
         entry.resolve(msg.value);
         break;
       case 'error':
-        this.pending.delete(msg.id);
-        clearTimeout(entry.timer);
+        this.settled(msg.id, entry);
         entry.reject(fromWireError(msg.error));
         break;
     }
   }
 
+  private settled(id: number, entry: Pending): void {
+    this.pending.delete(id);
+    entry.stopWaiting?.();
+    this.claims.release(id);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const [, entry] of this.pending) {
-      clearTimeout(entry.timer);
+    for (const [id, entry] of this.pending) {
+      this.settled(id, entry);
       entry.reject(new IspyError('ISPY_ERR_AGENT_STOPPED', 'the agent stopped'));
     }
     this.pending.clear();

@@ -10,7 +10,7 @@ import { toJsonSafe } from '../protocol/index';
 import { ClientListeners, describePlugin, findCommand, importPlugin, requirePlugin, runCall, setupPluginNow, validateArgs, type LoadedPlugin, type RuntimeOptions } from './runtime';
 import type { PluginEntry } from './registry';
 import type { Plugin } from '../plugin/define';
-import type { FromMain, PluginLocation, ToMain } from './rpc';
+import type { Claims, FromMain, PluginLocation, ToMain } from './rpc';
 import type { ResolvedConfig } from './config';
 import { agentLog } from './log';
 import { NodeModule } from './loader';
@@ -76,6 +76,7 @@ export class MainHost {
   private readonly calls = new Map<number, AbortController>();
   private readonly clients = new ClientListeners();
   private port: MessagePort | undefined;
+  private claims: Claims | undefined;
   private stopped = false;
 
   constructor(private readonly opts: RuntimeOptions) {}
@@ -134,8 +135,10 @@ export class MainHost {
     return result;
   }
 
-  attach(port: MessagePort): void {
+  attach(port: MessagePort, claims: SharedArrayBuffer): void {
     this.port = port;
+    // Loaded here, once the app has started (not on the preload's path).
+    this.claims = new (require('./rpc') as typeof import('./rpc')).Claims(claims);
     port.on('message', (msg: ToMain) => this.onMessage(msg));
     // A 'message' listener refs the port again; the agent must never keep the app alive.
     port.unref();
@@ -168,8 +171,8 @@ export class MainHost {
       return;
     }
     if (msg.t === 'call') {
-      // The worker stopped waiting (the thread was busy past the deadline): do not run it late.
-      if (Date.now() > msg.deadline) return;
+      // The worker stopped waiting (the thread was busy past the limit): do not run it late.
+      if (!this.claims?.take(msg.id)) return;
       this.send({ t: 'ack', id: msg.id });
       void this.run(msg);
     }

@@ -1,12 +1,15 @@
 // Messages between the agent worker and the app's main thread, over a MessagePort. The
 // worker owns the socket; commands declared `thread: "main"` are forwarded here.
 //
-//   worker ── call {id, plugin, command, args, deadline} ──► main
+//   worker ── call {id, plugin, command, args} ──► main
 //   worker ◄── ack {id} ── (then) data / progress / artefact ── result | error
 //   worker ── cancel {id} ──► main
 //
-// `deadline` lets the main thread skip a call whose caller already gave up on it because
-// the thread was busy: a late command must not run with no one waiting for it.
+// Who decides whether a call runs, when the main thread picks it up late: a claim table in
+// shared memory (Claims), one slot per call in flight. The worker offers the call; the main
+// thread takes it before running it, or the worker withdraws it when it stops waiting (the
+// thread busy past the limit), whichever comes first, atomically. So a command never runs
+// with no one waiting for it, and a caller is never told "busy" about a command that runs.
 
 import type { WireError } from '../protocol/errors';
 
@@ -16,7 +19,7 @@ export interface ClientRef {
 }
 
 export type ToMain =
-  | { t: 'call'; id: number; plugin: string; command: string; args: Record<string, unknown>; deadline: number; client: ClientRef }
+  | { t: 'call'; id: number; plugin: string; command: string; args: Record<string, unknown>; client: ClientRef }
   | { t: 'client-closed'; client: number }
   | { t: 'cancel'; id: number }
   | { t: 'unload-plugin'; name: string };
@@ -45,4 +48,45 @@ export interface PluginLocation {
   source: string;
   /** Absolute path of the module to import. */
   location: string;
+}
+
+/** Calls the main thread can have in flight at once (a slot each, by id). */
+export const CLAIM_SLOTS = 256;
+
+/**
+ * The claim table, over a SharedArrayBuffer of CLAIM_SLOTS Int32 slots that both threads
+ * hold. A slot is 0 (free), id (offered: the worker waits for call `id`), or −id (taken: the
+ * main thread runs it). Call ids are positive Int32s.
+ */
+export class Claims {
+  private readonly slots: Int32Array;
+
+  constructor(buffer: SharedArrayBuffer) {
+    this.slots = new Int32Array(buffer);
+  }
+
+  static buffer(): SharedArrayBuffer {
+    return new SharedArrayBuffer(CLAIM_SLOTS * Int32Array.BYTES_PER_ELEMENT);
+  }
+
+  /** Worker: call `id` is waiting. False when its slot still holds an older call (256 in flight). */
+  offer(id: number): boolean {
+    return Atomics.compareExchange(this.slots, id % CLAIM_SLOTS, 0, id) === 0;
+  }
+
+  /** Main: takes call `id` to run it. False when the worker has stopped waiting for it. */
+  take(id: number): boolean {
+    return Atomics.compareExchange(this.slots, id % CLAIM_SLOTS, id, -id) === id;
+  }
+
+  /** Worker: stops waiting for call `id`, unless the main thread took it first (then false). */
+  withdraw(id: number): boolean {
+    return Atomics.compareExchange(this.slots, id % CLAIM_SLOTS, id, 0) === id;
+  }
+
+  /** Worker: call `id` is over (answered, failed, or the agent stopped): its slot is free. */
+  release(id: number): void {
+    Atomics.compareExchange(this.slots, id % CLAIM_SLOTS, -id, 0);
+    Atomics.compareExchange(this.slots, id % CLAIM_SLOTS, id, 0);
+  }
 }

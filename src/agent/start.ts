@@ -22,13 +22,15 @@ import { packageRoot } from './paths';
 import { likelyMainThread } from './thread';
 import { recordedFromStart, stopRecording } from './early';
 
-// Loaded once the app's first line has run: only the plugins' main-thread setup must come
-// before it, and these (node:net among them) add milliseconds to every start.
+// Loaded once the plugins' main-thread setup is done (after the app's first line; only that
+// setup must see the app start), since these (node:net among them) add milliseconds to every
+// start.
 const sockets = (): typeof import('./socket') => require('./socket');
 const dirs = (): typeof import('./dirs') => require('./dirs');
 const heartbeats = (): typeof import('./heartbeat') => require('./heartbeat');
 // node:worker_threads loads node:stream: kept off the first line too (src/agent/thread.ts).
 const workerThreads = (): typeof import('node:worker_threads') => require('node:worker_threads');
+const rpc = (): typeof import('./rpc') => require('./rpc');
 // Only under Node's permission model.
 const permissions = (): typeof import('./permission') => require('./permission');
 
@@ -185,7 +187,8 @@ class Agent implements AgentHandle {
     const heartbeat = (this.heartbeat = new (heartbeats().HeartbeatWriter)());
     heartbeat.start();
     const channel = new MessageChannel();
-    this.host.attach(channel.port1);
+    const claims = rpc().Claims.buffer();
+    this.host.attach(channel.port1, claims);
     const withheld = model ? permissions().inspectorWithheld(model) : undefined;
     const data: AgentWorkerData = {
       config,
@@ -194,6 +197,7 @@ class Agent implements AgentHandle {
       plugins: loaded.ok,
       failedPlugins: failedOnMain,
       heartbeat: heartbeat.buffer,
+      claims,
       port: channel.port2,
       ispyVersion: ispyVersion(),
       startedAt: runtime.app.agentStartedAt,

@@ -34,6 +34,8 @@ export interface AgentWorkerData {
   plugins: PluginEntry[];
   failedPlugins: FailedPlugin[];
   heartbeat: SharedArrayBuffer;
+  /** The claim table of main-thread calls (src/agent/rpc.ts). */
+  claims: SharedArrayBuffer;
   port: MessagePort;
   ispyVersion: string;
   startedAt: number;
@@ -63,7 +65,7 @@ async function main(): Promise<void> {
   const parent = parentPort!;
   const status = (msg: WorkerStatus) => parent.postMessage(msg);
   const heartbeat = new HeartbeatReader(data.heartbeat);
-  const bridge = new MainBridge(data.port, heartbeat, data.config.limits.mainThreadTimeoutMs);
+  const bridge = new MainBridge(data.port, heartbeat, data.config.limits.mainThreadTimeoutMs, data.claims);
   const inspector = new MainThreadInspector(data.config.limits.inspectorTimeoutMs, heartbeat, data.inspectorWithheld);
   const registry = new Registry({ ...data.runtime, thread: 'worker' }, bridge, inspector, heartbeat);
   const compactor = new WorkerHeapCompactor();
