@@ -28,7 +28,7 @@
 //
 //   node bench/instructions.js [--frameworks http,express,fastify] [--inflight 10,1000]
 //       [--repeats 3] [--n1 500] [--n2 2500] [--warmup 5000] [--parallel 2]
-//       [--variants bare,default,armed] [--big-frameworks http]   (the frameworks at sizes
+//       [--variants bare,default,armed,channels,default-noprocess] [--big-frameworks http]   (the frameworks at sizes
 //       above 10; all of --frameworks unless given)
 
 const { spawn } = require('node:child_process');
@@ -40,7 +40,18 @@ const { logRatioInterval, median, rng } = require('./lib/stats');
 const { judge } = require('./lib/verdict');
 
 const FRAMEWORKS = ['http', 'express', 'fastify'];
-const VARIANTS = ['bare', 'default', 'armed'];
+const VARIANTS = ['bare', 'default', 'armed', 'channels', 'default-noprocess'];
+// Where the default's instructions go (no goal of their own): `channels` is the bare app with
+// a no-op subscriber on each of the two channels the requests plugin reads per request (the
+// floor of any design built on them); `default-noprocess` the default agent without the
+// process plugin (its GC observer).
+const VARIANT_SPECS = {
+  bare: {},
+  default: { agent: true },
+  armed: { agent: true, config: { limits: { trackMaxDuration: '30m', inspectorTimeout: '30s' } } },
+  channels: { preload: path.join(__dirname, 'apps', 'gc-variant-preload.js'), env: { GC_VARIANT: 'http-channels' } },
+  'default-noprocess': { agent: true, config: { disable: ['process'] } },
+};
 const GOALS = { default: 1.02, armed: 1.15 };
 const MEASURED_CONNECTIONS = 10;
 const HOLD_MS = 3_600_000;
@@ -107,14 +118,16 @@ async function counted(gen, port, n) {
 async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter }) {
   const t0 = Date.now();
   const held = inflight > MEASURED_CONNECTIONS ? inflight - MEASURED_CONNECTIONS : 0;
+  const spec = VARIANT_SPECS[variant];
   const app = await startUnderCallgrind({
     script: 'framework-server.js',
-    agent: variant !== 'bare',
+    agent: spec.agent === true,
+    preload: spec.preload,
     label: `${framework} ${variant}`,
-    env: { BENCH_FRAMEWORK: framework, BENCH_DELAY_MS: '0', ...(held ? { BENCH_HOLD_MS: String(HOLD_MS) } : {}) },
-    // The end check reads the table on the main thread, through the inspector: give it the
-    // time valgrind needs (a limit the counted requests never touch).
-    config: variant === 'armed' ? { limits: { trackMaxDuration: '30m', inspectorTimeout: '30s' } } : undefined,
+    env: { BENCH_FRAMEWORK: framework, BENCH_DELAY_MS: '0', ...(held ? { BENCH_HOLD_MS: String(HOLD_MS) } : {}), ...spec.env },
+    // armed: the end check reads the table on the main thread, through the inspector: give
+    // it the time valgrind needs (a limit the counted requests never touch).
+    config: spec.config,
   });
   const gen = startLoadgen();
   try {
@@ -208,7 +221,7 @@ function judgeGroup(ms, variants) {
   const out = { levels, ratios: {}, verdicts: {} };
   for (const v of variants.filter((x) => x !== 'bare')) {
     out.ratios[v] = logRatioInterval(of(v), bare);
-    out.verdicts[v] = judge(out.ratios[v], GOALS[v]);
+    if (GOALS[v] !== undefined) out.verdicts[v] = judge(out.ratios[v], GOALS[v]);
   }
   return out;
 }
@@ -224,7 +237,8 @@ async function run(opts = {}) {
   // run takes them on fewer frameworks.
   const bigFrameworks = list(opts['big-frameworks'], frameworks);
   for (const f of bigFrameworks) if (!FRAMEWORKS.includes(f)) throw c.usageError(`--big-frameworks: ${f} is not one of ${FRAMEWORKS.join(', ')}`);
-  const variants = list(opts.variants, VARIANTS);
+  // The decomposition variants only when asked for.
+  const variants = list(opts.variants, ['bare', 'default', 'armed']);
   for (const v of variants) if (!VARIANTS.includes(v)) throw c.usageError(`--variants: ${v} is not one of ${VARIANTS.join(', ')}`);
   if (!variants.includes('bare')) throw c.usageError('--variants must include bare: every ratio is to it');
   const sizes = list(opts.inflight, ['10', '1000']).map(Number);

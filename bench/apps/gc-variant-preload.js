@@ -5,6 +5,7 @@
 //                           had it (a callback per batch, each entry read)
 // GC_VARIANT=fastify-start a no-op subscriber on Fastify's tracing:fastify.request.handler:start
 // GC_VARIANT=gcprofiler    v8.GCProfiler, restarted every second
+// GC_VARIANT=http-channels no-op subscribers on http.server.request.start and .response.finish
 const variant = process.env.GC_VARIANT;
 if (variant === 'observer') {
   setTimeout(() => {
@@ -26,6 +27,12 @@ if (variant === 'observer') {
     p.start();
     for (const s of r.statistics) n += s.cost;
   }, 1000).unref();
+} else if (variant === 'http-channels') {
+  // The two channels the requests plugin reads per request, each with a no-op subscriber:
+  // what node:http then does per request for any subscriber (bench/instructions.js `channels`).
+  const dc = require('node:diagnostics_channel');
+  dc.subscribe('http.server.request.start', () => {});
+  dc.subscribe('http.server.response.finish', () => {});
 } else if (variant === 'fastify-start') {
   require('node:diagnostics_channel').subscribe('tracing:fastify.request.handler:start', () => {});
 } else if (variant) {
