@@ -21,9 +21,11 @@ const { judge, UNRESOLVED } = require('./lib/verdict');
 const GOAL_MS = 15;
 
 /** The app's first line and the event loop's first turn (a setImmediate it queues), in ms since the process started. */
-function firstLineMs(args, env) {
+function firstLineMs(args, env, cwd) {
   const app = 'const line = performance.now(); setImmediate(() => console.log(line, performance.now()))';
-  const out = execFileSync(process.execPath, [...args, '-e', app], { env, timeout: 30_000 });
+  // In a folder of its own: the preload reads ./ispy.config.json, and the repository's (the
+  // demo's, with an example plugin) is not the default agent.
+  const out = execFileSync(process.execPath, [...args, '-e', app], { env, cwd, timeout: 30_000 });
   const [line, turn] = out.toString().trim().split(' ').map(Number);
   return { line, turn };
 }
@@ -40,14 +42,14 @@ async function run(opts = {}) {
   const diffs = [];
   const turnDiffs = [];
   // One of each unmeasured: the file cache.
-  firstLineMs([], env);
-  firstLineMs(['-r', c.REGISTER], env);
+  firstLineMs([], env, dir);
+  firstLineMs(['-r', c.REGISTER], env, dir);
   let m;
   let verdict;
   for (let i = 0; i < maxRuns; i++) {
     const pair = {};
     for (const which of i % 2 === 0 ? ['without', 'with'] : ['with', 'without']) {
-      pair[which] = firstLineMs(which === 'with' ? ['-r', c.REGISTER] : [], env);
+      pair[which] = firstLineMs(which === 'with' ? ['-r', c.REGISTER] : [], env, dir);
     }
     withAgent.push(pair.with.line);
     without.push(pair.without.line);

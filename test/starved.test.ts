@@ -50,7 +50,7 @@ describe.skipIf(missing !== undefined)(`a starved main thread${missing ? ` (skip
     }
   }, 180_000);
 
-  it('still runs main-thread commands: an idle main thread that gets a CPU late is waited for, not called busy', async () => {
+  it('still runs main-thread commands: a main thread whose loop turns, but which gets a CPU only now and then, is waited for, not called busy', async () => {
     // A short limit for main-thread commands, which the starvation outlasts.
     const app = await startApp({ script: 'http-app.cjs', config: { limits: { mainThreadTimeout: '300ms' } } });
     const burners: ChildProcess[] = [];
@@ -61,6 +61,10 @@ describe.skipIf(missing !== undefined)(`a starved main thread${missing ? ` (skip
     };
     try {
       expect(await handles()).toBe('ok');
+      // CPU work in 2 ms slices with the loop turning between them, for longer than the three
+      // commands below take: starved, each slice waits long for a CPU, and so does the turn
+      // that would pick a command up.
+      app.get('/churn?ms=120000', 180_000).catch(() => {});
       execFileSync('taskset', ['-p', '-c', '0', String(app.pid)], { stdio: 'ignore' });
       execFileSync('renice', ['-n', '19', '-p', String(app.pid)], { stdio: 'ignore' });
       for (let i = 0; i < 3; i++) burners.push(spawn('taskset', ['-c', '0', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' }));
