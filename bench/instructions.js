@@ -283,7 +283,7 @@ async function run(opts = {}) {
       }
       const g = { framework, inflight, held: inflight - MEASURED_CONNECTIONS, ...judgeGroup(ok, variants), failed: failed.map((m) => ({ variant: m.variant, rep: m.rep, error: m.error })), wallS: Math.round(ok.reduce((a, m) => a + m.wallS, 0)) };
       groups.push(g);
-      const line = Object.entries(g.ratios).map(([v, r]) => `${v} ×${r.estimate} [${r.ci95.join(', ')}] ${g.verdicts[v].text}`);
+      const line = Object.entries(g.ratios).map(([v, r]) => `${v} ×${r.estimate} [${r.ci95.join(', ')}]${g.verdicts[v] ? ` ${g.verdicts[v].text}` : ' (no goal)'}`);
       console.log(`  → ${framework} at ${inflight} in flight: bare ${g.levels.bare.median} instructions/request (repeats ${g.levels.bare.repeats.join(', ')}); ${line.join('; ')}`);
     }
   }
