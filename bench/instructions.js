@@ -28,6 +28,8 @@
 //
 //   node bench/instructions.js [--frameworks http,express,fastify] [--inflight 10,1000]
 //       [--repeats 3] [--n1 500] [--n2 2500] [--warmup 5000] [--parallel 2]
+//       [--seed-pairs]   (every process of repeat r runs with V8's --random-seed=1000+r; ratios
+//                         within each repeat's pair, a paired t-interval of their logs)
 //       [--variants bare,default,armed,channels,default-noprocess] [--big-frameworks http]   (the frameworks at sizes
 //       above 10; all of --frameworks unless given)
 
@@ -36,7 +38,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 const c = require('./lib/common');
 const { startUnderCallgrind, perRequest, available } = require('./lib/callgrind');
-const { logRatioInterval, median, rng } = require('./lib/stats');
+const { logRatioInterval, pairedLogRatioInterval, median, rng } = require('./lib/stats');
 const { judge } = require('./lib/verdict');
 
 const FRAMEWORKS = ['http', 'express', 'fastify'];
@@ -115,7 +117,7 @@ async function counted(gen, port, n) {
 }
 
 /** One process: start, (arm,) warm up, (hold,) count two segments. */
-async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter }) {
+async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter, v8Seed }) {
   const t0 = Date.now();
   const held = inflight > MEASURED_CONNECTIONS ? inflight - MEASURED_CONNECTIONS : 0;
   const spec = VARIANT_SPECS[variant];
@@ -123,6 +125,8 @@ async function measureOne({ framework, inflight, variant, n1, n2, warmup, jitter
     script: 'framework-server.js',
     agent: spec.agent === true,
     preload: spec.preload,
+    // --seed-pairs: V8's hash seeds and heap layout alike for every variant of a repeat.
+    nodeFlags: v8Seed === undefined ? [] : [`--random-seed=${v8Seed}`],
     label: `${framework} ${variant}`,
     env: { BENCH_FRAMEWORK: framework, BENCH_DELAY_MS: '0', ...(held ? { BENCH_HOLD_MS: String(HOLD_MS) } : {}), ...spec.env },
     // armed: the end check reads the table on the main thread, through the inspector: give
@@ -214,13 +218,18 @@ function schedule({ frameworks, sizes, variants, repeats, bigFrameworks = framew
 }
 
 /** Ratios and verdicts of one group (framework × size) from its measurements. */
-function judgeGroup(ms, variants) {
+function judgeGroup(ms, variants, paired = false) {
   const of = (v) => ms.filter((m) => m.variant === v).map((m) => m.perRequest);
   const bare = of('bare');
   const levels = Object.fromEntries(variants.map((v) => [v, { median: Math.round(median(of(v))), repeats: of(v).map(Math.round) }]));
   const out = { levels, ratios: {}, verdicts: {} };
+  // Paired by repeat (each repeat's processes share one V8 seed): the ratio within each pair.
+  const pairsOf = (v) => {
+    const bareByRep = new Map(ms.filter((m) => m.variant === 'bare').map((m) => [m.rep, m.perRequest]));
+    return ms.filter((m) => m.variant === v && bareByRep.has(m.rep)).map((m) => [m.perRequest, bareByRep.get(m.rep)]);
+  };
   for (const v of variants.filter((x) => x !== 'bare')) {
-    out.ratios[v] = logRatioInterval(of(v), bare);
+    out.ratios[v] = paired ? pairedLogRatioInterval(pairsOf(v)) : logRatioInterval(of(v), bare);
     if (GOALS[v] !== undefined) out.verdicts[v] = judge(out.ratios[v], GOALS[v]);
   }
   return out;
@@ -250,6 +259,7 @@ async function run(opts = {}) {
   if (!(n2 > n1 && n1 > 0)) throw c.usageError(`--n1 ${n1} --n2 ${n2}: need 0 < n1 < n2 (the two counted segments)`);
   const warmup = c.num(opts.warmup, 5000);
   const parallel = Math.max(1, c.num(opts.parallel, 2));
+  const seedPairs = opts['seed-pairs'] === true;
   const jobs = schedule({ frameworks, sizes, variants, repeats, bigFrameworks });
   const started = Date.now();
   console.log(`instructions per request under callgrind (${vg.version}): ${frameworks.join(', ')} at ${sizes.join(', ')} in flight; ${variants.join(', ')}; ${repeats} repeats; segments ${n1} and ${n2} requests after ${warmup} uninstrumented; ${jobs.length} processes, ${parallel} at a time`);
@@ -260,7 +270,8 @@ async function run(opts = {}) {
       const job = jobs[next++];
       let m;
       try {
-        m = await measureOne({ ...job, n1, n2, warmup });
+        // Paired: one seed and one warm-up length for every variant of a repeat.
+        m = await measureOne({ ...job, n1, n2, warmup, ...(seedPairs ? { v8Seed: 1000 + job.rep, jitter: (job.rep * 337) % 1000 } : {}) });
         console.log(`  ${job.framework} ${job.inflight} ${job.variant} #${job.rep + 1}: ${Math.round(m.perRequest)} instructions/request (start ${m.startS} s, warm-up ${m.warmS} s, counted ${m.countedS} s, ${m.wallS} s in all)`);
       } catch (err) {
         m = { ...job, error: String(err.message ?? err).slice(0, 500) };
@@ -281,7 +292,7 @@ async function run(opts = {}) {
         groups.push({ framework, inflight, error: `fewer than 2 good repeats of ${short.join(', ')}${failed.length ? `: ${failed[0].error}` : ''}` });
         continue;
       }
-      const g = { framework, inflight, held: inflight - MEASURED_CONNECTIONS, ...judgeGroup(ok, variants), failed: failed.map((m) => ({ variant: m.variant, rep: m.rep, error: m.error })), wallS: Math.round(ok.reduce((a, m) => a + m.wallS, 0)) };
+      const g = { framework, inflight, held: inflight - MEASURED_CONNECTIONS, ...judgeGroup(ok, variants, seedPairs), failed: failed.map((m) => ({ variant: m.variant, rep: m.rep, error: m.error })), wallS: Math.round(ok.reduce((a, m) => a + m.wallS, 0)) };
       groups.push(g);
       const line = Object.entries(g.ratios).map(([v, r]) => `${v} ×${r.estimate} [${r.ci95.join(', ')}]${g.verdicts[v] ? ` ${g.verdicts[v].text}` : ' (no goal)'}`);
       console.log(`  → ${framework} at ${inflight} in flight: bare ${g.levels.bare.median} instructions/request (repeats ${g.levels.bare.repeats.join(', ')}); ${line.join('; ')}`);
@@ -291,7 +302,7 @@ async function run(opts = {}) {
     benchmark: 'instructions',
     goals: GOALS,
     valgrind: vg.version,
-    method: { n1, n2, warmup, repeats, parallel, measuredConnections: MEASURED_CONNECTIONS, variants, sizes, frameworks, bigFrameworks },
+    method: { n1, n2, warmup, repeats, parallel, seedPairs, measuredConnections: MEASURED_CONNECTIONS, variants, sizes, frameworks, bigFrameworks },
     groups,
     processes: measured,
     elapsedS: Math.round((Date.now() - started) / 1000),

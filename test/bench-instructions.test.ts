@@ -4,11 +4,24 @@
 // interval is within). Pure functions: no process is started.
 import { describe, expect, it } from 'vitest';
 import { parseTotals, perRequest } from '../bench/lib/callgrind.js';
-import { logRatioInterval, t95 } from '../bench/lib/stats.js';
+import { logRatioInterval, pairedLogRatioInterval, t95 } from '../bench/lib/stats.js';
 import { judge, MET, NOT_MET, UNRESOLVED } from '../bench/lib/verdict.js';
 import { schedule } from '../bench/instructions.js';
 
 describe('bench instruction counts', () => {
+  it('pairs by repeat: a shift both sides of a pair share drops out, which unpaired repeats cannot resolve', () => {
+    // Each repeat lands in one of two modes (~55 k or ~60 k), the agent adding 1 % within it.
+    const bare = [55000, 60000, 55200, 60100];
+    const agent = bare.map((b) => b * 1.01);
+    const paired = pairedLogRatioInterval(agent.map((a, i) => [a, bare[i]!]));
+    expect(paired.estimate).toBeCloseTo(1.01, 4);
+    expect(paired.ci95[1]! - paired.ci95[0]!).toBeLessThan(0.001);
+    expect(judge(paired, 1.02).verdict).toBe(MET);
+    const unpaired = logRatioInterval(agent, bare);
+    expect(judge(unpaired, 1.02).verdict).toBe(UNRESOLVED);
+    expect(pairedLogRatioInterval([[1, 1]]).ci95.every(Number.isNaN)).toBe(true);
+  });
+
   it('takes per request the difference of two segments over the difference of their lengths', () => {
     // 1,000,000 instructions a segment whatever its length, 60,000 a request.
     expect(perRequest({ n1: 500, i1: 1e6 + 500 * 60000, n2: 2500, i2: 1e6 + 2500 * 60000 })).toBe(60000);

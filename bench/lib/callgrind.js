@@ -54,7 +54,7 @@ function available() {
  * the agent), with counting off. Returns the app with `control(...args)` (callgrind_control
  * on it) and `dump()` (the instructions since the last dump or zeroing).
  */
-async function startUnderCallgrind({ script, agent, preload, env = {}, config, timeoutMs = 180_000, label }) {
+async function startUnderCallgrind({ script, agent, preload, nodeFlags = [], env = {}, config, timeoutMs = 180_000, label }) {
   const dir = c.tempDir('ispy-cg-');
   const socket = path.join(dir, 'a.sock');
   const outFile = path.join(dir, 'cg.out');
@@ -64,7 +64,7 @@ async function startUnderCallgrind({ script, agent, preload, env = {}, config, t
   delete childEnv.ISPY_DISABLE;
   delete childEnv.NODE_OPTIONS;
   const vgArgs = ['--tool=callgrind', '--smc-check=all-non-file', '--instr-atstart=no', '--dump-instr=no', '--dump-line=no', `--callgrind-out-file=${outFile}`];
-  const nodeArgs = [...(agent ? ['-r', c.REGISTER] : []), ...(preload ? ['-r', preload] : []), path.join(c.APPS, script)];
+  const nodeArgs = [...nodeFlags, ...(agent ? ['-r', c.REGISTER] : []), ...(preload ? ['-r', preload] : []), path.join(c.APPS, script)];
   const child = c.track(spawn('valgrind', [...vgArgs, process.execPath, ...nodeArgs], { cwd: dir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
   let err = '';

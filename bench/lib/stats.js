@@ -159,4 +159,21 @@ function logRatioInterval(a, b, { digits = 4 } = {}) {
   return { ...base, estimate: r(Math.exp(d)), ci95: [r(Math.exp(d - h)), r(Math.exp(d + h))], df: Math.round(df * 10) / 10 };
 }
 
-module.exports = { rng, median, mean, clusteredCI, bootstrapCI, roundsTInterval, summarize, t95, logRatioInterval };
+/**
+ * The ratio a ÷ b from pairs [a_i, b_i] measured alike (the same V8 seed, say): the geometric
+ * mean of the pair ratios, with a t-interval of their logs (n − 1 degrees of freedom).
+ */
+function pairedLogRatioInterval(pairs, { digits = 4 } = {}) {
+  const r = (x) => (Number.isFinite(x) ? Math.round(x * 10 ** digits) / 10 ** digits : x);
+  const good = pairs.filter(([a, b]) => a > 0 && b > 0);
+  const d = good.map(([a, b]) => Math.log(a / b));
+  const spread = (xs) => (xs.length ? r(((Math.max(...xs) - Math.min(...xs)) / 2 / median(xs)) * 100) : NaN);
+  const base = { n: d.length, paired: true, repeats: { a: d.length, b: d.length }, spreadPct: { a: spread(good.map((p) => p[0])), b: spread(good.map((p) => p[1])) } };
+  if (d.length < 2) return { ...base, estimate: d.length ? r(Math.exp(d[0])) : NaN, ci95: [NaN, NaN] };
+  const m = mean(d);
+  const se = Math.sqrt(sampleVariance(d) / d.length);
+  const h = t95(d.length - 1) * se;
+  return { ...base, estimate: r(Math.exp(m)), ci95: [r(Math.exp(m - h)), r(Math.exp(m + h))], df: d.length - 1 };
+}
+
+module.exports = { rng, median, mean, clusteredCI, bootstrapCI, roundsTInterval, summarize, t95, logRatioInterval, pairedLogRatioInterval };
