@@ -44,7 +44,7 @@ const END = '<!-- bench/run.js: generated, end (notes below this line are kept) 
 // (each part also has its own time budget, so a noisy machine costs rounds, not time).
 const COST = [
   { name: 'frameworks', timeoutMs: 1_500_000, args: ['--minutes-small', '2', '--minutes-big', '4'], quick: ['--inflight', '10,500', '--delay', '200', '--pairs', '1', '--min-rounds', '1', '--max-rounds', '1'] },
-  { name: 'instructions', timeoutMs: 3_600_000, args: ['--frameworks', 'http,fastify', '--inflight', '10,1000', '--big-frameworks', 'http'], quick: ['--frameworks', 'http', '--inflight', '10,200', '--repeats', '2', '--warmup', '1000', '--n1', '100', '--n2', '300'] },
+  { name: 'instructions', timeoutMs: 3_600_000, args: ['--frameworks', 'http,fastify', '--inflight', '10,1000', '--big-frameworks', 'http', '--seed-pairs', '--repeats', '4'], quick: ['--frameworks', 'http', '--inflight', '10,200', '--repeats', '2', '--warmup', '1000', '--n1', '100', '--n2', '300'] },
   { name: 'profile-overhead', timeoutMs: 360_000, args: ['--no-gate', '--no-rebuild', '--minutes', '2.5'], quick: ['--no-gate', '--no-rebuild', '--rounds', '1', '--max-rounds', '1', '--pairs', '2'] },
   { name: 'visit-cost', timeoutMs: 240_000, args: [], quick: ['--visits', '3', '--segment', '1500', '--tail', '1500'] },
   { name: 'run-fanout', timeoutMs: 600_000, args: ['--rounds', '4', '--quiet', '2000', '--after', '6000'], quick: ['--sizes', '2,4,8', '--rounds', '1', '--quiet', '500', '--after', '1000'] },
