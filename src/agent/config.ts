@@ -9,6 +9,7 @@ import { parseDuration } from '../protocol/args';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/index';
 import { checkSchema, parseBytes, type Schema } from './schema';
 import { packageRoot } from './paths';
+import { defaultConfigFile } from './early';
 import type { ConfigTrace } from '../plugin/define';
 
 /** Options of startAgent(); each one overrides the config file's key of the same name. */
@@ -122,8 +123,7 @@ export function configCandidate(options: AgentOptions = {}, env: NodeJS.ProcessE
   const cwd = options.cwd ?? process.cwd();
   if (options.config === false) return undefined;
   if (typeof options.config === 'string') return path.resolve(cwd, options.config);
-  if (env.ISPY_CONFIG) return path.resolve(cwd, env.ISPY_CONFIG);
-  return path.join(cwd, 'ispy.config.json');
+  return defaultConfigFile(env, cwd);
 }
 
 /** Reads, checks and resolves the configuration. Throws ISPY_ERR_CONFIG with a one-line message. */

@@ -25,9 +25,18 @@ import dc from 'node:diagnostics_channel';
  */
 const RECORDED = ['fastify.initialization'] as const;
 
+/**
+ * The config file the agent reads when no startAgent() option names one: $ISPY_CONFIG, else
+ * ./ispy.config.json (config.ts's configCandidate asks here; kept in this small module so the
+ * preload can ask before the app's first line without loading the config's modules).
+ */
+export function defaultConfigFile(env: NodeJS.ProcessEnv, cwd: string): string {
+  return env.ISPY_CONFIG ? path.resolve(cwd, env.ISPY_CONFIG) : path.join(cwd, 'ispy.config.json');
+}
+
 /** Whether a config file the preload would read asks for the setup before the first line. */
 export function setupMustPrecedeApp(env: NodeJS.ProcessEnv = process.env, cwd: string = process.cwd()): boolean {
-  const file = env.ISPY_CONFIG ? path.resolve(cwd, env.ISPY_CONFIG) : path.join(cwd, 'ispy.config.json');
+  const file = defaultConfigFile(env, cwd);
   // A named file that is missing is the config's error to report: the start as before says it.
   if (!env.ISPY_CONFIG && !existsSync(file)) return false;
   try {
